@@ -1,0 +1,394 @@
+//! The content-addressed artifact store under `.tailor/`.
+//!
+//! ```text
+//! .tailor/
+//!   objects/ab/cdef…        file contents, named by BLAKE3 digest, read-only
+//!   manifests/ab/cdef….json artifact manifests (kind + files), named by the
+//!                           digest of the manifest bytes = the artifact digest
+//!   index/ab/cdef….json     stage records, named by stage fingerprint
+//!   views/<digest>/…        artifacts laid out as directories (hard links)
+//!   tmp/                    scratch space of the run in progress
+//!   runs/                   one record per `tailor run`
+//!   statcache.json, run.lock
+//! ```
+//!
+//! Every file enters the store by write-to-temp, fsync, rename, and each
+//! layer is written only after the layer it points to (objects, then
+//! manifest, then stage record, then lock file). A process killed at any
+//! moment therefore leaves at worst unreferenced temporaries, which the next
+//! run deletes; it never leaves a name that points at partial content.
+//! Because names are digests, two writers of the same content race
+//! harmlessly.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{hash_bytes, hash_file, list_files};
+
+/// One file of an artifact.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ManifestFile {
+    /// Path inside the artifact, `/`-separated.
+    pub path: String,
+    /// Content digest.
+    pub digest: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// What an artifact is: its kind and files.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Manifest {
+    /// Artifact kind (`records`, `model`, …).
+    pub kind: String,
+    /// Files, sorted by path.
+    pub files: Vec<ManifestFile>,
+}
+
+impl Manifest {
+    /// Total size in bytes.
+    pub fn size(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+}
+
+/// Write `bytes` to `path` atomically: temp file in the same directory,
+/// fsync, rename, fsync of the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{}.tmp-{}-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("f"), std::process::id(), unique()));
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, path)?;
+    sync_dir(dir);
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// A process-unique counter mixed with time, for temporary names.
+pub fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{t:x}{:x}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Problems found by [`Store::verify`].
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    /// Objects checked.
+    pub objects: usize,
+    /// Manifests checked.
+    pub manifests: usize,
+    /// One line per problem.
+    pub problems: Vec<String>,
+}
+
+/// Handle on a `.tailor/` directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+fn sharded(base: &Path, digest: &str, ext: &str) -> PathBuf {
+    let (a, b) = digest.split_at(digest.len().min(2));
+    base.join(a).join(format!("{b}{ext}"))
+}
+
+impl Store {
+    /// Open (and create) a store.
+    pub fn open(root: &Path) -> io::Result<Self> {
+        for sub in ["objects", "manifests", "index", "views", "tmp", "runs"] {
+            fs::create_dir_all(root.join(sub))?;
+        }
+        Ok(Store { root: root.to_path_buf() })
+    }
+
+    /// The store's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Path of an object.
+    pub fn object_path(&self, digest: &str) -> PathBuf {
+        sharded(&self.root.join("objects"), digest, "")
+    }
+
+    fn manifest_path(&self, digest: &str) -> PathBuf {
+        sharded(&self.root.join("manifests"), digest, ".json")
+    }
+
+    /// Path of a stage record.
+    pub fn record_path(&self, fingerprint: &str) -> PathBuf {
+        sharded(&self.root.join("index"), fingerprint, ".json")
+    }
+
+    /// A fresh scratch directory.
+    pub fn scratch(&self, label: &str) -> io::Result<PathBuf> {
+        let p = self.root.join("tmp").join(format!("{label}-{}-{}", std::process::id(), unique()));
+        fs::create_dir_all(&p)?;
+        Ok(p)
+    }
+
+    /// Delete leftovers of interrupted runs. Call only while holding the run
+    /// lock. Returns how many entries were removed.
+    pub fn clean_scratch(&self) -> io::Result<usize> {
+        let mut n = 0;
+        for e in fs::read_dir(self.root.join("tmp"))? {
+            let p = e?.path();
+            if p.is_dir() { fs::remove_dir_all(&p)? } else { fs::remove_file(&p)? }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Move every file under `dir` into the store and return the artifact
+    /// digest. `dir` is consumed (its files are moved, not copied).
+    pub fn ingest_dir(&self, dir: &Path, kind: &str) -> io::Result<String> {
+        let rels = list_files(dir)?;
+        let files: Vec<io::Result<ManifestFile>> = rels
+            .par_iter()
+            .map(|rel| {
+                let src = dir.join(rel);
+                let digest = hash_file(&src)?;
+                let size = fs::metadata(&src)?.len();
+                self.put_file(&src, &digest)?;
+                let path = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+                Ok(ManifestFile { path, digest, size })
+            })
+            .collect();
+        let files = files.into_iter().collect::<io::Result<Vec<_>>>()?;
+        self.put_manifest(&Manifest { kind: kind.to_string(), files })
+    }
+
+    /// Move one file into the objects (a no-op if the object exists).
+    fn put_file(&self, src: &Path, digest: &str) -> io::Result<()> {
+        let dst = self.object_path(digest);
+        if dst.exists() {
+            fs::remove_file(src)?;
+            return Ok(());
+        }
+        fs::create_dir_all(dst.parent().unwrap_or(&self.root))?;
+        fs::File::open(src)?.sync_all()?;
+        let mut perm = fs::metadata(src)?.permissions();
+        perm.set_readonly(true);
+        fs::set_permissions(src, perm)?;
+        fs::rename(src, &dst)?;
+        Ok(())
+    }
+
+    /// Store a manifest; its digest is the artifact's digest.
+    pub fn put_manifest(&self, m: &Manifest) -> io::Result<String> {
+        let bytes = serde_json::to_vec(m).map_err(io::Error::other)?;
+        let digest = hash_bytes(&bytes);
+        let path = self.manifest_path(&digest);
+        if !path.exists() {
+            write_atomic(&path, &bytes)?;
+        }
+        Ok(digest)
+    }
+
+    /// Read a manifest.
+    pub fn manifest(&self, digest: &str) -> io::Result<Manifest> {
+        let bytes = fs::read(self.manifest_path(digest))?;
+        serde_json::from_slice(&bytes).map_err(io::Error::other)
+    }
+
+    /// True when the artifact and all its files are present.
+    pub fn has_artifact(&self, digest: &str) -> bool {
+        self.manifest(digest).is_ok_and(|m| m.files.iter().all(|f| self.object_path(&f.digest).exists()))
+    }
+
+    /// The artifact as a read-only directory (hard links into the objects,
+    /// built once, atomically).
+    pub fn view(&self, digest: &str) -> io::Result<PathBuf> {
+        let dst = self.root.join("views").join(digest);
+        if dst.exists() {
+            return Ok(dst);
+        }
+        let m = self.manifest(digest)?;
+        let tmp = self.scratch("view")?;
+        for f in &m.files {
+            let to = tmp.join(&f.path);
+            if let Some(p) = to.parent() {
+                fs::create_dir_all(p)?;
+            }
+            let obj = self.object_path(&f.digest);
+            if fs::hard_link(&obj, &to).is_err() {
+                fs::copy(&obj, &to)?;
+            }
+        }
+        match fs::rename(&tmp, &dst) {
+            Ok(()) => Ok(dst),
+            // Another process built the same view first.
+            Err(_) if dst.exists() => {
+                let _ = fs::remove_dir_all(&tmp);
+                Ok(dst)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Re-hash every object and manifest; report any mismatch or dangling
+    /// reference. `delete_bad` removes corrupt entries so the next run
+    /// recomputes them.
+    pub fn verify(&self, delete_bad: bool) -> io::Result<VerifyReport> {
+        let mut rep = VerifyReport::default();
+        let objects = walk_sharded(&self.root.join("objects"))?;
+        rep.objects = objects.len();
+        let bad: Vec<String> = objects
+            .par_iter()
+            .filter_map(|(digest, path)| match hash_file(path) {
+                Ok(d) if &d == digest => None,
+                Ok(d) => Some(format!("object {digest} has content {d}")),
+                Err(e) => Some(format!("object {digest} unreadable: {e}")),
+            })
+            .collect();
+        if delete_bad {
+            for line in &bad {
+                if let Some(d) = line.split_whitespace().nth(1) {
+                    let _ = fs::remove_file(self.object_path(d));
+                }
+            }
+        }
+        rep.problems.extend(bad);
+        for (digest, path) in walk_sharded(&self.root.join("manifests"))? {
+            let digest = digest.trim_end_matches(".json").to_string();
+            rep.manifests += 1;
+            let bytes = fs::read(&path)?;
+            if hash_bytes(&bytes) != digest {
+                rep.problems.push(format!("manifest {digest} does not match its content"));
+                if delete_bad {
+                    let _ = fs::remove_file(&path);
+                }
+                continue;
+            }
+            if let Ok(m) = serde_json::from_slice::<Manifest>(&bytes) {
+                for f in m.files.iter().filter(|f| !self.object_path(&f.digest).exists()) {
+                    rep.problems.push(format!("artifact {digest}: file {} (object {}) is missing", f.path, f.digest));
+                }
+            }
+        }
+        Ok(rep)
+    }
+
+    /// Delete every object, manifest, view and stage record not reachable
+    /// from `keep_records` (fingerprints) and `keep_artifacts` (digests).
+    /// Returns (entries removed, bytes freed).
+    pub fn gc(&self, keep_records: &BTreeSet<String>, keep_artifacts: &BTreeSet<String>, dry_run: bool) -> io::Result<(usize, u64)> {
+        let mut keep_objects = BTreeSet::new();
+        for a in keep_artifacts {
+            if let Ok(m) = self.manifest(a) {
+                keep_objects.extend(m.files.into_iter().map(|f| f.digest));
+            }
+        }
+        let mut removed = 0;
+        let mut freed = 0;
+        let mut drop = |path: &Path| -> io::Result<()> {
+            let size = if path.is_dir() { 0 } else { fs::metadata(path)?.len() };
+            removed += 1;
+            freed += size;
+            if !dry_run {
+                if path.is_dir() { fs::remove_dir_all(path)? } else { fs::remove_file(path)? }
+            }
+            Ok(())
+        };
+        for (d, p) in walk_sharded(&self.root.join("objects"))? {
+            if !keep_objects.contains(&d) {
+                drop(&p)?;
+            }
+        }
+        for (d, p) in walk_sharded(&self.root.join("manifests"))? {
+            if !keep_artifacts.contains(d.trim_end_matches(".json")) {
+                drop(&p)?;
+            }
+        }
+        for (d, p) in walk_sharded(&self.root.join("index"))? {
+            if !keep_records.contains(d.trim_end_matches(".json")) {
+                drop(&p)?;
+            }
+        }
+        for e in fs::read_dir(self.root.join("views"))? {
+            let e = e?;
+            if !keep_artifacts.contains(&e.file_name().to_string_lossy().to_string()) {
+                drop(&e.path())?;
+            }
+        }
+        Ok((removed, freed))
+    }
+}
+
+/// (digest, path) of every entry in a two-level sharded directory.
+fn walk_sharded(base: &Path) -> io::Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    let Ok(shards) = fs::read_dir(base) else { return Ok(out) };
+    for shard in shards {
+        let shard = shard?;
+        if !shard.file_type()?.is_dir() {
+            continue;
+        }
+        let prefix = shard.file_name().to_string_lossy().to_string();
+        for e in fs::read_dir(shard.path())? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with('.') {
+                continue;
+            }
+            out.push((format!("{prefix}{name}"), e.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ingest_view_verify_gc() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join(".tailor")).unwrap();
+        let out = store.scratch("t").unwrap();
+        fs::create_dir_all(out.join("sub")).unwrap();
+        fs::write(out.join("a.txt"), "A").unwrap();
+        fs::write(out.join("sub/b.txt"), "B").unwrap();
+        let d = store.ingest_dir(&out, "records").unwrap();
+        assert!(store.has_artifact(&d));
+        let v = store.view(&d).unwrap();
+        assert_eq!(fs::read_to_string(v.join("sub/b.txt")).unwrap(), "B");
+        // Same content → same digest.
+        let out2 = store.scratch("t").unwrap();
+        fs::create_dir_all(out2.join("sub")).unwrap();
+        fs::write(out2.join("a.txt"), "A").unwrap();
+        fs::write(out2.join("sub/b.txt"), "B").unwrap();
+        assert_eq!(store.ingest_dir(&out2, "records").unwrap(), d);
+        let rep = store.verify(false).unwrap();
+        assert!(rep.problems.is_empty(), "{:?}", rep.problems);
+        // Corrupt an object: verify names it.
+        let m = store.manifest(&d).unwrap();
+        let obj = store.object_path(&m.files[0].digest);
+        let mut perm = fs::metadata(&obj).unwrap().permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perm.set_readonly(false);
+        fs::set_permissions(&obj, perm).unwrap();
+        fs::write(&obj, "corrupt").unwrap();
+        assert_eq!(store.verify(false).unwrap().problems.len(), 1);
+        let (removed, _) = store.gc(&BTreeSet::new(), &BTreeSet::new(), false).unwrap();
+        assert!(removed >= 4);
+        assert!(!store.has_artifact(&d));
+    }
+}

@@ -1,0 +1,68 @@
+//! A project's on-disk state: the store, the lock file, the stat cache and
+//! the run lock that serialises concurrent `tailor run`s.
+//!
+//! Two runs in one workspace never interleave: the second waits on an
+//! exclusive `flock` of `.tailor/run.lock` (released by the kernel if the
+//! holder dies, so a killed run never leaves a stale lock). Read-only
+//! commands (`plan`, `status`, `show`) take no lock; they only read files
+//! that are replaced atomically.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::digest::StatCache;
+use crate::lockfile::Lock;
+use crate::pipeline::Pipeline;
+use crate::store::Store;
+
+/// Paths and handles of a project.
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    /// Absolute project root.
+    pub root: PathBuf,
+    /// The store.
+    pub store: Store,
+    /// `tailor.lock`.
+    pub lock_path: PathBuf,
+}
+
+/// Held while a run mutates the workspace.
+pub struct RunLock {
+    _file: fs::File,
+}
+
+impl Workspace {
+    /// Open the workspace of a pipeline; `store` overrides `.tailor/`.
+    pub fn open(pipeline: &Pipeline, store: Option<&Path>) -> io::Result<Self> {
+        let root = fs::canonicalize(&pipeline.root)?;
+        let store_dir = store.map(Path::to_path_buf).unwrap_or_else(|| root.join(".tailor"));
+        Ok(Workspace { store: Store::open(&store_dir)?, lock_path: root.join("tailor.lock"), root })
+    }
+
+    /// The current lock file.
+    pub fn lock(&self) -> Result<Lock, String> {
+        Lock::read(&self.lock_path)
+    }
+
+    /// The stat cache.
+    pub fn stat_cache(&self) -> StatCache {
+        StatCache::load(&self.store.root().join("statcache.json"))
+    }
+
+    /// Take the exclusive run lock, waiting (and saying so) if another run
+    /// holds it.
+    pub fn lock_runs(&self) -> io::Result<RunLock> {
+        let path = self.store.root().join("run.lock");
+        let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                eprintln!("waiting for another `tailor run` in this workspace to finish ({})…", path.display());
+                file.lock()?;
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
+        Ok(RunLock { _file: file })
+    }
+}

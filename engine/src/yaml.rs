@@ -1,0 +1,327 @@
+//! YAML → JSON value, with the source position of every key and value.
+//!
+//! Pipeline files are read with `saphyr-parser`'s event stream rather than a
+//! serde deserializer, because every later check (schema validation, semantic
+//! checks, `${params.x}` resolution) must point at a `file:line:col`. One pass
+//! over the events builds both the `serde_json::Value` the checks run on and a
+//! [`SpanMap`] from JSON pointers (`/stages/tuned/lr`) to source spans.
+//! Plain scalars are typed by the YAML 1.2 core schema (so `yes` stays a
+//! string and `2.0e-4` is a float); quoted scalars are always strings.
+//! Duplicate keys are errors, not silent overwrites.
+
+use std::collections::HashMap;
+
+use saphyr_parser::{Event, Parser, ScalarStyle, Span as YSpan};
+use serde_json::{Map, Number, Value};
+
+use crate::diag::{Diagnostic, Span};
+
+/// Where a node sits in the source: its key (for mapping entries) and value.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NodeSpan {
+    /// The key's span, when the node is a mapping value.
+    pub key: Option<Span>,
+    /// The value's span (for collections, their first token).
+    pub value: Span,
+}
+
+/// JSON pointer → source position, for every node of a document.
+#[derive(Debug, Clone, Default)]
+pub struct SpanMap {
+    map: HashMap<String, NodeSpan>,
+}
+
+impl SpanMap {
+    /// The span of a node's value, falling back to the closest ancestor.
+    pub fn value(&self, pointer: &str) -> Option<Span> {
+        self.lookup(pointer).map(|n| n.value)
+    }
+
+    /// The span of a node's key (or its value if it has no key), falling back
+    /// to the closest ancestor.
+    pub fn key(&self, pointer: &str) -> Option<Span> {
+        self.lookup(pointer).map(|n| n.key.unwrap_or(n.value))
+    }
+
+    /// Spans for collections point at their key when they have one: a
+    /// "missing field" in `stages.tuned` is best shown under `tuned:`.
+    pub fn node(&self, pointer: &str, value: &Value) -> Option<Span> {
+        if value.is_object() || value.is_array() {
+            self.key(pointer)
+        } else {
+            self.value(pointer)
+        }
+    }
+
+    fn lookup(&self, pointer: &str) -> Option<&NodeSpan> {
+        let mut p = pointer;
+        loop {
+            if let Some(n) = self.map.get(p) {
+                return Some(n);
+            }
+            match p.rfind('/') {
+                Some(i) => p = &p[..i],
+                None => return None,
+            }
+        }
+    }
+
+    /// Record a span for a pointer (used by command-line overrides).
+    pub fn insert(&mut self, pointer: String, span: NodeSpan) {
+        self.map.insert(pointer, span);
+    }
+}
+
+/// Escape one JSON-pointer segment (`~` → `~0`, `/` → `~1`).
+pub fn escape(seg: &str) -> String {
+    seg.replace('~', "~0").replace('/', "~1")
+}
+
+/// A parsed YAML document.
+#[derive(Debug, Clone)]
+pub struct Document {
+    /// The document as JSON.
+    pub value: Value,
+    /// Positions of its nodes.
+    pub spans: SpanMap,
+}
+
+/// Parse the first document of `src`. Syntax errors and duplicate keys come
+/// back as diagnostics with their position.
+pub fn parse(src: &str) -> Result<Document, Vec<Diagnostic>> {
+    let mut b = Builder { parser: Parser::new_from_str(src), spans: SpanMap::default(), anchors: HashMap::new(), errors: Vec::new(), src };
+    let value = b.document()?;
+    if !b.errors.is_empty() {
+        return Err(b.errors);
+    }
+    Ok(Document { value, spans: b.spans })
+}
+
+struct Builder<'a> {
+    parser: Parser<'a, saphyr_parser::StrInput<'a>>,
+    spans: SpanMap,
+    anchors: HashMap<usize, Value>,
+    errors: Vec<Diagnostic>,
+    src: &'a str,
+}
+
+fn to_span(s: YSpan, src: &str) -> Span {
+    let line = s.start.line();
+    let col = s.start.col() + 1;
+    let len = if s.end.line() == s.start.line() {
+        s.end.index().saturating_sub(s.start.index())
+    } else {
+        src.lines().nth(line.saturating_sub(1)).map_or(1, |l| l.chars().count().saturating_sub(col - 1))
+    };
+    Span { line, col, len: len.max(1) }
+}
+
+impl<'a> Builder<'a> {
+    fn next(&mut self) -> Result<(Event<'a>, YSpan), Vec<Diagnostic>> {
+        match self.parser.next_event() {
+            Some(Ok(ev)) => Ok(ev),
+            Some(Err(e)) => {
+                let m = e.marker();
+                let span = Span { line: m.line(), col: m.col() + 1, len: 1 };
+                Err(vec![Diagnostic::error(format!("invalid YAML: {}", e.info()))
+                    .at(Some(span))
+                    .label("the YAML parser stopped here")
+                    .help("check indentation, unclosed quotes or brackets, and that `key: value` pairs have a space after the colon")])
+            }
+            None => Ok((Event::StreamEnd, YSpan::default())),
+        }
+    }
+
+    fn document(&mut self) -> Result<Value, Vec<Diagnostic>> {
+        loop {
+            let (ev, span) = self.next()?;
+            match ev {
+                Event::StreamStart | Event::Nothing => {}
+                Event::DocumentStart(_) => {
+                    let (ev, span) = self.next()?;
+                    if let Event::DocumentEnd = ev {
+                        return Ok(Value::Null);
+                    }
+                    return self.node(ev, span, "", None);
+                }
+                Event::StreamEnd => return Ok(Value::Null),
+                _ => return self.node(ev, span, "", None),
+            }
+        }
+    }
+
+    fn node(&mut self, ev: Event<'a>, span: YSpan, ptr: &str, key: Option<Span>) -> Result<Value, Vec<Diagnostic>> {
+        let vspan = to_span(span, self.src);
+        self.spans.insert(ptr.to_string(), NodeSpan { key, value: vspan });
+        match ev {
+            Event::Scalar(text, style, anchor, tag) => {
+                let forced_str = tag.as_ref().is_some_and(|t| t.suffix == "str");
+                let v = if style == ScalarStyle::Plain && !forced_str { resolve_plain(&text) } else { Value::String(text.into_owned()) };
+                if anchor > 0 {
+                    self.anchors.insert(anchor, v.clone());
+                }
+                Ok(v)
+            }
+            Event::Alias(id) => Ok(self.anchors.get(&id).cloned().unwrap_or(Value::Null)),
+            Event::SequenceStart(anchor, _) => {
+                let mut items = Vec::new();
+                loop {
+                    let (ev, span) = self.next()?;
+                    if let Event::SequenceEnd = ev {
+                        break;
+                    }
+                    let child = format!("{ptr}/{}", items.len());
+                    items.push(self.node(ev, span, &child, None)?);
+                }
+                let v = Value::Array(items);
+                if anchor > 0 {
+                    self.anchors.insert(anchor, v.clone());
+                }
+                Ok(v)
+            }
+            Event::MappingStart(anchor, _) => {
+                let mut map = Map::new();
+                loop {
+                    let (kev, kspan) = self.next()?;
+                    let k = match kev {
+                        Event::MappingEnd => break,
+                        Event::Scalar(text, _, _, _) => text.into_owned(),
+                        other => {
+                            // Complex keys: build them, then use their JSON text.
+                            let v = self.node(other, kspan, &format!("{ptr}/?"), None)?;
+                            v.to_string()
+                        }
+                    };
+                    let key_span = to_span(kspan, self.src);
+                    let child = format!("{ptr}/{}", escape(&k));
+                    let (vev, vspan) = self.next()?;
+                    let v = self.node(vev, vspan, &child, Some(key_span))?;
+                    if map.contains_key(&k) {
+                        self.errors.push(
+                            Diagnostic::error(format!("duplicate key `{k}`"))
+                                .at(Some(key_span))
+                                .label("defined again here")
+                                .help("YAML keys must be unique within a mapping; remove or rename one of them"),
+                        );
+                    }
+                    map.insert(k, v);
+                }
+                let v = Value::Object(map);
+                if anchor > 0 {
+                    self.anchors.insert(anchor, v.clone());
+                }
+                Ok(v)
+            }
+            _ => Ok(Value::Null),
+        }
+    }
+}
+
+/// Type a plain scalar by the YAML 1.2 core schema.
+pub fn resolve_plain(s: &str) -> Value {
+    match s {
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        "true" | "True" | "TRUE" => return Value::Bool(true),
+        "false" | "False" | "FALSE" => return Value::Bool(false),
+        _ => {}
+    }
+    let body = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let neg = s.starts_with('-');
+    if !body.is_empty() && body.bytes().all(|b| b.is_ascii_digit()) {
+        if let Ok(i) = s.parse::<i64>() {
+            return Value::Number(i.into());
+        }
+    }
+    if let Some(hex) = s.strip_prefix("0x") {
+        if let Ok(i) = i64::from_str_radix(hex, 16) {
+            return Value::Number(i.into());
+        }
+    }
+    if let Some(oct) = s.strip_prefix("0o") {
+        if let Ok(i) = i64::from_str_radix(oct, 8) {
+            return Value::Number(i.into());
+        }
+    }
+    match body {
+        ".inf" | ".Inf" | ".INF" => {
+            return Value::String(if neg { "-inf".into() } else { "inf".into() });
+        }
+        ".nan" | ".NaN" | ".NAN" => return Value::String("nan".into()),
+        _ => {}
+    }
+    if is_float(body) {
+        if let Some(n) = s.parse::<f64>().ok().and_then(Number::from_f64) {
+            return Value::Number(n);
+        }
+    }
+    Value::String(s.to_string())
+}
+
+/// `(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?`
+fn is_float(s: &str) -> bool {
+    let (mant, exp) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    let mant_ok = match mant.split_once('.') {
+        Some(("", frac)) => digits(frac),
+        Some((int, frac)) => digits(int) && (frac.is_empty() || digits(frac)),
+        None => digits(mant),
+    };
+    let exp_ok = exp.is_none_or(|e| digits(e.strip_prefix(['+', '-']).unwrap_or(e)));
+    mant_ok && exp_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn scalars_follow_core_schema() {
+        for (text, want) in [
+            ("1", json!(1)),
+            ("-3", json!(-3)),
+            ("2.0e-4", json!(0.0002)),
+            ("1e3", json!(1000.0)),
+            (".5", json!(0.5)),
+            ("yes", json!("yes")),
+            ("true", json!(true)),
+            ("~", json!(null)),
+            ("0x1F", json!(31)),
+            ("1.2.3", json!("1.2.3")),
+            ("q_proj", json!("q_proj")),
+        ] {
+            assert_eq!(resolve_plain(text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn spans_point_at_keys_and_values() {
+        let src = "name: x\nstages:\n  raw:\n    kind: collect\n    lr: '2'\n";
+        let doc = parse(src).unwrap();
+        assert_eq!(doc.value["stages"]["raw"]["lr"], json!("2"));
+        let s = doc.spans.value("/stages/raw/kind").unwrap();
+        assert_eq!((s.line, s.col, s.len), (4, 11, 7));
+        let k = doc.spans.key("/stages/raw").unwrap();
+        assert_eq!((k.line, k.col), (3, 3));
+        // Missing pointers fall back to the nearest ancestor.
+        assert_eq!(doc.spans.key("/stages/raw/nope").unwrap().line, 3);
+    }
+
+    #[test]
+    fn flow_style_and_duplicates() {
+        let doc = parse("a: {b: [1, 2], c: \"3\"}\n").unwrap();
+        assert_eq!(doc.value, json!({"a": {"b": [1, 2], "c": "3"}}));
+        let errs = parse("a: 1\na: 2\n").unwrap_err();
+        assert_eq!(errs[0].span.unwrap().line, 2);
+    }
+
+    #[test]
+    fn syntax_error_has_position() {
+        let errs = parse("a: [1, 2\nb: 3\n").unwrap_err();
+        assert!(errs[0].message.starts_with("invalid YAML"));
+        assert!(errs[0].span.is_some());
+    }
+}
