@@ -1,1 +1,160 @@
-fn main(){}
+//! The `tailor` command line: wires the engine to the built-in stages.
+
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+/// Exit codes (also in README).
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// A stage failed (its dependents were skipped).
+    pub const STAGE_FAILED: u8 = 1;
+    /// The pipeline file is invalid, or the command line is wrong.
+    pub const INVALID: u8 = 2;
+    /// `tailor verify` found a mismatch; `tailor schema --check` found drift.
+    pub const MISMATCH: u8 = 3;
+    /// The workspace could not be read or written.
+    pub const IO: u8 = 4;
+}
+
+/// Declarative, cached pipelines for fine-tuning language models.
+#[derive(Debug, Parser)]
+#[command(name = "tailor", version, about, long_about = None)]
+pub struct Cli {
+    /// Pipeline file (default: tailor.yaml, else pipeline.yaml, in the current directory).
+    #[arg(short = 'f', long = "file", global = true)]
+    pub file: Option<PathBuf>,
+    /// Store directory (default: .tailor/ beside the pipeline file).
+    #[arg(long, global = true, env = "TAILOR_STORE")]
+    pub store: Option<PathBuf>,
+    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Print machine-readable JSON on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Parameter and key overrides shared by commands that load a pipeline.
+#[derive(Debug, Clone, clap::Args, Default)]
+pub struct OverrideArgs {
+    /// Set a declared parameter: `-p lr=1e-4` (value read as YAML).
+    #[arg(short = 'p', long = "param", value_name = "NAME=VALUE", value_parser = tailor_engine::config::Overrides::parse_pair)]
+    pub params: Vec<(String, String)>,
+    /// Set any key: `--set stages.tuned.epochs=3` (value read as YAML).
+    #[arg(long = "set", value_name = "PATH=VALUE", value_parser = tailor_engine::config::Overrides::parse_pair)]
+    pub sets: Vec<(String, String)>,
+}
+
+/// DAG output formats.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DagFormat {
+    /// Indented text.
+    Text,
+    /// Mermaid flowchart.
+    Mermaid,
+    /// Graphviz dot.
+    Dot,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the pipeline file: schema, references, cycles, files. Runs nothing.
+    Validate {
+        #[command(flatten)]
+        ov: OverrideArgs,
+    },
+    /// Show what `run` would do and why, per stage.
+    Plan {
+        /// Only these stages (and what they need).
+        stages: Vec<String>,
+        /// Plan as if `--force` were given.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        ov: OverrideArgs,
+    },
+    /// Run the pipeline (or the given stages and what they need).
+    Run {
+        /// Only these stages (and what they need).
+        stages: Vec<String>,
+        /// Rerun the selected stages even if cached.
+        #[arg(long)]
+        force: bool,
+        /// Stages to run at the same time.
+        #[arg(short = 'j', long, default_value_t = 2)]
+        jobs: usize,
+        #[command(flatten)]
+        ov: OverrideArgs,
+    },
+    /// One line per stage: up to date or not.
+    Status {
+        #[command(flatten)]
+        ov: OverrideArgs,
+    },
+    /// Print the stage graph.
+    Dag {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: DagFormat,
+    },
+    /// Print or export a stage's output (`STAGE` or `STAGE.OUTPUT`), from the lock file.
+    Show {
+        /// `STAGE` or `STAGE.OUTPUT`.
+        target: String,
+        /// Items to print.
+        #[arg(long, default_value_t = 5)]
+        limit: usize,
+        /// Copy the artifact's files into this directory.
+        #[arg(long)]
+        export: Option<PathBuf>,
+        /// Print only the artifact's directory.
+        #[arg(long)]
+        path: bool,
+    },
+    /// Re-hash the store and check the lock file against it.
+    Verify {
+        /// Delete corrupt entries so the next run recomputes them.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Delete store entries the lock file does not reference.
+    Gc {
+        /// Only say what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print the pipeline JSON Schema, or write/check the committed schemas.
+    Schema {
+        /// Write every schema into this directory.
+        #[arg(long, conflicts_with = "check")]
+        write: Option<PathBuf>,
+        /// Fail (exit 3) with a diff summary if this directory's schemas are out of date.
+        #[arg(long)]
+        check: Option<PathBuf>,
+    },
+    /// List recorded runs (newest last).
+    Runs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    ExitCode::from(commands::dispatch(cli))
+}

@@ -408,6 +408,8 @@ fn release(name: &str, p: &Pipeline, selected: &[String], pending: &mut BTreeMap
                 *n -= 1;
                 if *n == 0 {
                     ready.push(c);
+                    // Keep the queue in topological (file) order.
+                    ready.sort_by_key(|r| selected.iter().position(|x| x == r));
                 }
             }
         }

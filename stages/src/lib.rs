@@ -1,0 +1,16 @@
+//! Tailor's built-in stages. Each stage kind is one module implementing
+//! [`tailor_engine::Stage`]; shared domain types (records) live beside them.
+//! Nothing here knows about scheduling, caching or the DAG.
+
+pub mod collect;
+pub mod record;
+pub mod show;
+
+use tailor_engine::Registry;
+
+/// A registry with every built-in stage kind.
+pub fn registry() -> Registry {
+    let mut r = Registry::new();
+    r.register::<collect::Collect>();
+    r
+}

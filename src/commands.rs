@@ -1,0 +1,364 @@
+//! One function per subcommand. Each returns an exit code; errors are
+//! printed here, at the edge, in words a person can act on.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use tailor_engine::exec::{Outcome, RunOptions, selection};
+use tailor_engine::{Overrides, Pipeline, Reporter, Workspace};
+
+use crate::{Cli, Command, DagFormat, OverrideArgs, exit};
+
+/// Run the parsed command line.
+pub fn dispatch(cli: Cli) -> u8 {
+    let registry = tailor_stages::registry();
+    match &cli.command {
+        Command::Schema { write, check } => schema(&registry, write.as_deref(), check.as_deref()),
+        Command::Validate { ov } => with_pipeline(&cli, ov, |p| {
+            if cli.json {
+                println!("{}", json!({"ok": true, "pipeline": p.header.name, "stages": p.dag.order()}));
+            } else {
+                eprintln!("{}: ok — pipeline `{}`, {} stages", p.file.display(), p.header.name, p.stages.len());
+            }
+            exit::OK
+        }),
+        Command::Plan { stages, force, ov } => with_workspace(&cli, ov, |p, ws| {
+            let opts = RunOptions { targets: stages.clone(), force: *force, jobs: 1 };
+            match tailor_engine::plan(p, ws, &opts) {
+                Ok(entries) => {
+                    if cli.json {
+                        println!("{}", serde_json::to_string_pretty(&entries).unwrap_or_default());
+                    } else {
+                        print_plan(&entries);
+                    }
+                    exit::OK
+                }
+                Err(e) => fail(exit::INVALID, &e.to_string()),
+            }
+        }),
+        Command::Status { ov } => with_workspace(&cli, ov, |p, ws| match tailor_engine::plan(p, ws, &RunOptions::default()) {
+            Ok(entries) => {
+                if cli.json {
+                    println!("{}", serde_json::to_string_pretty(&entries).unwrap_or_default());
+                } else {
+                    for e in &entries {
+                        println!("{:<12} {:<14} {}", e.status, e.name, e.reasons.first().cloned().unwrap_or_default());
+                    }
+                }
+                exit::OK
+            }
+            Err(e) => fail(exit::INVALID, &e.to_string()),
+        }),
+        Command::Run { stages, force, jobs, ov } => with_workspace(&cli, ov, |p, ws| {
+            let opts = RunOptions { targets: stages.clone(), force: *force, jobs: *jobs };
+            let rep = Reporter::new(cli.json);
+            let n = selection(p, &opts.targets).map(|s| s.len()).unwrap_or(0);
+            rep.line(&format!("tailor: pipeline `{}` ({} stages, {} jobs)", p.header.name, n, opts.jobs.max(1)));
+            match tailor_engine::run(p, ws, &opts, &rep) {
+                Ok(summary) => {
+                    if cli.json {
+                        println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+                    }
+                    let count = |f: fn(&Outcome) -> bool| summary.stages.iter().filter(|(_, o)| f(o)).count();
+                    let ran = count(|o| matches!(o, Outcome::Ran { .. }));
+                    let cached = count(|o| matches!(o, Outcome::Cached { .. }));
+                    let failed = count(|o| matches!(o, Outcome::Failed { .. }));
+                    let skipped = count(|o| matches!(o, Outcome::Skipped { .. }));
+                    if !cli.json {
+                        if ran == 0 && failed == 0 {
+                            eprintln!("Nothing to do: all {cached} stages are up to date (no stage ran).");
+                        } else {
+                            eprintln!("{ran} ran, {cached} cached, {failed} failed, {skipped} skipped; lock file: {}", ws.lock_path.display());
+                        }
+                        for (name, o) in &summary.stages {
+                            if let Outcome::Failed { error } = o {
+                                eprintln!("\nstage `{name}` failed:\n  {}", error.replace('\n', "\n  "));
+                            }
+                        }
+                    }
+                    if summary.ok() { exit::OK } else { exit::STAGE_FAILED }
+                }
+                Err(e) => fail(exit::IO, &e.to_string()),
+            }
+        }),
+        Command::Dag { format } => with_pipeline(&cli, &OverrideArgs::default(), |p| {
+            let kinds = p.kinds();
+            let text = match format {
+                DagFormat::Text => p.dag.render_text(&kinds),
+                DagFormat::Mermaid => p.dag.render_mermaid(&kinds),
+                DagFormat::Dot => p.dag.render_dot(&kinds),
+            };
+            print!("{text}");
+            exit::OK
+        }),
+        Command::Show { target, limit, export, path } => with_workspace(&cli, &OverrideArgs::default(), |p, ws| show(&registry, p, ws, target, *limit, export.as_deref(), *path, cli.json)),
+        Command::Verify { repair } => with_workspace(&cli, &OverrideArgs::default(), |_, ws| verify(ws, *repair, cli.json)),
+        Command::Gc { dry_run } => with_workspace(&cli, &OverrideArgs::default(), |_, ws| gc(ws, *dry_run)),
+        Command::Runs => with_workspace(&cli, &OverrideArgs::default(), |_, ws| runs(ws, cli.json)),
+    }
+}
+
+fn fail(code: u8, msg: &str) -> u8 {
+    eprintln!("error: {msg}");
+    code
+}
+
+fn pipeline_file(cli: &Cli) -> PathBuf {
+    if let Some(f) = &cli.file {
+        return f.clone();
+    }
+    ["tailor.yaml", "pipeline.yaml"].iter().map(PathBuf::from).find(|p| p.exists()).unwrap_or_else(|| PathBuf::from("tailor.yaml"))
+}
+
+fn with_pipeline(cli: &Cli, ov: &OverrideArgs, f: impl FnOnce(&Pipeline) -> u8) -> u8 {
+    let registry = tailor_stages::registry();
+    let overrides = Overrides { params: ov.params.clone(), sets: ov.sets.clone() };
+    match tailor_engine::load(&pipeline_file(cli), &registry, &overrides) {
+        Ok(p) => {
+            if !p.warnings.is_empty() {
+                eprint!("{}", tailor_engine::diag::render_all(&p.warnings, &p.file.display().to_string(), &p.source));
+            }
+            f(&p)
+        }
+        Err(e) => {
+            eprint!("{}", e.render());
+            exit::INVALID
+        }
+    }
+}
+
+fn with_workspace(cli: &Cli, ov: &OverrideArgs, f: impl FnOnce(&Pipeline, &Workspace) -> u8) -> u8 {
+    with_pipeline(cli, ov, |p| match Workspace::open(p, cli.store.as_deref()) {
+        Ok(ws) => f(p, &ws),
+        Err(e) => fail(exit::IO, &format!("cannot open the workspace store: {e}")),
+    })
+}
+
+fn print_plan(entries: &[tailor_engine::PlanEntry]) {
+    let mut run = 0;
+    for e in entries {
+        let mark = match e.status {
+            "up-to-date" => "  ✓",
+            "will-run" => {
+                run += 1;
+                "  ▶"
+            }
+            "may-run" => {
+                run += 1;
+                "  ?"
+            }
+            _ => "  -",
+        };
+        println!("{mark} {} ({}): {}", e.name, e.kind, e.status);
+        for r in &e.reasons {
+            println!("      {r}");
+        }
+    }
+    if run == 0 {
+        println!("Nothing to do: every selected stage is up to date.");
+    } else {
+        println!("{run} stage(s) would run (? = runs only if its upstream output changes).");
+    }
+}
+
+fn schema(registry: &tailor_engine::Registry, write: Option<&Path>, check: Option<&Path>) -> u8 {
+    let all = tailor_engine::schema::all_schemas(registry);
+    let render = |v: &serde_json::Value| format!("{}\n", serde_json::to_string_pretty(v).unwrap_or_default());
+    if let Some(dir) = write {
+        for (name, v) in &all {
+            let p = dir.join(name);
+            if let Some(parent) = p.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            if let Err(e) = std::fs::write(&p, render(v)) {
+                return fail(exit::IO, &format!("{}: {e}", p.display()));
+            }
+            eprintln!("wrote {}", p.display());
+        }
+        return exit::OK;
+    }
+    if let Some(dir) = check {
+        let mut stale = Vec::new();
+        for (name, v) in &all {
+            let p = dir.join(name);
+            let want = render(v);
+            match std::fs::read_to_string(&p) {
+                Ok(have) if have == want => {}
+                Ok(have) => {
+                    let first = have.lines().zip(want.lines()).position(|(a, b)| a != b).unwrap_or(have.lines().count().min(want.lines().count()));
+                    stale.push(format!("{} differs from line {}:\n  committed: {}\n  generated: {}", p.display(), first + 1, have.lines().nth(first).unwrap_or("(end)"), want.lines().nth(first).unwrap_or("(end)")));
+                }
+                Err(_) => stale.push(format!("{} is missing", p.display())),
+            }
+        }
+        if stale.is_empty() {
+            eprintln!("schemas in {} are up to date", dir.display());
+            return exit::OK;
+        }
+        for s in &stale {
+            eprintln!("{s}");
+        }
+        eprintln!("the committed schemas drifted from the config types; regenerate them with `cargo run -- schema --write schemas`");
+        return exit::MISMATCH;
+    }
+    print!("{}", render(&all["pipeline.schema.json"]));
+    exit::OK
+}
+
+#[allow(clippy::too_many_arguments)]
+fn show(registry: &tailor_engine::Registry, p: &Pipeline, ws: &Workspace, target: &str, limit: usize, export: Option<&Path>, path_only: bool, json_out: bool) -> u8 {
+    let (stage, output) = match target.split_once('.') {
+        Some((s, o)) => (s, Some(o)),
+        None => (target, None),
+    };
+    let Some(node) = p.stage(stage) else {
+        return fail(exit::INVALID, &format!("no stage named `{stage}`; stages: {}", p.dag.order().join(", ")));
+    };
+    let decl = match output {
+        None => node.outputs.first(),
+        Some(o) => node.outputs.iter().find(|d| d.name == o),
+    };
+    let Some(decl) = decl else {
+        let names: Vec<&str> = node.outputs.iter().map(|d| d.name).collect();
+        return fail(exit::INVALID, &format!("stage `{stage}` has no output `{}`; outputs: {}", output.unwrap_or(""), names.join(", ")));
+    };
+    let lock = match ws.lock() {
+        Ok(l) => l,
+        Err(e) => return fail(exit::IO, &e),
+    };
+    let Some(digest) = lock.stages.get(stage).and_then(|s| s.outputs.get(decl.name)) else {
+        return fail(exit::INVALID, &format!("`{stage}` has no recorded result yet; run `tailor run {stage}` first"));
+    };
+    let dir = match ws.store.view(digest) {
+        Ok(d) => d,
+        Err(e) => return fail(exit::IO, &format!("artifact {digest} is not in the store ({e}); run `tailor run {stage}` to rebuild it")),
+    };
+    if path_only {
+        println!("{}", dir.display());
+        return exit::OK;
+    }
+    if let Some(to) = export {
+        let Ok(m) = ws.store.manifest(digest) else { return fail(exit::IO, "manifest missing") };
+        for f in &m.files {
+            let dst = to.join(&f.path);
+            if let Some(parent) = dst.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            if let Err(e) = std::fs::copy(dir.join(&f.path), &dst) {
+                return fail(exit::IO, &format!("{}: {e}", dst.display()));
+            }
+        }
+        eprintln!("exported {} files to {}", m.files.len(), to.display());
+        return exit::OK;
+    }
+    let m = ws.store.manifest(digest).ok();
+    if json_out {
+        println!("{}", json!({"stage": stage, "output": decl.name, "kind": decl.kind, "digest": digest, "path": dir, "files": m.map(|m| m.files)}));
+        return exit::OK;
+    }
+    println!("{stage}.{} ({}) {digest}", decl.name, decl.kind);
+    if let Some(m) = &m {
+        for f in &m.files {
+            println!("  {:>10}  {}", human(f.size), f.path);
+        }
+    }
+    println!();
+    let mut out = std::io::stdout().lock();
+    let shown = registry.get(&node.kind).map(|k| k.show(decl, &dir, &mut out, limit));
+    match shown {
+        Some(Ok(true)) => exit::OK,
+        Some(Err(e)) => fail(exit::IO, &e.to_string()),
+        _ => exit::OK,
+    }
+}
+
+fn human(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", units[u]) }
+}
+
+fn verify(ws: &Workspace, repair: bool, json_out: bool) -> u8 {
+    let _guard = match ws.lock_runs() {
+        Ok(g) => g,
+        Err(e) => return fail(exit::IO, &e.to_string()),
+    };
+    let mut rep = match ws.store.verify(repair) {
+        Ok(r) => r,
+        Err(e) => return fail(exit::IO, &e.to_string()),
+    };
+    match ws.lock() {
+        Ok(lock) => {
+            for (name, s) in &lock.stages {
+                for (o, d) in &s.outputs {
+                    if !ws.store.has_artifact(d) {
+                        rep.problems.push(format!("tailor.lock: {name}.{o} = {d} is not in the store (run `tailor run` to rebuild it)"));
+                    }
+                }
+                if !ws.store.record_path(&s.fingerprint).exists() {
+                    rep.problems.push(format!("tailor.lock: stage record {} of `{name}` is not in the store", s.fingerprint));
+                }
+            }
+        }
+        Err(e) => rep.problems.push(e),
+    }
+    if json_out {
+        println!("{}", json!({"objects": rep.objects, "manifests": rep.manifests, "problems": rep.problems}));
+    } else {
+        for p in &rep.problems {
+            println!("MISMATCH {p}");
+        }
+        println!("checked {} objects and {} artifacts: {} problem(s)", rep.objects, rep.manifests, rep.problems.len());
+    }
+    if rep.problems.is_empty() { exit::OK } else { exit::MISMATCH }
+}
+
+fn gc(ws: &Workspace, dry_run: bool) -> u8 {
+    let _guard = match ws.lock_runs() {
+        Ok(g) => g,
+        Err(e) => return fail(exit::IO, &e.to_string()),
+    };
+    let lock = match ws.lock() {
+        Ok(l) => l,
+        Err(e) => return fail(exit::IO, &e),
+    };
+    let records: BTreeSet<String> = lock.stages.values().map(|s| s.fingerprint.clone()).collect();
+    let artifacts: BTreeSet<String> = lock.stages.values().flat_map(|s| s.outputs.values().cloned()).collect();
+    match ws.store.gc(&records, &artifacts, dry_run) {
+        Ok((n, bytes)) => {
+            println!("{} {n} entries ({})", if dry_run { "would remove" } else { "removed" }, human(bytes));
+            exit::OK
+        }
+        Err(e) => fail(exit::IO, &e.to_string()),
+    }
+}
+
+fn runs(ws: &Workspace, json_out: bool) -> u8 {
+    let dir = ws.store.root().join("runs");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
+    files.sort();
+    let mut rows = Vec::new();
+    for f in &files {
+        let Ok(v) = std::fs::read(f).map_err(|_| ()).and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).map_err(|_| ())) else { continue };
+        let stages = v["stages"].as_array().cloned().unwrap_or_default();
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for s in &stages {
+            *counts.entry(s[1]["status"].as_str().unwrap_or("?").to_string()).or_insert(0) += 1;
+        }
+        rows.push(json!({"id": f.file_stem().map(|s| s.to_string_lossy().to_string()), "created": v["created"], "params": v["params"], "counts": counts}));
+    }
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+    } else {
+        for r in &rows {
+            println!("{}  {}  params={}", r["id"].as_str().unwrap_or(""), r["counts"], r["params"]);
+        }
+    }
+    exit::OK
+}

@@ -1,0 +1,533 @@
+//! `collect`: read records from local files into the canonical JSONL.
+//!
+//! Sources are files or globs in JSONL, JSON (an array of objects), CSV/TSV
+//! or plain text, optionally gzip- or zstd-compressed. Each source maps its
+//! fields onto the canonical body (`prompt`/`completion`, Alpaca
+//! `instruction`/`input`/`output`, chat `messages` — ShareGPT
+//! `conversations` with `from`/`value` too — or `text`), adds constant
+//! metadata, and may be sampled or limited with a seed. Files are read in
+//! parallel; output order is source order, then file order, then line order,
+//! whatever the thread count. A malformed line either fails the stage with
+//! `file:line:col` and a fix, or (with `on_error: skip`) goes to the rejects
+//! output with its reason.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use tailor_engine::{ConfigIssue, FileDecl, IoContext, OutputDecl, Stage, StageContext, StageError, StageOutcome, StageSpec};
+
+use crate::record::{Body, Message, Provenance, Record, Reject, body_id, write_jsonl};
+use crate::show;
+
+/// Largest accepted line or JSON document.
+const MAX_LINE: usize = 16 << 20;
+
+/// Configuration of a `collect` stage.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CollectConfig {
+    /// Where the records come from, read in this order.
+    pub sources: Vec<Source>,
+    /// What a malformed line or record does: `fail` stops the stage and names
+    /// the file, line and column; `skip` goes on and writes it, with the
+    /// reason, to the `rejects` output.
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+/// Error policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Stop at the first bad record.
+    #[default]
+    Fail,
+    /// Keep going; record it in `rejects`.
+    Skip,
+}
+
+/// File format of a source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// By extension: .jsonl/.ndjson, .json, .csv, .tsv, .txt/.md.
+    #[default]
+    Auto,
+    /// One JSON object per line.
+    Jsonl,
+    /// One JSON array of objects.
+    Json,
+    /// Comma-separated with a header row.
+    Csv,
+    /// Tab-separated with a header row.
+    Tsv,
+    /// Plain text, split per `split`.
+    Text,
+}
+
+/// How plain text becomes records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TextSplit {
+    /// One record per file.
+    #[default]
+    File,
+    /// One record per blank-line-separated paragraph.
+    Paragraph,
+    /// One record per non-empty line.
+    Line,
+}
+
+/// One source of records.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// A file or glob (`data/**/*.jsonl`), relative to the pipeline file.
+    /// Files ending in `.gz` or `.zst` are decompressed.
+    pub path: String,
+    /// File format; `auto` decides by extension.
+    #[serde(default)]
+    pub format: Format,
+    /// Field mapping, canonical field ← source field, e.g.
+    /// `{prompt: question, completion: answer}`. Canonical fields: prompt,
+    /// completion, instruction, input, output, messages, text. Dotted source
+    /// paths reach into nested objects (`data.q`).
+    #[serde(default)]
+    pub map: BTreeMap<String, String>,
+    /// Constant metadata added to every record of this source (`{lang: ja}`).
+    #[serde(default)]
+    pub meta: Map<String, Value>,
+    /// Keep each record with this probability (deterministic for a seed).
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub sample: Option<f64>,
+    /// Keep at most this many records from this source (after sampling).
+    pub limit: Option<usize>,
+    /// Seed for `sample`.
+    #[serde(default)]
+    pub seed: u64,
+    /// For text files: one record per `file`, `paragraph` or `line`.
+    #[serde(default)]
+    pub split: TextSplit,
+}
+
+const CANONICAL: &[&str] = &["prompt", "completion", "instruction", "input", "output", "messages", "text"];
+
+/// The `collect` stage kind.
+pub struct Collect;
+
+fn expand(root: &Path, pattern: &str) -> Result<Vec<PathBuf>, String> {
+    let full = root.join(pattern);
+    let text = full.to_str().ok_or("the path is not valid UTF-8")?;
+    if !pattern.contains(['*', '?', '[']) {
+        return if full.is_file() { Ok(vec![PathBuf::from(pattern)]) } else { Err(format!("file `{pattern}` does not exist")) };
+    }
+    let mut out = Vec::new();
+    for entry in glob::glob(text).map_err(|e| format!("bad glob `{pattern}`: {e}"))? {
+        let p = entry.map_err(|e| e.to_string())?;
+        if p.is_file() {
+            out.push(p.strip_prefix(root).map(Path::to_path_buf).unwrap_or(p));
+        }
+    }
+    out.sort();
+    if out.is_empty() {
+        return Err(format!("no file matches `{pattern}`"));
+    }
+    Ok(out)
+}
+
+impl Stage for Collect {
+    type Config = CollectConfig;
+    const KIND: &'static str = "collect";
+    const VERSION: u32 = 1;
+    const ABOUT: &'static str = "Read records from JSONL, JSON, CSV/TSV or text files into canonical JSONL.";
+    const OUTPUTS: &'static [OutputDecl] = &[
+        OutputDecl { name: "records", kind: "records", about: "the collected records (records.jsonl)" },
+        OutputDecl { name: "rejects", kind: "rejects", about: "malformed input, with reasons (rejects.jsonl)" },
+    ];
+
+    fn spec(config: &CollectConfig, root: &Path) -> Result<StageSpec, Vec<ConfigIssue>> {
+        let mut spec = StageSpec::default();
+        let mut issues = Vec::new();
+        for (i, s) in config.sources.iter().enumerate() {
+            for canon in s.map.keys().filter(|k| !CANONICAL.contains(&k.as_str())) {
+                let mut issue = ConfigIssue::new(format!("/sources/{i}/map/{canon}"), format!("`{canon}` is not a canonical field"));
+                issue = issue.help(match tailor_engine::diag::did_you_mean(canon, CANONICAL.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`? (the mapping is canonical field: source field)"),
+                    None => format!("canonical fields: {}", CANONICAL.join(", ")),
+                });
+                issues.push(issue);
+            }
+            match expand(root, &s.path) {
+                Ok(files) => spec.files.extend(files.into_iter().map(|path| FileDecl { path, pointer: format!("/sources/{i}/path") })),
+                Err(e) => issues.push(ConfigIssue::new(format!("/sources/{i}/path"), e).help("paths are relative to the pipeline file's directory")),
+            }
+        }
+        if issues.is_empty() { Ok(spec) } else { Err(issues) }
+    }
+
+    fn run(config: &CollectConfig, ctx: &mut StageContext<'_>) -> Result<StageOutcome, StageError> {
+        let root = ctx.root.to_path_buf();
+        let mut jobs = Vec::new();
+        for (si, s) in config.sources.iter().enumerate() {
+            let files = expand(&root, &s.path).map_err(StageError::msg)?;
+            jobs.extend(files.into_iter().map(|f| (si, f)));
+        }
+        ctx.progress().set_length(jobs.len() as u64);
+        ctx.progress().set_message("reading");
+        let bar = ctx.progress().clone();
+        let read: Vec<Result<FileRead, StageError>> = jobs
+            .par_iter()
+            .map(|(si, rel)| {
+                let r = read_file(&root, rel, &config.sources[*si], config.on_error);
+                bar.inc(1);
+                r
+            })
+            .collect();
+        let mut records = Vec::new();
+        let mut rejects = Vec::new();
+        let mut per_source: BTreeMap<String, usize> = BTreeMap::new();
+        let mut warnings = Vec::new();
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        let mut taken = vec![0usize; config.sources.len()];
+        for ((si, rel), r) in jobs.iter().zip(read) {
+            let fr = r?;
+            let s = &config.sources[*si];
+            if fr.records.is_empty() && fr.rejects.is_empty() {
+                warnings.push(format!("{} has no records", rel.display()));
+            }
+            rejects.extend(fr.rejects);
+            for (line, body) in fr.records {
+                let base = body_id(&body);
+                if let Some(p) = s.sample {
+                    if unit(&base, s.seed) >= p {
+                        continue;
+                    }
+                }
+                if s.limit.is_some_and(|l| taken[*si] >= l) {
+                    break;
+                }
+                taken[*si] += 1;
+                let n = seen.entry(base.clone()).or_insert(0);
+                *n += 1;
+                let id = if *n == 1 { base } else { format!("{base}-{n}") };
+                *per_source.entry(s.path.clone()).or_insert(0) += 1;
+                records.push(Record { id, body, source: Provenance { path: rel.display().to_string(), line }, meta: s.meta.clone() });
+            }
+        }
+        let out = ctx.output_dir("records")?;
+        write_jsonl(&out.join("records.jsonl"), &records).ctx(|| "writing records.jsonl".into())?;
+        let stats = json!({"records": records.len(), "rejected": rejects.len(), "per_source": per_source});
+        std::fs::write(out.join("stats.json"), serde_json::to_vec_pretty(&stats).unwrap_or_default()).ctx(|| "writing stats.json".into())?;
+        let rej = ctx.output_dir("rejects")?;
+        write_jsonl(&rej.join("rejects.jsonl"), &rejects).ctx(|| "writing rejects.jsonl".into())?;
+        let mut metrics = BTreeMap::new();
+        metrics.insert("records".into(), json!(records.len()));
+        metrics.insert("rejected".into(), json!(rejects.len()));
+        metrics.insert("files".into(), json!(jobs.len()));
+        Ok(StageOutcome { metrics, warnings })
+    }
+
+    fn show(output: &OutputDecl, dir: &Path, w: &mut dyn std::io::Write, limit: usize) -> std::io::Result<bool> {
+        show::records_or_rejects(output, dir, w, limit)
+    }
+}
+
+/// A deterministic number in [0, 1) from an id and a seed.
+fn unit(id: &str, seed: u64) -> f64 {
+    let h = blake3::hash(format!("{seed}:{id}").as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h.as_bytes()[..8]);
+    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+struct FileRead {
+    records: Vec<(u64, Body)>,
+    rejects: Vec<Reject>,
+}
+
+fn open(path: &Path) -> Result<Box<dyn Read + Send>, StageError> {
+    let f = std::fs::File::open(path).ctx(|| format!("opening {}", path.display()))?;
+    let name = path.to_string_lossy();
+    Ok(if name.ends_with(".gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(f))
+    } else if name.ends_with(".zst") {
+        Box::new(ruzstd::decoding::StreamingDecoder::new(f).map_err(|e| StageError::msg(format!("{}: not a zstd file: {e}", path.display())))?)
+    } else {
+        Box::new(f)
+    })
+}
+
+fn detect(rel: &Path, f: Format) -> Format {
+    if f != Format::Auto {
+        return f;
+    }
+    let name = rel.to_string_lossy().to_lowercase();
+    let name = name.trim_end_matches(".gz").trim_end_matches(".zst");
+    match name.rsplit('.').next() {
+        Some("json") => Format::Json,
+        Some("csv") => Format::Csv,
+        Some("tsv") => Format::Tsv,
+        Some("txt" | "md" | "text") => Format::Text,
+        _ => Format::Jsonl,
+    }
+}
+
+fn read_file(root: &Path, rel: &Path, src: &Source, on_error: OnError) -> Result<FileRead, StageError> {
+    let shown = rel.display().to_string();
+    let mut out = FileRead { records: Vec::new(), rejects: Vec::new() };
+    let bad = |out: &mut FileRead, line: u64, col: Option<usize>, reason: String, raw: Value| -> Result<(), StageError> {
+        let at = match col {
+            Some(c) => format!("{shown}:{line}:{c}"),
+            None => format!("{shown}:{line}"),
+        };
+        match on_error {
+            OnError::Fail => Err(StageError::msg(format!("{at}: {reason}\n  fix the input, or set `on_error: skip` on the stage to keep going and record it in `rejects`"))),
+            OnError::Skip => {
+                out.rejects.push(Reject { id: format!("{shown}:{line}"), step: "collect".into(), reason, record: raw });
+                Ok(())
+            }
+        }
+    };
+    let mut reader = BufReader::new(open(&root.join(rel))?);
+    match detect(rel, src.format) {
+        Format::Jsonl | Format::Auto => {
+            let mut buf = Vec::new();
+            let mut line = 0u64;
+            loop {
+                buf.clear();
+                let n = reader.read_until(b'\n', &mut buf).ctx(|| format!("reading {shown}"))?;
+                if n == 0 {
+                    break;
+                }
+                line += 1;
+                if line == 1 && buf.starts_with(&[0xEF, 0xBB, 0xBF]) {
+                    buf.drain(..3);
+                }
+                if buf.len() > MAX_LINE {
+                    bad(&mut out, line, None, format!("line is {} bytes, over the {} MiB limit for one record", buf.len(), MAX_LINE >> 20), Value::Null)?;
+                    continue;
+                }
+                let text = match std::str::from_utf8(&buf) {
+                    Ok(t) => t.trim_end_matches(['\n', '\r']),
+                    Err(e) => {
+                        let raw = Value::String(String::from_utf8_lossy(&buf).into_owned());
+                        bad(&mut out, line, Some(e.valid_up_to() + 1), "invalid UTF-8; convert the file to UTF-8 (e.g. `iconv -f SHIFT_JIS -t UTF-8`)".into(), raw)?;
+                        continue;
+                    }
+                };
+                if text.trim().is_empty() {
+                    continue;
+                }
+                match serde_json::from_str::<Value>(text) {
+                    Ok(v) => match to_body(&v, &src.map) {
+                        Ok(b) => out.records.push((line, b)),
+                        Err(why) => bad(&mut out, line, None, why, v)?,
+                    },
+                    Err(e) => bad(&mut out, line, Some(e.column()), format!("invalid JSON: {e}"), Value::String(text.chars().take(2000).collect()))?,
+                }
+            }
+        }
+        Format::Json => {
+            let mut text = String::new();
+            if let Err(e) = reader.read_to_string(&mut text) {
+                bad(&mut out, 1, None, format!("cannot read as UTF-8 text: {e}"), Value::Null)?;
+                return Ok(out);
+            }
+            match serde_json::from_str::<Value>(text.trim_start_matches('\u{feff}')) {
+                Ok(Value::Array(items)) => {
+                    for (i, v) in items.into_iter().enumerate() {
+                        match to_body(&v, &src.map) {
+                            Ok(b) => out.records.push((i as u64 + 1, b)),
+                            Err(why) => bad(&mut out, i as u64 + 1, None, format!("item {}: {why}", i + 1), v)?,
+                        }
+                    }
+                }
+                Ok(_) => bad(&mut out, 1, Some(1), "expected a JSON array of objects; for one object per line use `format: jsonl`".into(), Value::Null)?,
+                Err(e) => bad(&mut out, e.line() as u64, Some(e.column()), format!("invalid JSON: {e}"), Value::Null)?,
+            }
+        }
+        fmt @ (Format::Csv | Format::Tsv) => {
+            let mut rdr = csv::ReaderBuilder::new().delimiter(if fmt == Format::Tsv { b'\t' } else { b',' }).flexible(false).from_reader(reader);
+            let headers = match rdr.headers() {
+                Ok(h) => h.clone(),
+                Err(e) => {
+                    bad(&mut out, 1, None, format!("cannot read the header row: {e}"), Value::Null)?;
+                    return Ok(out);
+                }
+            };
+            for row in rdr.records() {
+                match row {
+                    Ok(r) => {
+                        let line = r.position().map_or(0, |p| p.line());
+                        let obj: Map<String, Value> = headers.iter().zip(r.iter()).map(|(h, v)| (h.to_string(), Value::String(v.to_string()))).collect();
+                        let v = Value::Object(obj);
+                        match to_body(&v, &src.map) {
+                            Ok(b) => out.records.push((line, b)),
+                            Err(why) => bad(&mut out, line, None, why, v)?,
+                        }
+                    }
+                    Err(e) => {
+                        let line = e.position().map_or(0, |p| p.line());
+                        bad(&mut out, line, None, format!("malformed row: {e}"), Value::Null)?;
+                    }
+                }
+            }
+        }
+        Format::Text => {
+            let mut text = String::new();
+            if let Err(e) = reader.read_to_string(&mut text) {
+                bad(&mut out, 1, None, format!("cannot read as UTF-8 text: {e}"), Value::Null)?;
+                return Ok(out);
+            }
+            let text = text.trim_start_matches('\u{feff}').replace("\r\n", "\n");
+            match src.split {
+                TextSplit::File => {
+                    if !text.trim().is_empty() {
+                        out.records.push((1, Body::Text { text: text.trim().to_string() }));
+                    }
+                }
+                TextSplit::Line => {
+                    for (i, l) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                        out.records.push((i as u64 + 1, Body::Text { text: l.trim().to_string() }));
+                    }
+                }
+                TextSplit::Paragraph => {
+                    let mut start = 0;
+                    let mut para = Vec::new();
+                    for (i, l) in text.lines().enumerate() {
+                        if l.trim().is_empty() {
+                            if !para.is_empty() {
+                                out.records.push((start as u64 + 1, Body::Text { text: para.join("\n") }));
+                                para.clear();
+                            }
+                        } else {
+                            if para.is_empty() {
+                                start = i;
+                            }
+                            para.push(l.trim_end());
+                        }
+                    }
+                    if !para.is_empty() {
+                        out.records.push((start as u64 + 1, Body::Text { text: para.join("\n") }));
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn get_path<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(v, |cur, seg| match cur {
+        Value::Object(m) => m.get(seg),
+        Value::Array(a) => a.get(seg.parse::<usize>().ok()?),
+        _ => None,
+    })
+}
+
+fn as_text(v: &Value, field: &str) -> Result<String, String> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        Value::Null => Ok(String::new()),
+        _ => Err(format!("field `{field}` must be text, found {}", if v.is_array() { "a list" } else { "an object" })),
+    }
+}
+
+fn role(r: &str) -> String {
+    match r {
+        "human" | "user" => "user".into(),
+        "gpt" | "assistant" | "model" | "bot" => "assistant".into(),
+        "system" => "system".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Turn one source object into a canonical body.
+pub fn to_body(v: &Value, map: &BTreeMap<String, String>) -> Result<Body, String> {
+    if !v.is_object() {
+        return Err(format!("expected a JSON object, found {}", if v.is_array() { "a list" } else { "a scalar" }));
+    }
+    let field = |canon: &str| -> Option<(&Value, String)> {
+        match map.get(canon) {
+            Some(src) => get_path(v, src).map(|x| (x, src.clone())),
+            None => v.get(canon).map(|x| (x, canon.to_string())),
+        }
+    };
+    let msgs = field("messages").or_else(|| v.get("conversations").map(|x| (x, "conversations".to_string())));
+    if let Some((m, name)) = msgs {
+        let items = m.as_array().ok_or(format!("field `{name}` must be a list of messages"))?;
+        let mut messages = Vec::new();
+        for (i, it) in items.iter().enumerate() {
+            let r = it.get("role").or_else(|| it.get("from")).and_then(Value::as_str).ok_or(format!("message {} in `{name}` has no `role` (or `from`)", i + 1))?;
+            let c = it.get("content").or_else(|| it.get("value")).ok_or(format!("message {} in `{name}` has no `content` (or `value`)", i + 1))?;
+            messages.push(Message { role: role(r), content: as_text(c, "content")? });
+        }
+        if messages.is_empty() {
+            return Err(format!("`{name}` is empty"));
+        }
+        return Ok(Body::Chat { messages });
+    }
+    if let (Some((i, fi)), Some((o, fo))) = (field("instruction"), field("output")) {
+        let input = match field("input") {
+            Some((x, f)) => as_text(x, &f)?,
+            None => String::new(),
+        };
+        return Ok(Body::Instruction { instruction: as_text(i, &fi)?, input, output: as_text(o, &fo)? });
+    }
+    if let (Some((p, fp)), Some((c, fc))) = (field("prompt"), field("completion")) {
+        return Ok(Body::Completion { prompt: as_text(p, &fp)?, completion: as_text(c, &fc)? });
+    }
+    if let Some((t, ft)) = field("text") {
+        return Ok(Body::Text { text: as_text(t, &ft)? });
+    }
+    let keys: Vec<&str> = v.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
+    let missing: Vec<String> = map.iter().filter(|(_, s)| get_path(v, s).is_none()).map(|(c, s)| format!("`{s}` (for {c})")).collect();
+    if !missing.is_empty() {
+        return Err(format!("record has no field {}; its fields are: {}", missing.join(", "), keys.join(", ")));
+    }
+    Err(format!(
+        "record has none of prompt+completion, instruction+output, messages or text; its fields are: {}; add a `map:` to the source, e.g. `map: {{prompt: {}, completion: {}}}`",
+        keys.join(", "),
+        keys.first().unwrap_or(&"question"),
+        keys.get(1).unwrap_or(&"answer")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_from_common_shapes() {
+        let none = BTreeMap::new();
+        let cases = [
+            (json!({"prompt": "p", "completion": "c"}), "Completion"),
+            (json!({"instruction": "i", "output": "o"}), "Instruction"),
+            (json!({"messages": [{"role": "user", "content": "hi"}]}), "Chat"),
+            (json!({"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]}), "Chat"),
+            (json!({"text": "t"}), "Text"),
+        ];
+        for (v, want) in cases {
+            let b = to_body(&v, &none).unwrap();
+            assert!(format!("{b:?}").starts_with(want), "{v} → {b:?}");
+        }
+        let map: BTreeMap<String, String> = [("prompt".into(), "q".into()), ("completion".into(), "a.text".into())].into();
+        let b = to_body(&json!({"q": "why", "a": {"text": 42}}), &map).unwrap();
+        assert_eq!(b, Body::Completion { prompt: "why".into(), completion: "42".into() });
+        let err = to_body(&json!({"question": "q"}), &none).unwrap_err();
+        assert!(err.contains("its fields are: question"), "{err}");
+    }
+
+    #[test]
+    fn sampling_is_deterministic() {
+        assert_eq!(unit("abc", 1), unit("abc", 1));
+        assert_ne!(unit("abc", 1), unit("abc", 2));
+    }
+}

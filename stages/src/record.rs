@@ -1,0 +1,176 @@
+//! The canonical training record and its JSONL files.
+//!
+//! Every data stage reads and writes `records.jsonl`: one JSON object per
+//! line with a stable `id`, one of the body shapes the ecosystem uses
+//! (`prompt`/`completion`, Alpaca `instruction`/`input`/`output`, chat
+//! `messages`, or plain `text`), its provenance (`source` file and `line`)
+//! and free `meta`. Rejected records go to `rejects.jsonl` as
+//! `{id, step, reason, record}` so that nothing disappears without a trace.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+/// What a record says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Body {
+    /// Chat conversation.
+    Chat {
+        /// Messages in order.
+        messages: Vec<Message>,
+    },
+    /// Alpaca-style instruction.
+    Instruction {
+        /// The task.
+        instruction: String,
+        /// Optional context.
+        #[serde(default)]
+        input: String,
+        /// The answer.
+        output: String,
+    },
+    /// Prompt → completion pair.
+    Completion {
+        /// What the model sees.
+        prompt: String,
+        /// What it should answer.
+        completion: String,
+    },
+    /// Unstructured text (continued pre-training).
+    Text {
+        /// The text.
+        text: String,
+    },
+}
+
+impl Body {
+    /// Every text field, for cleaning steps that look at all of them.
+    pub fn texts_mut(&mut self) -> Vec<&mut String> {
+        match self {
+            Body::Chat { messages } => messages.iter_mut().map(|m| &mut m.content).collect(),
+            Body::Instruction { instruction, input, output } => vec![instruction, input, output],
+            Body::Completion { prompt, completion } => vec![prompt, completion],
+            Body::Text { text } => vec![text],
+        }
+    }
+
+    /// The text the model is trained to produce (completion, output, last
+    /// assistant message, or the text itself).
+    pub fn target(&self) -> &str {
+        match self {
+            Body::Chat { messages } => messages.iter().rev().find(|m| m.role == "assistant").map_or("", |m| &m.content),
+            Body::Instruction { output, .. } => output,
+            Body::Completion { completion, .. } => completion,
+            Body::Text { text } => text,
+        }
+    }
+
+    /// All text joined, for deduplication and length checks.
+    pub fn joined(&self) -> String {
+        match self {
+            Body::Chat { messages } => messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n"),
+            Body::Instruction { instruction, input, output } => format!("{instruction}\n{input}\n{output}"),
+            Body::Completion { prompt, completion } => format!("{prompt}\n{completion}"),
+            Body::Text { text } => text.clone(),
+        }
+    }
+}
+
+/// Where a record came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// Source file, relative to the project.
+    pub path: String,
+    /// 1-based line (JSONL, CSV row, text line) or array index + 1 (JSON).
+    pub line: u64,
+}
+
+/// A training record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Stable identifier: a digest of the body, with `-N` for repeats.
+    pub id: String,
+    /// The content.
+    #[serde(flatten)]
+    pub body: Body,
+    /// Where it came from.
+    pub source: Provenance,
+    /// Free metadata (constants from the source, labels, corrections).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub meta: Map<String, Value>,
+}
+
+/// A record that a step removed, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reject {
+    /// The record's id (or `path:line` when it never became a record).
+    pub id: String,
+    /// The step that removed it (`collect`, `dedup`, …).
+    pub step: String,
+    /// Why, in words.
+    pub reason: String,
+    /// The record or raw input.
+    pub record: Value,
+}
+
+/// Read a JSONL file of `T`; a bad line is an error naming `path:line`.
+pub fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> io::Result<Vec<T>> {
+    let f = BufReader::new(File::open(path)?);
+    let mut out = Vec::new();
+    for (i, line) in f.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v = serde_json::from_str(&line).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}:{}: {e}", path.display(), i + 1)))?;
+        out.push(v);
+    }
+    Ok(out)
+}
+
+/// Write `items` as JSONL.
+pub fn write_jsonl<T: Serialize>(path: &Path, items: &[T]) -> io::Result<()> {
+    let mut w = BufWriter::new(File::create(path)?);
+    for it in items {
+        serde_json::to_writer(&mut w, it).map_err(io::Error::other)?;
+        w.write_all(b"\n")?;
+    }
+    w.flush()
+}
+
+/// The id of a body: 16 hex digits of BLAKE3 over its canonical JSON.
+pub fn body_id(body: &Body) -> String {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    blake3::hash(&bytes).to_hex()[..16].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_round_trip_through_json() {
+        for line in [
+            r#"{"id":"a","prompt":"p","completion":"c","source":{"path":"x","line":1}}"#,
+            r#"{"id":"a","messages":[{"role":"user","content":"hi"}],"source":{"path":"x","line":1}}"#,
+            r#"{"id":"a","instruction":"i","input":"","output":"o","source":{"path":"x","line":1}}"#,
+            r#"{"id":"a","text":"t","source":{"path":"x","line":1},"meta":{"lang":"ja"}}"#,
+        ] {
+            let r: Record = serde_json::from_str(line).unwrap();
+            assert_eq!(serde_json::to_string(&r).unwrap(), line);
+        }
+    }
+}
