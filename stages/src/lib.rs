@@ -5,6 +5,7 @@
 pub mod collect;
 pub mod record;
 pub mod show;
+pub mod text;
 
 use tailor_engine::Registry;
 

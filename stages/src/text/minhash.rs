@@ -1,0 +1,447 @@
+//! Near-duplicate detection with MinHash signatures and LSH banding.
+//!
+//! Design:
+//!
+//! * **Canonical form.** Text is NFKC-folded (only when not already NFKC),
+//!   lowercased, and reduced to alphanumeric characters: whitespace and
+//!   punctuation are dropped. Shingles are *character* n-grams of that form,
+//!   so the same code works for English and for Japanese, which has no word
+//!   boundaries, and punctuation-only edits do not change a text's shingles.
+//!   A canonical form shorter than `ngram` is one shingle; an empty one (no
+//!   letters or digits) has no shingles and is never reported as a duplicate.
+//! * **Cheap permutations.** Each shingle is hashed once to 64 bits
+//!   ([`super::hash::hash_chars`]). Permutation `k` is the bijection
+//!   `h -> a_k * h + b_k (mod 2^64)` with odd `a_k`; both parameters come from
+//!   a splitmix64 stream seeded by `MinHashConfig::seed`. That costs one
+//!   multiply and one add per shingle and permutation, and the inner loop runs
+//!   over plain arrays the compiler can unroll.
+//! * **LSH.** The `bands * rows` signature is cut into `bands` bands; each
+//!   band is hashed to one key. Two texts become candidates when any band key
+//!   matches; the chance is `1 - (1 - J^rows)^bands` for Jaccard `J`.
+//! * **Confirmation.** Candidates are confirmed with the *exact* Jaccard
+//!   similarity of the two shingle sets, recomputed on demand from the input
+//!   texts, so only `bands` keys per text are kept in memory.
+//! * **Kept representatives.** Texts are visited in input order. A text is a
+//!   duplicate of the lowest-indexed *kept* text it is confirmed against; only
+//!   kept texts enter the LSH buckets. Buckets therefore stay small even for
+//!   large duplicate clusters, and chains cannot form.
+//! * **Determinism.** Signatures are computed in parallel with rayon but are a
+//!   pure function of each text, and the order-dependent part is sequential,
+//!   so results are identical for any thread count.
+
+use std::collections::HashMap;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use unicode_normalization::UnicodeNormalization;
+
+use super::hash::{GOLDEN, SplitMix64, hash_chars, hash_u64s};
+use super::normalize::is_known_nfkc;
+
+/// Parameters for MinHash signatures and LSH near-duplicate search.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MinHashConfig {
+    /// Shingle length in characters of the canonical form (0 is treated as 1).
+    pub ngram: usize,
+    /// Number of LSH bands (0 is treated as 1).
+    pub bands: usize,
+    /// Signature values per band (0 is treated as 1).
+    pub rows: usize,
+    /// Minimum exact Jaccard similarity for a confirmed duplicate.
+    pub threshold: f64,
+    /// Seed for shingle hashing and permutations; signatures are only
+    /// comparable between identical configurations.
+    pub seed: u64,
+}
+
+impl Default for MinHashConfig {
+    fn default() -> Self {
+        Self { ngram: 5, bands: 20, rows: 10, threshold: 0.8, seed: 0 }
+    }
+}
+
+impl MinHashConfig {
+    /// Number of signature values (`bands * rows`, each at least 1).
+    pub fn num_perm(&self) -> usize {
+        self.bands.max(1).saturating_mul(self.rows.max(1))
+    }
+
+    fn n(&self) -> usize {
+        self.ngram.max(1)
+    }
+}
+
+/// Multiply-add permutation parameters derived from a seed.
+struct Permutations {
+    a: Vec<u64>,
+    b: Vec<u64>,
+}
+
+impl Permutations {
+    fn new(cfg: &MinHashConfig) -> Self {
+        let mut rng = SplitMix64::new(cfg.seed ^ 0x4D49_4E48_4153_4831);
+        let k = cfg.num_perm();
+        let mut a = Vec::with_capacity(k);
+        let mut b = Vec::with_capacity(k);
+        for _ in 0..k {
+            a.push(rng.next_u64() | 1);
+            b.push(rng.next_u64());
+        }
+        Self { a, b }
+    }
+
+    /// Minimum of `a_k * h + b_k` over the shingle hashes, for every `k`.
+    ///
+    /// Shingles are de-duplicated first (cheap next to `k` passes, and a big
+    /// saving on repetitive text). Each permutation then scans the set with
+    /// four independent accumulators so the multiply/min chains overlap.
+    fn signature(&self, shingles: &[u64]) -> Vec<u64> {
+        let mut set = shingles.to_vec();
+        set.sort_unstable();
+        set.dedup();
+        let chunks = set.chunks_exact(4);
+        let rest = chunks.remainder();
+        self.a
+            .iter()
+            .zip(&self.b)
+            .map(|(&a, &b)| {
+                let perm = |h: u64| a.wrapping_mul(h).wrapping_add(b);
+                let mut acc = [u64::MAX; 4];
+                for quad in chunks.clone() {
+                    for (slot, &h) in acc.iter_mut().zip(quad) {
+                        *slot = (*slot).min(perm(h));
+                    }
+                }
+                let best = acc[0].min(acc[1]).min(acc[2].min(acc[3]));
+                rest.iter().fold(best, |m, &h| m.min(perm(h)))
+            })
+            .collect()
+    }
+}
+
+fn push_canonical(out: &mut Vec<char>, c: char) {
+    if !c.is_alphanumeric() {
+        return;
+    }
+    if c.is_ascii() {
+        out.push(c.to_ascii_lowercase());
+    } else {
+        out.extend(c.to_lowercase());
+    }
+}
+
+/// Lowercased alphanumeric characters of the NFKC form of `text`.
+fn canonical_chars(text: &str) -> Vec<char> {
+    let mut out = Vec::with_capacity(text.len());
+    if is_known_nfkc(text) {
+        for c in text.chars() {
+            push_canonical(&mut out, c);
+        }
+    } else {
+        for c in text.nfkc() {
+            push_canonical(&mut out, c);
+        }
+    }
+    out
+}
+
+/// Shingle hashes in text order (duplicates included).
+fn shingle_hashes(text: &str, cfg: &MinHashConfig) -> Vec<u64> {
+    let chars = canonical_chars(text);
+    let n = cfg.n();
+    if chars.is_empty() {
+        Vec::new()
+    } else if chars.len() <= n {
+        vec![hash_chars(&chars, cfg.seed)]
+    } else {
+        chars.windows(n).map(|w| hash_chars(w, cfg.seed)).collect()
+    }
+}
+
+/// The sorted, de-duplicated set of 64-bit shingle hashes of `text`.
+pub fn shingles(text: &str, cfg: &MinHashConfig) -> Vec<u64> {
+    let mut set = shingle_hashes(text, cfg);
+    set.sort_unstable();
+    set.dedup();
+    set
+}
+
+/// The MinHash signature of `text`: `cfg.num_perm()` values, deterministic
+/// for a given text and configuration. A text without letters or digits gets
+/// all `u64::MAX`.
+pub fn signature(text: &str, cfg: &MinHashConfig) -> Vec<u64> {
+    Permutations::new(cfg).signature(&shingle_hashes(text, cfg))
+}
+
+/// Estimated Jaccard similarity: the share of equal positions of two
+/// signatures (0.0 when their lengths differ or they are empty).
+pub fn estimate_jaccard(a: &[u64], b: &[u64]) -> f64 {
+    if a.len() != b.len() || a.is_empty() {
+        return 0.0;
+    }
+    let equal = a.iter().zip(b).filter(|(x, y)| x == y).count();
+    equal as f64 / a.len() as f64
+}
+
+/// Exact Jaccard similarity of two sorted, de-duplicated sets (0.0 when both
+/// are empty).
+fn jaccard_sets(a: &[u64], b: &[u64]) -> f64 {
+    let (mut i, mut j, mut inter) = (0, 0, 0usize);
+    while let (Some(x), Some(y)) = (a.get(i), b.get(j)) {
+        match x.cmp(y) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                inter += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    let union = a.len() + b.len() - inter;
+    if union == 0 { 0.0 } else { inter as f64 / union as f64 }
+}
+
+/// Exact Jaccard similarity of the shingle sets of two texts (0.0 when
+/// neither has shingles).
+pub fn jaccard(a: &str, b: &str, cfg: &MinHashConfig) -> f64 {
+    jaccard_sets(&shingles(a, cfg), &shingles(b, cfg))
+}
+
+/// One LSH key per band, or an empty vector for a text without shingles.
+fn band_keys(text: &str, cfg: &MinHashConfig, perms: &Permutations) -> Vec<u64> {
+    let hashes = shingle_hashes(text, cfg);
+    if hashes.is_empty() {
+        return Vec::new();
+    }
+    let sig = perms.signature(&hashes);
+    sig.chunks_exact(cfg.rows.max(1))
+        .enumerate()
+        .map(|(band, rows)| hash_u64s(rows, cfg.seed ^ (band as u64 + 1).wrapping_mul(GOLDEN)))
+        .collect()
+}
+
+/// Finds near-duplicates among `texts`.
+///
+/// Entry `i` is `Some(j)` (with `j < i`) when text `i` has exact shingle
+/// Jaccard similarity `>= cfg.threshold` with the earlier *kept* text `j`
+/// found through LSH (the lowest such `j`), and `None` when text `i` is kept.
+/// The result does not depend on the rayon thread count.
+pub fn near_duplicates(texts: &[&str], cfg: &MinHashConfig) -> Vec<Option<usize>> {
+    let perms = Permutations::new(cfg);
+    let keys: Vec<Vec<u64>> = texts.par_iter().map(|t| band_keys(t, cfg, &perms)).collect();
+    let mut buckets: Vec<HashMap<u64, Vec<usize>>> = (0..cfg.bands.max(1)).map(|_| HashMap::new()).collect();
+    let mut result = vec![None; texts.len()];
+    let mut candidates: Vec<usize> = Vec::new();
+    for (i, (text, text_keys)) in texts.iter().zip(&keys).enumerate() {
+        if text_keys.is_empty() {
+            continue;
+        }
+        candidates.clear();
+        for (bucket, key) in buckets.iter().zip(text_keys) {
+            if let Some(list) = bucket.get(key) {
+                candidates.extend_from_slice(list);
+            }
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        let mut own: Option<Vec<u64>> = None;
+        let mut found = None;
+        for &j in &candidates {
+            let Some(other) = texts.get(j) else { continue };
+            let mine = own.get_or_insert_with(|| shingles(text, cfg));
+            if jaccard_sets(mine, &shingles(other, cfg)) >= cfg.threshold {
+                found = Some(j);
+                break;
+            }
+        }
+        match found {
+            Some(j) => {
+                if let Some(slot) = result.get_mut(i) {
+                    *slot = Some(j);
+                }
+            }
+            None => {
+                for (bucket, key) in buckets.iter_mut().zip(text_keys) {
+                    bucket.entry(*key).or_default().push(i);
+                }
+            }
+        }
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use super::super::hash::SplitMix64;
+
+    const EN_WORDS: &[&str] = &[
+        "the", "model", "data", "training", "pipeline", "quickly", "learns", "from", "every", "example",
+        "while", "engineers", "review", "results", "carefully", "before", "shipping", "new", "features",
+        "to", "customers", "who", "expect", "reliable", "answers", "about", "weather", "markets", "history",
+        "science", "music", "and", "sports", "with", "clear", "language", "in", "many", "contexts", "today",
+    ];
+    const JA_PHRASES: &[&str] = &[
+        "今日は", "天気が良いので", "公園まで", "散歩に行きました", "駅の近くに", "新しい店が", "できたそうです",
+        "友達と", "昼ご飯を", "食べました", "来週の会議では", "計画について", "話し合う予定です", "図書館で",
+        "本を借りて", "夜遅くまで", "読んでいました", "電車が遅れたので", "少し遅刻しました", "明日は",
+        "雨が降るかもしれません", "傘を持って", "出かけてください", "彼女は", "毎朝コーヒーを", "飲んでいます",
+    ];
+
+    fn pick<'a>(rng: &mut SplitMix64, items: &[&'a str]) -> &'a str {
+        let idx = (rng.next_u64() % items.len() as u64) as usize;
+        items.get(idx).copied().unwrap_or("")
+    }
+
+    fn english(rng: &mut SplitMix64) -> String {
+        let mut s = String::new();
+        while s.len() < 200 {
+            s.push_str(pick(rng, EN_WORDS));
+            s.push(if rng.next_u64().is_multiple_of(9) { ',' } else { ' ' });
+        }
+        s.push('.');
+        s
+    }
+
+    fn japanese(rng: &mut SplitMix64) -> String {
+        let mut s = String::new();
+        while s.chars().count() < 200 {
+            s.push_str(pick(rng, JA_PHRASES));
+            if rng.next_u64().is_multiple_of(4) {
+                s.push('。');
+            }
+        }
+        s
+    }
+
+    /// Applies 1-3 small edits: a substitution, deletion, punctuation change
+    /// or です→でした.
+    fn mutate(rng: &mut SplitMix64, text: &str) -> String {
+        let mut chars: Vec<char> = text.chars().collect();
+        let edits = 1 + rng.next_u64() % 3;
+        for _ in 0..edits {
+            let pos = (rng.next_u64() % chars.len().max(1) as u64) as usize;
+            match rng.next_u64() % 4 {
+                0 => {
+                    if let Some(c) = chars.get_mut(pos) {
+                        *c = if c.is_ascii() { 'x' } else { 'の' };
+                    }
+                }
+                1 => {
+                    if pos < chars.len() {
+                        chars.remove(pos);
+                    }
+                }
+                2 => chars.insert(pos, if chars.first().is_some_and(char::is_ascii) { '!' } else { '、' }),
+                _ => {
+                    let s: String = chars.iter().collect();
+                    chars = s.replacen("です", "でした", 1).replacen("the", "teh", 1).chars().collect();
+                }
+            }
+        }
+        chars.into_iter().collect()
+    }
+
+    #[test]
+    fn signature_is_deterministic_and_seeded() {
+        let cfg = MinHashConfig::default();
+        let a = signature("The quick brown fox jumps over the lazy dog", &cfg);
+        assert_eq!(a.len(), 200);
+        assert_eq!(a, signature("The quick brown fox jumps over the lazy dog", &cfg));
+        // Case, spacing and punctuation are not part of the canonical form.
+        assert_eq!(a, signature("the QUICK brown-fox, jumps over the lazy dog!!", &cfg));
+        let other = MinHashConfig { seed: 1, ..MinHashConfig::default() };
+        assert_ne!(a, signature("The quick brown fox jumps over the lazy dog", &other));
+        assert!(signature("!!! ...", &cfg).iter().all(|&v| v == u64::MAX));
+    }
+
+    #[test]
+    fn full_width_matches_ascii() {
+        let cfg = MinHashConfig::default();
+        assert_eq!(jaccard("ＡＢＣ１２３ｄｅｆ", "abc123def", &cfg), 1.0);
+    }
+
+    #[test]
+    fn estimate_tracks_exact_jaccard() {
+        let cfg = MinHashConfig::default();
+        let mut rng = SplitMix64::new(11);
+        for _ in 0..20 {
+            let a = english(&mut rng);
+            let once = mutate(&mut rng, &a);
+            let b = mutate(&mut rng, &once);
+            let exact = jaccard(&a, &b, &cfg);
+            let est = estimate_jaccard(&signature(&a, &cfg), &signature(&b, &cfg));
+            assert!((exact - est).abs() < 0.12, "exact {exact} est {est}");
+        }
+    }
+
+    #[test]
+    fn short_and_empty_texts() {
+        let cfg = MinHashConfig::default();
+        let texts = ["abc", "ABC", "abd", "", "...", "", "はい", "はい。"];
+        let got = near_duplicates(&texts, &cfg);
+        assert_eq!(got, vec![None, Some(0), None, None, None, None, None, Some(6)]);
+    }
+
+    #[test]
+    fn degenerate_config_does_not_panic() {
+        let cfg = MinHashConfig { ngram: 0, bands: 0, rows: 0, threshold: 0.95, seed: 3 };
+        let got = near_duplicates(&["hello world", "hello world", "other"], &cfg);
+        assert_eq!(got, vec![None, Some(0), None]);
+    }
+
+    fn corpus(seed: u64, n: usize) -> (Vec<String>, usize) {
+        let mut rng = SplitMix64::new(seed);
+        let mut originals: Vec<String> = (0..n)
+            .map(|i| if i % 2 == 0 { english(&mut rng) } else { japanese(&mut rng) })
+            .collect();
+        let copies: Vec<String> = originals.iter().map(|t| mutate(&mut rng, t)).collect();
+        originals.extend(copies);
+        (originals, n)
+    }
+
+    #[test]
+    fn recall_and_precision_on_synthetic_near_duplicates() {
+        let cfg = MinHashConfig::default();
+        let (texts, n) = corpus(42, 200);
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let got = near_duplicates(&refs, &cfg);
+        let false_pos = got.iter().take(n).filter(|r| r.is_some()).count();
+        assert_eq!(false_pos, 0, "unrelated originals must stay unique");
+        let hits = (0..n).filter(|&i| got.get(n + i) == Some(&Some(i))).count();
+        let recall = hits as f64 / n as f64;
+        let min_j = (0..n)
+            .filter_map(|i| Some(jaccard(texts.get(i)?, texts.get(n + i)?, &cfg)))
+            .fold(1.0f64, f64::min);
+        println!("near-duplicate recall {recall:.3} (min pair Jaccard {min_j:.3})");
+        assert!(recall >= 0.95, "recall {recall}");
+        let wrong = (0..n).filter(|&i| matches!(got.get(n + i), Some(Some(j)) if *j != i)).count();
+        assert_eq!(wrong, 0);
+    }
+
+    #[test]
+    fn identical_across_thread_counts() {
+        let cfg = MinHashConfig::default();
+        let (texts, _) = corpus(7, 120);
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+            pool.install(|| near_duplicates(&refs, &cfg))
+        };
+        let one = run(1);
+        assert_eq!(one, run(2));
+        assert_eq!(one, run(4));
+        assert!(one.iter().any(Option::is_some));
+    }
+
+    #[test]
+    fn cluster_points_at_first_kept_text() {
+        let cfg = MinHashConfig::default();
+        let base = "これは重複検出のテストです。同じ内容の文章が何度も現れる場合に、最初の文章だけを残して\
+                    後から来た文章を重複として報告できるかどうかを確認します。長さは百文字程度あれば十分でしょう。";
+        let texts = [base, "全く関係のない別の話題について書かれた文章がここにあります。", base, &base.replace("です", "でした")];
+        assert_eq!(near_duplicates(&texts, &cfg), vec![None, None, Some(0), Some(0)]);
+    }
+}
