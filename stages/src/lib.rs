@@ -2,6 +2,7 @@
 //! [`tailor_engine::Stage`]; shared domain types (records) live beside them.
 //! Nothing here knows about scheduling, caching or the DAG.
 
+pub mod clean;
 pub mod collect;
 pub mod record;
 pub mod show;
@@ -13,5 +14,6 @@ use tailor_engine::Registry;
 pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.register::<collect::Collect>();
+    r.register::<clean::Clean>();
     r
 }

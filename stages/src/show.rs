@@ -47,7 +47,7 @@ pub fn records_or_rejects(output: &OutputDecl, dir: &Path, w: &mut dyn Write, li
             let rejs: Vec<Reject> = read_jsonl(&dir.join("rejects.jsonl"))?;
             let mut by: BTreeMap<(String, String), usize> = BTreeMap::new();
             for r in &rejs {
-                let reason: String = r.reason.split(':').next().unwrap_or(&r.reason).to_string();
+                let reason: String = r.reason.split(" (").next().unwrap_or(&r.reason).to_string();
                 *by.entry((r.step.clone(), reason)).or_insert(0) += 1;
             }
             writeln!(w, "{} rejected", rejs.len())?;

@@ -32,6 +32,7 @@
 use std::collections::HashMap;
 
 use rayon::prelude::*;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 
@@ -39,8 +40,8 @@ use super::hash::{GOLDEN, SplitMix64, hash_chars, hash_u64s};
 use super::normalize::is_known_nfkc;
 
 /// Parameters for MinHash signatures and LSH near-duplicate search.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
 pub struct MinHashConfig {
     /// Shingle length in characters of the canonical form (0 is treated as 1).
     pub ngram: usize,

@@ -28,11 +28,12 @@
 
 use std::borrow::Cow;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
 
 /// How line breaks are written in the normalized output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Newline {
     /// Keep each line break as written (`\r\n`, `\r`, `\n`, U+0085, U+2028, U+2029).
@@ -43,8 +44,8 @@ pub enum Newline {
 }
 
 /// Options for [`normalize`]. Every step is enabled by default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
 pub struct NormalizeOptions {
     /// Apply Unicode NFKC compatibility normalization first.
     pub nfkc: bool,

@@ -1,0 +1,304 @@
+//! The clean steps. Each takes the records in order, keeps or changes them,
+//! and appends removals to the rejects, returning its counts.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use rayon::prelude::*;
+use serde_json::{Value, json};
+
+use super::{CheckStep, DedupStep, Field, FilterStep, Keep, PiiAction, PiiStep, Politeness, RuleAction, Step, StepStats, StyleStep};
+use crate::record::{Body, Record, Reject};
+use crate::text::{self, NormalizeOptions, Register, normalize, quality};
+
+/// The step's name as written in the config.
+pub fn name(s: &Step) -> &'static str {
+    match s {
+        Step::Normalize(_) => "normalize",
+        Step::Filter(_) => "filter",
+        Step::Dedup(_) => "dedup",
+        Step::Pii(_) => "pii",
+        Step::Style(_) => "style",
+        Step::Check(_) => "check",
+    }
+}
+
+/// Run one step.
+pub fn apply(s: &Step, records: &mut Vec<Record>, rejects: &mut Vec<Reject>, root: &Path) -> Result<StepStats, String> {
+    let mut st = StepStats { step: name(s).to_string(), input: records.len(), ..Default::default() };
+    match s {
+        Step::Normalize(o) => st.changed = normalize_all(records, o),
+        Step::Filter(f) => {
+            let verdicts: Vec<Option<String>> = records.par_iter().map(|r| filter_reason(r, f)).collect();
+            remove(records, rejects, &mut st, verdicts);
+        }
+        Step::Dedup(d) => dedup(records, rejects, &mut st, d),
+        Step::Pii(p) => pii(records, rejects, &mut st, p),
+        Step::Style(sty) => style(records, rejects, &mut st, sty),
+        Step::Check(c) => check(records, rejects, &mut st, c, root)?,
+    }
+    Ok(st)
+}
+
+fn text_of(r: &Record, f: Field) -> String {
+    match f {
+        Field::Target => r.body.target().to_string(),
+        Field::All => r.body.joined(),
+    }
+}
+
+/// Move records whose verdict is `Some(reason)` to the rejects, in order.
+fn remove(records: &mut Vec<Record>, rejects: &mut Vec<Reject>, st: &mut StepStats, verdicts: Vec<Option<String>>) {
+    let mut kept = Vec::with_capacity(records.len());
+    for (r, v) in std::mem::take(records).into_iter().zip(verdicts) {
+        match v {
+            None => kept.push(r),
+            Some(reason) => {
+                let key = reason.split(" (").next().unwrap_or(&reason).to_string();
+                *st.reasons.entry(key).or_insert(0) += 1;
+                st.removed += 1;
+                rejects.push(Reject { id: r.id.clone(), step: st.step.clone(), reason, record: serde_json::to_value(&r).unwrap_or(Value::Null) });
+            }
+        }
+    }
+    *records = kept;
+}
+
+/// Flag (keep) or remove records, per the rule's action.
+fn enforce(records: &mut Vec<Record>, rejects: &mut Vec<Reject>, st: &mut StepStats, verdicts: Vec<Option<String>>, action: RuleAction) {
+    match action {
+        RuleAction::Reject => remove(records, rejects, st, verdicts),
+        RuleAction::Report => {
+            for (r, v) in records.iter_mut().zip(verdicts) {
+                if let Some(reason) = v {
+                    let key = reason.split(" (").next().unwrap_or(&reason).to_string();
+                    *st.reasons.entry(key).or_insert(0) += 1;
+                    st.flagged += 1;
+                    let flags = r.meta.entry("flags").or_insert_with(|| json!([]));
+                    if let Value::Array(a) = flags {
+                        a.push(json!({"step": st.step, "reason": reason}));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn normalize_all(records: &mut [Record], o: &NormalizeOptions) -> usize {
+    records
+        .par_iter_mut()
+        .map(|r| {
+            let mut changed = false;
+            for t in r.body.texts_mut() {
+                if let std::borrow::Cow::Owned(n) = normalize(t, o) {
+                    if n != *t {
+                        *t = n;
+                        changed = true;
+                    }
+                }
+            }
+            usize::from(changed)
+        })
+        .sum()
+}
+
+fn filter_reason(r: &Record, f: &FilterStep) -> Option<String> {
+    if f.drop_empty {
+        let empty = match &r.body {
+            Body::Completion { prompt, completion } => prompt.trim().is_empty() || completion.trim().is_empty(),
+            Body::Instruction { instruction, output, .. } => instruction.trim().is_empty() || output.trim().is_empty(),
+            Body::Chat { messages } => messages.iter().all(|m| m.role != "assistant" || m.content.trim().is_empty()),
+            Body::Text { text } => text.trim().is_empty(),
+        };
+        if empty {
+            return Some("empty prompt or completion".into());
+        }
+    }
+    let t = text_of(r, f.field);
+    let n = quality::char_count(&t);
+    if let Some(min) = f.min_chars.filter(|m| n < *m) {
+        return Some(format!("too short ({n} < {min} characters)"));
+    }
+    if let Some(max) = f.max_chars.filter(|m| n > *m) {
+        return Some(format!("too long ({n} > {max} characters)"));
+    }
+    if let Some(max) = f.max_symbol_ratio {
+        let v = quality::symbol_ratio(&t);
+        if v > max {
+            return Some(format!("too many symbols ({v:.2} > {max})"));
+        }
+    }
+    if let Some(max) = f.max_duplicate_line_ratio {
+        let v = quality::duplicate_line_ratio(&t);
+        if v > max {
+            return Some(format!("repeated lines ({v:.2} > {max})"));
+        }
+    }
+    if let Some(max) = f.max_top_ngram_ratio {
+        let v = quality::top_ngram_ratio(&t, 3);
+        if v > max {
+            return Some(format!("repetitive text ({v:.2} > {max} of characters in one 3-gram)"));
+        }
+    }
+    if f.require_terminal_punct && !quality::ends_with_terminal_punct(&t) {
+        return Some("no sentence-ending punctuation".into());
+    }
+    if let Some(langs) = &f.lang {
+        let got = text::detect(&t).unwrap_or("none");
+        if !langs.iter().any(|l| l == got) {
+            return Some(format!("language not allowed ({got} not in {})", langs.join(", ")));
+        }
+    }
+    None
+}
+
+/// The text exact dedup compares: NFKC, lower case, whitespace removed.
+fn exact_key(s: &str) -> u128 {
+    let n = normalize(s, &NormalizeOptions::default());
+    let folded: String = n.chars().filter(|c| !c.is_whitespace()).flat_map(char::to_lowercase).collect();
+    let h = blake3::hash(folded.as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&h.as_bytes()[..16]);
+    u128::from_le_bytes(b)
+}
+
+fn dedup(records: &mut Vec<Record>, rejects: &mut Vec<Reject>, st: &mut StepStats, d: &DedupStep) {
+    let texts: Vec<String> = records.par_iter().map(|r| text_of(r, d.field)).collect();
+    // Visit order decides who survives: input order, or longest first.
+    let mut order: Vec<usize> = (0..records.len()).collect();
+    if d.keep == Keep::Longest {
+        order.sort_by_key(|&i| std::cmp::Reverse(texts[i].chars().count()));
+    }
+    let mut verdicts: Vec<Option<String>> = vec![None; records.len()];
+    if d.exact {
+        let keys: Vec<u128> = texts.par_iter().map(|t| exact_key(t)).collect();
+        let mut first: HashMap<u128, usize> = HashMap::with_capacity(keys.len());
+        for &i in &order {
+            match first.get(&keys[i]) {
+                Some(&j) => verdicts[i] = Some(format!("exact duplicate (of {})", records[j].id)),
+                None => {
+                    first.insert(keys[i], i);
+                }
+            }
+        }
+    }
+    if let Some(cfg) = &d.near {
+        let alive: Vec<usize> = order.iter().copied().filter(|&i| verdicts[i].is_none()).collect();
+        let refs: Vec<&str> = alive.iter().map(|&i| texts[i].as_str()).collect();
+        for (k, dup) in text::near_duplicates(&refs, cfg).into_iter().enumerate() {
+            if let Some(j) = dup {
+                verdicts[alive[k]] = Some(format!("near duplicate (of {}, Jaccard ≥ {})", records[alive[j]].id, cfg.threshold));
+            }
+        }
+    }
+    remove(records, rejects, st, verdicts);
+}
+
+fn pii(records: &mut Vec<Record>, rejects: &mut Vec<Reject>, st: &mut StepStats, p: &PiiStep) {
+    let found: Vec<BTreeMap<String, usize>> = records
+        .par_iter_mut()
+        .map(|r| {
+            let mut kinds = BTreeMap::new();
+            for t in r.body.texts_mut() {
+                let m = text::find_pii(t, &p.kinds);
+                for x in &m {
+                    *kinds.entry(format!("{:?}", x.kind).to_lowercase()).or_insert(0) += 1;
+                }
+                if !m.is_empty() && p.action == PiiAction::Redact {
+                    *t = text::redact(t, &m);
+                }
+            }
+            kinds
+        })
+        .collect();
+    match p.action {
+        PiiAction::Redact => {
+            for k in &found {
+                if !k.is_empty() {
+                    st.changed += 1;
+                }
+                for (kind, n) in k {
+                    *st.reasons.entry(format!("redacted {kind}")).or_insert(0) += n;
+                }
+            }
+        }
+        PiiAction::Drop => {
+            let verdicts = found.iter().map(|k| (!k.is_empty()).then(|| format!("contains personal data ({})", k.keys().cloned().collect::<Vec<_>>().join(", ")))).collect();
+            remove(records, rejects, st, verdicts);
+        }
+    }
+}
+
+fn style(records: &mut Vec<Record>, rejects: &mut Vec<Reject>, st: &mut StepStats, s: &StyleStep) {
+    let reports: Vec<text::RegisterReport> = records.par_iter().map(|r| text::analyze(r.body.target())).collect();
+    let target = match s.politeness {
+        Politeness::DesuMasu => Some(Register::Polite),
+        Politeness::DaDearu => Some(Register::Plain),
+        Politeness::Majority => {
+            let polite = reports.iter().filter(|r| r.dominant == Some(Register::Polite)).count();
+            let plain = reports.iter().filter(|r| r.dominant == Some(Register::Plain)).count();
+            if polite + plain == 0 { None } else if polite >= plain { Some(Register::Polite) } else { Some(Register::Plain) }
+        }
+    };
+    let label = |r: Register| if r == Register::Polite { "です/ます" } else { "だ/である" };
+    let verdicts = reports
+        .iter()
+        .map(|rep| {
+            if rep.mixed {
+                Some(format!("mixed register ({} polite and {} plain sentence endings)", rep.polite, rep.plain))
+            } else {
+                match (rep.dominant, target) {
+                    (Some(d), Some(t)) if d != t => Some(format!("wrong register ({} where the dataset uses {})", label(d), label(t))),
+                    _ => None,
+                }
+            }
+        })
+        .collect();
+    enforce(records, rejects, st, verdicts, s.action);
+}
+
+fn check(records: &mut Vec<Record>, rejects: &mut Vec<Reject>, st: &mut StepStats, c: &CheckStep, root: &Path) -> Result<(), String> {
+    let schema = match &c.schema {
+        Some(p) => {
+            let text = std::fs::read_to_string(root.join(p)).map_err(|e| format!("{}: {e}", p.display()))?;
+            let v: Value = serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", p.display()))?;
+            Some(jsonschema::validator_for(&v).map_err(|e| format!("{} is not a valid JSON Schema: {e}", p.display()))?)
+        }
+        None => None,
+    };
+    let re = match &c.regex {
+        Some(r) => Some(regex::Regex::new(r).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let verdicts = records
+        .par_iter()
+        .map(|r| {
+            let t = r.body.target().trim();
+            if c.json || schema.is_some() {
+                match serde_json::from_str::<Value>(t) {
+                    Err(e) => return Some(format!("not valid JSON ({e})")),
+                    Ok(v) => {
+                        if let Some(s) = &schema {
+                            if let Some(err) = s.iter_errors(&v).next() {
+                                return Some(format!("fails the JSON Schema ({} at `{}`)", err, err.instance_path().as_str()));
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(re) = &re {
+                if !re.is_match(t) {
+                    return Some(format!("does not match /{}/", re.as_str()));
+                }
+            }
+            if let Some(end) = &c.ends_with {
+                if !t.ends_with(end.as_str()) {
+                    return Some(format!("does not end with {end:?}"));
+                }
+            }
+            None
+        })
+        .collect();
+    enforce(records, rejects, st, verdicts, c.action);
+    Ok(())
+}
