@@ -226,6 +226,11 @@ fn diff_values(path: &str, old: &Value, new: &Value, out: &mut Vec<DirtyReason>)
                 }
             }
         }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                diff_values(&join(&i.to_string()), x, y, out);
+            }
+        }
         (a, b) if a != b => out.push(DirtyReason::Config { path: if path.is_empty() { "config".into() } else { path.to_string() }, old: Some(a.clone()), new: Some(b.clone()) }),
         _ => {}
     }

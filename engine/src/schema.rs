@@ -284,15 +284,21 @@ fn convert(err: &ValidationError<'_>, schema: &Value, doc: &Value, spans: &SpanM
             out.push(d);
         }
         ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
-            // Report the alternative that came closest rather than "matches
-            // none of the alternatives".
-            if let Some(best) = context.iter().filter(|c| !c.is_empty()).min_by_key(|c| c.len()) {
-                for e in best {
-                    convert(e, schema, doc, spans, out);
-                }
-            } else {
-                out.push(Diagnostic::error(format!("`{at}` does not match any allowed form")).at(spans.node(&ptr, instance)));
-            }
+            let keyword = if matches!(err.kind(), ValidationErrorKind::AnyOf { .. }) { "anyOf" } else { "oneOf" };
+            let alts: Vec<&Value> = schema_node(schema, err.schema_path().as_str())
+                .and_then(|n| n.get(keyword))
+                .and_then(Value::as_array)
+                .map(|a| a.iter().map(|alt| deref(schema, alt)).collect())
+                .unwrap_or_default();
+            alternatives(&alts, context, instance, &ptr, &at, schema, doc, spans, out);
+        }
+        ValidationErrorKind::Minimum { limit } | ValidationErrorKind::Maximum { limit } => {
+            let (word, sym) = if matches!(err.kind(), ValidationErrorKind::Minimum { .. }) { ("at least", "≥") } else { ("at most", "≤") };
+            out.push(
+                Diagnostic::error(format!("`{at}` must be {word} {limit}, found {}", short(instance)))
+                    .at(spans.node(&ptr, instance))
+                    .label(format!("expected a value {sym} {limit}")),
+            );
         }
         ValidationErrorKind::PropertyNames { .. } => {
             out.push(
@@ -311,8 +317,72 @@ fn convert(err: &ValidationError<'_>, schema: &Value, doc: &Value, spans: &SpanM
     }
 }
 
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or(s)
+/// The first sentence of a description, on one line.
+fn first_line(s: &str) -> String {
+    let one = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one.find(". ") {
+        Some(i) => one[..=i].to_string(),
+        None => one,
+    }
+}
+
+fn deref<'a>(root: &'a Value, v: &'a Value) -> &'a Value {
+    v.get("$ref").and_then(Value::as_str).and_then(|r| root.pointer(r.strip_prefix('#')?)).unwrap_or(v)
+}
+
+/// Explain a value that matches none of several alternatives: a list of
+/// constants reads as an enum; one-key objects (externally tagged enums,
+/// like clean steps) are chosen by their key; otherwise the closest
+/// alternative's errors are shown.
+#[allow(clippy::too_many_arguments)]
+fn alternatives(alts: &[&Value], context: &[Vec<ValidationError<'static>>], instance: &Value, ptr: &str, at: &str, schema: &Value, doc: &Value, spans: &SpanMap, out: &mut Vec<Diagnostic>) {
+    let consts: Vec<String> = alts.iter().filter_map(|a| a.get("const")).map(|c| c.as_str().map_or_else(|| c.to_string(), str::to_string)).collect();
+    if !alts.is_empty() && consts.len() == alts.len() {
+        let mut d = Diagnostic::error(format!("`{at}` has an unknown value {}", short(instance)))
+            .at(spans.node(ptr, instance))
+            .label(format!("expected one of: {}", consts.join(", ")));
+        if let Some(s) = instance.as_str().and_then(|w| did_you_mean(w, consts.iter().map(String::as_str))) {
+            d = d.help(format!("did you mean `{s}`?"));
+        }
+        out.push(d);
+        return;
+    }
+    let tags: Vec<Option<&str>> = alts
+        .iter()
+        .map(|a| match a.get("required").and_then(Value::as_array).map(Vec::as_slice) {
+            Some([one]) => one.as_str(),
+            _ => None,
+        })
+        .collect();
+    if let (Value::Object(obj), true) = (instance, !alts.is_empty() && tags.iter().all(Option::is_some)) {
+        if let Some(i) = tags.iter().position(|t| t.is_some_and(|t| obj.contains_key(t))) {
+            for e in context.get(i).into_iter().flatten() {
+                convert(e, schema, doc, spans, out);
+            }
+            return;
+        }
+        let names: Vec<&str> = tags.iter().flatten().copied().collect();
+        for key in obj.keys() {
+            let mut d = Diagnostic::error(format!("unknown key `{key}` in `{at}`"))
+                .at(spans.key(&format!("{ptr}/{}", escape(key))))
+                .label(format!("expected one of: {}", names.join(", ")));
+            if let Some(s) = did_you_mean(key, names.iter().copied()) {
+                d = d.help(format!("did you mean `{s}`?"));
+            }
+            out.push(d);
+        }
+        if obj.is_empty() {
+            out.push(Diagnostic::error(format!("`{at}` is empty")).at(spans.node(ptr, instance)).label(format!("expected one of: {}", names.join(", "))));
+        }
+        return;
+    }
+    if let Some(best) = context.iter().filter(|c| !c.is_empty()).min_by_key(|c| c.len()) {
+        for e in best {
+            convert(e, schema, doc, spans, out);
+        }
+    } else {
+        out.push(Diagnostic::error(format!("`{at}` does not match any allowed form")).at(spans.node(ptr, instance)));
+    }
 }
 
 /// Every schema a binary ships: `pipeline.schema.json` and one per stage kind.

@@ -259,7 +259,7 @@ impl Stage for Clean {
                     }
                     if let Some(r) = &c.regex {
                         if let Err(e) = regex::Regex::new(r) {
-                            issues.push(ConfigIssue::new(format!("/steps/{i}/check/regex"), format!("invalid regular expression: {e}")));
+                            issues.push(ConfigIssue::new(format!("/steps/{i}/check/regex"), format!("invalid regular expression: {}", e.to_string().lines().last().unwrap_or("").trim_start_matches("error: "))));
                         }
                     }
                 }

@@ -1,0 +1,198 @@
+//! Integration tests of the `tailor` binary: golden error output for broken
+//! pipelines, the quickstart end to end, reruns, SIGKILL recovery, schema
+//! drift and the example pipelines.
+//!
+//! Golden files: `tests/fixtures/broken/NAME.yaml` → `NAME.stderr`.
+//! Regenerate them with `UPDATE_GOLDEN=1 cargo test --test cli`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn tailor() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tailor"));
+    c.env_remove("RUST_LOG").env_remove("TAILOR_STORE");
+    c
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run_in(dir: &Path, args: &[&str]) -> Output {
+    tailor().current_dir(dir).args(args).output().expect("run tailor")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Copy a directory tree (for running example pipelines in a scratch dir).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name();
+        if name == ".tailor" || name == "tailor.lock" {
+            continue;
+        }
+        let (src, dst) = (e.path(), to.join(&name));
+        if e.file_type().unwrap().is_dir() { copy_tree(&src, &dst) } else { std::fs::copy(&src, &dst).map(|_| ()).unwrap() }
+    }
+}
+
+#[test]
+fn broken_pipelines_render_pinned_errors() {
+    let dir = repo().join("tests/fixtures/broken");
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "yaml")).collect();
+    files.sort();
+    assert!(files.len() >= 20, "the corpus must have at least 20 broken pipelines");
+    let mut failures = Vec::new();
+    for f in &files {
+        let name = f.file_name().unwrap().to_str().unwrap();
+        let out = run_in(&dir, &["validate", "-f", name]);
+        assert_eq!(out.status.code(), Some(2), "{name}: expected exit 2 (invalid)\n{}", text(&out.stderr));
+        let got = text(&out.stderr);
+        assert!(got.contains(&format!("{name}:")), "{name}: the error must name the file:line:col\n{got}");
+        let golden = f.with_extension("stderr");
+        if update {
+            std::fs::write(&golden, &got).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&golden).unwrap_or_default();
+        if want != got {
+            failures.push(format!("--- {}\n+++ actual\n{got}", golden.display()));
+        }
+    }
+    assert!(failures.is_empty(), "rendered errors differ from the golden files (UPDATE_GOLDEN=1 to accept):\n{}", failures.join("\n"));
+}
+
+#[test]
+fn committed_schemas_match_the_config_types() {
+    let out = tailor().current_dir(repo()).args(["schema", "--check", "schemas"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn every_example_pipeline_validates_and_plans() {
+    let mut n = 0;
+    for e in std::fs::read_dir(repo().join("pipelines")).unwrap() {
+        let p = e.unwrap().path().join("tailor.yaml");
+        if !p.exists() {
+            continue;
+        }
+        n += 1;
+        let tmp = tempfile::tempdir().unwrap();
+        copy_tree(p.parent().unwrap(), tmp.path());
+        let v = run_in(tmp.path(), &["validate"]);
+        assert!(v.status.success(), "{}: {}", p.display(), text(&v.stderr));
+        let plan = run_in(tmp.path(), &["plan"]);
+        assert!(plan.status.success(), "{}: {}", p.display(), text(&plan.stderr));
+        assert!(text(&plan.stdout).contains("will-run"), "{}", text(&plan.stdout));
+    }
+    assert!(n >= 1);
+}
+
+#[test]
+fn quickstart_runs_then_reruns_nothing_then_reruns_only_what_a_param_touches() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_tree(&repo().join("pipelines/quickstart"), tmp.path());
+    let first = run_in(tmp.path(), &["run"]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let lock1 = std::fs::read_to_string(tmp.path().join("tailor.lock")).unwrap();
+    let second = run_in(tmp.path(), &["run"]);
+    assert!(second.status.success());
+    assert!(text(&second.stderr).contains("Nothing to do"), "{}", text(&second.stderr));
+    assert_eq!(std::fs::read_to_string(tmp.path().join("tailor.lock")).unwrap(), lock1, "a no-op run rewrites the same lock");
+
+    let plan = run_in(tmp.path(), &["plan", "-p", "near_threshold=0.9"]);
+    let plan = text(&plan.stdout);
+    assert!(plan.contains("✓ raw (collect): up-to-date"), "{plan}");
+    assert!(plan.contains("steps.2.dedup.near.threshold changed 0.8 → 0.9"), "{plan}");
+    let third = run_in(tmp.path(), &["run", "-p", "near_threshold=0.9", "--json"]);
+    assert!(third.status.success());
+    let summary: serde_json::Value = serde_json::from_slice(&third.stdout).unwrap();
+    let statuses: Vec<(String, String)> = summary["stages"].as_array().unwrap().iter().map(|s| (s[0].as_str().unwrap().to_string(), s[1]["status"].as_str().unwrap().to_string())).collect();
+    assert_eq!(statuses, vec![("raw".to_string(), "cached".to_string()), ("cleaned".to_string(), "ran".to_string())]);
+
+    let verify = run_in(tmp.path(), &["verify"]);
+    assert!(verify.status.success(), "{}", text(&verify.stdout));
+    let show = run_in(tmp.path(), &["show", "cleaned"]);
+    assert!(text(&show.stdout).contains("kept"), "{}", text(&show.stdout));
+}
+
+/// Make a pipeline whose collect stage takes long enough to be killed
+/// mid-way: many files of records.
+fn big_project(dir: &Path) {
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    for f in 0..30 {
+        let mut s = String::new();
+        for i in 0..2000 {
+            s.push_str(&format!("{{\"prompt\":\"question {f}-{i} {}\",\"completion\":\"answer {i}\"}}\n", "x".repeat(i % 50)));
+        }
+        std::fs::write(dir.join(format!("data/part{f:02}.jsonl")), s).unwrap();
+    }
+    std::fs::write(
+        dir.join("tailor.yaml"),
+        "version: 1\nname: big\nstages:\n  raw: {kind: collect, sources: [{path: 'data/*.jsonl'}]}\n  cleaned:\n    kind: clean\n    input: raw\n    steps: [{normalize: {}}, {dedup: {exact: true}}]\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn sigkill_mid_run_leaves_a_store_that_verifies_and_reruns_to_the_same_result() {
+    let reference = tempfile::tempdir().unwrap();
+    big_project(reference.path());
+    let start = std::time::Instant::now();
+    assert!(run_in(reference.path(), &["run"]).status.success());
+    let full = start.elapsed();
+    let want = std::fs::read_to_string(reference.path().join("tailor.lock")).unwrap();
+
+    let tmp = tempfile::tempdir().unwrap();
+    big_project(tmp.path());
+    // Kill at several points of an uninterrupted run's duration: during
+    // collect, during clean, while storing results.
+    let mut killed = 0;
+    for frac in [0.05, 0.3, 0.6, 0.9] {
+        let delay_ms = (full.as_millis() as f64 * frac) as u64;
+        let mut child = tailor().current_dir(tmp.path()).args(["run", "--force"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_none() {
+            killed += 1;
+        }
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        let v = run_in(tmp.path(), &["verify"]);
+        assert!(v.status.success(), "corrupt store after SIGKILL at {delay_ms} ms:\n{}", text(&v.stdout));
+    }
+    assert!(killed >= 3, "only {killed} of 4 kills landed while the run was still going (full run: {full:?})");
+    let rerun = run_in(tmp.path(), &["run"]);
+    assert!(rerun.status.success(), "{}", text(&rerun.stderr));
+    let v = run_in(tmp.path(), &["verify"]);
+    assert!(v.status.success(), "{}", text(&v.stdout));
+    assert_eq!(std::fs::read_to_string(tmp.path().join("tailor.lock")).unwrap(), want, "results after kills differ from an uninterrupted run");
+    assert!(std::fs::read_dir(tmp.path().join(".tailor/tmp")).unwrap().next().is_none(), "scratch space was not cleaned");
+}
+
+#[test]
+fn dag_renders_in_three_formats() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_tree(&repo().join("pipelines/quickstart"), tmp.path());
+    let t = text(&run_in(tmp.path(), &["dag"]).stdout);
+    assert_eq!(t, "raw (collect)\ncleaned (clean) <- raw\n");
+    assert!(text(&run_in(tmp.path(), &["dag", "--format", "mermaid"]).stdout).contains("raw -->|input| cleaned"));
+    assert!(text(&run_in(tmp.path(), &["dag", "--format", "dot"]).stdout).contains("\"raw\" -> \"cleaned\""));
+}
+
+#[test]
+fn failed_stage_exits_1_with_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("data")).unwrap();
+    std::fs::write(tmp.path().join("data/x.jsonl"), "{\"prompt\":\"a\",\"completion\":\"b\"}\n{\"prompt\": \"broken\n").unwrap();
+    std::fs::write(tmp.path().join("tailor.yaml"), "version: 1\nname: t\nstages:\n  raw: {kind: collect, sources: [{path: data/x.jsonl}]}\n").unwrap();
+    let out = run_in(tmp.path(), &["run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("data/x.jsonl:2:"), "{err}");
+    assert!(err.contains("on_error: skip"), "{err}");
+}
