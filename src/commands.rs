@@ -96,6 +96,19 @@ pub fn dispatch(cli: Cli) -> u8 {
         Command::Verify { repair } => with_workspace(&cli, &OverrideArgs::default(), |_, ws| verify(ws, *repair, cli.json)),
         Command::Gc { dry_run } => with_workspace(&cli, &OverrideArgs::default(), |_, ws| gc(ws, *dry_run)),
         Command::Runs => with_workspace(&cli, &OverrideArgs::default(), |_, ws| runs(ws, cli.json)),
+        Command::Tokenizer(crate::TokenizerCmd::Train { files, vocab, out }) => {
+            let texts = match tailor_stages::tokenizer::texts_from_files(files) {
+                Ok(t) => t,
+                Err(e) => return fail(exit::IO, &e),
+            };
+            match tailor_stages::tokenizer::train_bpe(&texts, *vocab, out) {
+                Ok(()) => {
+                    eprintln!("trained a {vocab}-token BPE tokenizer on {} texts → {}", texts.len(), out.display());
+                    exit::OK
+                }
+                Err(e) => fail(exit::IO, &e),
+            }
+        }
     }
 }
 

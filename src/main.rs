@@ -144,6 +144,28 @@ pub enum Command {
     },
     /// List recorded runs (newest last).
     Runs,
+    /// Tokenizer tools.
+    #[command(subcommand)]
+    Tokenizer(TokenizerCmd),
+}
+
+/// `tailor tokenizer …`
+#[derive(Debug, Subcommand)]
+pub enum TokenizerCmd {
+    /// Train a byte-level BPE tokenizer (ChatML special tokens and chat
+    /// template) on text files or JSONL records; writes tokenizer.json and
+    /// tokenizer_config.json.
+    Train {
+        /// Input files (JSONL: every string value; other files: lines).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Vocabulary size.
+        #[arg(long, default_value_t = 4000)]
+        vocab: usize,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {

@@ -4,9 +4,11 @@
 
 pub mod clean;
 pub mod collect;
+pub mod format;
 pub mod record;
 pub mod show;
 pub mod text;
+pub mod tokenizer;
 
 use tailor_engine::Registry;
 
@@ -15,5 +17,6 @@ pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.register::<collect::Collect>();
     r.register::<clean::Clean>();
+    r.register::<format::Format>();
     r
 }

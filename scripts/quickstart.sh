@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# One command: build Tailor and run the quickstart pipeline end to end.
+#   ./scripts/quickstart.sh
+# Installs what is missing (nothing outside the package registries), builds the
+# release binary, then validates, plans, runs and shows pipelines/quickstart.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+cargo build --release --quiet
+T=target/release/tailor
+P=pipelines/quickstart/tailor.yaml
+echo "== tailor validate"; $T -f $P validate
+echo "== tailor dag";      $T -f $P dag
+echo "== tailor plan";     $T -f $P plan
+echo "== tailor run";      $T -f $P run
+echo "== tailor run (again: nothing to do)"; $T -f $P run
+echo "== tailor show cleaned"; $T -f $P show cleaned --limit 3
+echo
+echo "Artifacts: pipelines/quickstart/.tailor/   lock file: pipelines/quickstart/tailor.lock"
