@@ -197,3 +197,16 @@ fn failed_stage_exits_1_with_file_and_line() {
     assert!(err.contains("data/x.jsonl:2:"), "{err}");
     assert!(err.contains("on_error: skip"), "{err}");
 }
+
+#[test]
+fn one_and_two_threads_give_identical_results() {
+    let mut locks = Vec::new();
+    for threads in ["1", "2"] {
+        let tmp = tempfile::tempdir().unwrap();
+        copy_tree(&repo().join("pipelines/quickstart"), tmp.path());
+        let out = tailor().current_dir(tmp.path()).env("RAYON_NUM_THREADS", threads).args(["run"]).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        locks.push(std::fs::read_to_string(tmp.path().join("tailor.lock")).unwrap());
+    }
+    assert_eq!(locks[0], locks[1]);
+}

@@ -69,6 +69,15 @@ pub struct FilterStep {
     pub min_chars: Option<usize>,
     /// Maximum length in characters.
     pub max_chars: Option<usize>,
+    /// Minimum length in tokens (needs `tokenizer`).
+    pub min_tokens: Option<usize>,
+    /// Maximum length in tokens (needs `tokenizer`).
+    pub max_tokens: Option<usize>,
+    /// A `tokenizer.json` (or a model directory) for the token-length rules.
+    pub tokenizer: Option<PathBuf>,
+    /// Metadata keys every record must have, non-empty (`[lang, source_url]`).
+    #[serde(default)]
+    pub required_meta: Vec<String>,
     /// Maximum share of characters that are neither letters, digits nor spaces.
     #[schemars(range(min = 0.0, max = 1.0))]
     pub max_symbol_ratio: Option<f64>,
@@ -261,6 +270,20 @@ impl Stage for Clean {
                         if let Err(e) = regex::Regex::new(r) {
                             issues.push(ConfigIssue::new(format!("/steps/{i}/check/regex"), format!("invalid regular expression: {}", e.to_string().lines().last().unwrap_or("").trim_start_matches("error: "))));
                         }
+                    }
+                }
+                Step::Filter(f) => {
+                    let wants = f.min_tokens.is_some() || f.max_tokens.is_some();
+                    match (&f.tokenizer, wants) {
+                        (None, true) => issues.push(ConfigIssue::new(format!("/steps/{i}/filter"), "`min_tokens`/`max_tokens` need a `tokenizer`").help("add `tokenizer: path/to/tokenizer.json` (or a model directory) to the filter")),
+                        (Some(t), _) => {
+                            let file = crate::tokenizer::tokenizer_json(&root.join(t));
+                            match crate::tokenizer::load(&file) {
+                                Ok(_) => spec.files.push(FileDecl { path: file.strip_prefix(root).unwrap_or(&file).to_path_buf(), pointer: format!("/steps/{i}/filter/tokenizer") }),
+                                Err(e) => issues.push(ConfigIssue::new(format!("/steps/{i}/filter/tokenizer"), e)),
+                            }
+                        }
+                        _ => {}
                     }
                 }
                 Step::Style(st) if st.lang != "ja" => {

@@ -29,7 +29,11 @@ pub fn apply(s: &Step, records: &mut Vec<Record>, rejects: &mut Vec<Reject>, roo
     match s {
         Step::Normalize(o) => st.changed = normalize_all(records, o),
         Step::Filter(f) => {
-            let verdicts: Vec<Option<String>> = records.par_iter().map(|r| filter_reason(r, f)).collect();
+            let tok = match &f.tokenizer {
+                Some(t) => Some(crate::tokenizer::load(&root.join(t))?),
+                None => None,
+            };
+            let verdicts: Vec<Option<String>> = records.par_iter().map(|r| filter_reason(r, f, tok.as_ref())).collect();
             remove(records, rejects, &mut st, verdicts);
         }
         Step::Dedup(d) => dedup(records, rejects, &mut st, d),
@@ -102,7 +106,13 @@ fn normalize_all(records: &mut [Record], o: &NormalizeOptions) -> usize {
         .sum()
 }
 
-fn filter_reason(r: &Record, f: &FilterStep) -> Option<String> {
+fn filter_reason(r: &Record, f: &FilterStep, tok: Option<&crate::tokenizer::TokenizerFiles>) -> Option<String> {
+    for key in &f.required_meta {
+        let present = r.meta.get(key).is_some_and(|v| !v.is_null() && v.as_str() != Some(""));
+        if !present {
+            return Some(format!("missing metadata ({key})"));
+        }
+    }
     if f.drop_empty {
         let empty = match &r.body {
             Body::Completion { prompt, completion } => prompt.trim().is_empty() || completion.trim().is_empty(),
@@ -121,6 +131,15 @@ fn filter_reason(r: &Record, f: &FilterStep) -> Option<String> {
     }
     if let Some(max) = f.max_chars.filter(|m| n > *m) {
         return Some(format!("too long ({n} > {max} characters)"));
+    }
+    if let (Some(tok), true) = (tok, f.min_tokens.is_some() || f.max_tokens.is_some()) {
+        let n = tok.tokenizer.encode_fast(t.as_str(), false).map(|e| e.len()).unwrap_or(0);
+        if let Some(min) = f.min_tokens.filter(|m| n < *m) {
+            return Some(format!("too few tokens ({n} < {min})"));
+        }
+        if let Some(max) = f.max_tokens.filter(|m| n > *m) {
+            return Some(format!("too many tokens ({n} > {max})"));
+        }
     }
     if let Some(max) = f.max_symbol_ratio {
         let v = quality::symbol_ratio(&t);

@@ -101,7 +101,7 @@ const ALPACA_HEAD: &str = "Below is an instruction that describes a task";
 pub fn render(t: Template, body: &Body, system: Option<&str>) -> Rendered {
     let mut b = Builder::new();
     match (t, body) {
-        (Template::Completion, Body::Text { text }) => {
+        (Template::Completion | Template::Auto, Body::Text { text }) => {
             b.trained(text);
             b.done(true)
         }
@@ -111,6 +111,16 @@ pub fn render(t: Template, body: &Body, system: Option<&str>) -> Rendered {
             b.trained(completion);
             b.done(true)
         }
+        (Template::Completion, _) => {
+            let msgs = messages(body, system);
+            let prompt: Vec<&str> = msgs.iter().filter(|m| m.role != "assistant").map(|m| m.content.as_str()).collect();
+            let answer = msgs.iter().rev().find(|m| m.role == "assistant").map_or("", |m| m.content.as_str());
+            b.fixed(&prompt.join("\n\n"));
+            b.fixed("\n");
+            b.trained(answer);
+            b.done(true)
+        }
+        (Template::Auto, Body::Instruction { .. }) => render(Template::Alpaca, body, system),
         (Template::Alpaca, Body::Instruction { instruction, input, output }) if !input.is_empty() => {
             b.fixed(&format!("{ALPACA_HEAD}, paired with an input that provides further context. Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"));
             b.trained(output);

@@ -1,7 +1,7 @@
 //! `collect`: read records from local files into the canonical JSONL.
 //!
-//! Sources are files or globs in JSONL, JSON (an array of objects), CSV/TSV
-//! or plain text, optionally gzip- or zstd-compressed. Each source maps its
+//! Sources are files or globs in JSONL, JSON (an array of objects), CSV/TSV,
+//! Parquet or plain text, optionally gzip- or zstd-compressed. Each source maps its
 //! fields onto the canonical body (`prompt`/`completion`, Alpaca
 //! `instruction`/`input`/`output`, chat `messages` — ShareGPT
 //! `conversations` with `from`/`value` too — or `text`), adds constant
@@ -23,6 +23,8 @@ use tailor_engine::{ConfigIssue, FileDecl, IoContext, OutputDecl, Stage, StageCo
 
 use crate::record::{Body, Message, Provenance, Record, Reject, body_id, write_jsonl};
 use crate::show;
+
+mod parquet;
 
 /// Largest accepted line or JSON document.
 const MAX_LINE: usize = 16 << 20;
@@ -55,7 +57,7 @@ pub enum OnError {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
-    /// By extension: .jsonl/.ndjson, .json, .csv, .tsv, .txt/.md.
+    /// By extension: .jsonl/.ndjson, .json, .csv, .tsv, .parquet, .txt/.md.
     #[default]
     Auto,
     /// One JSON object per line.
@@ -66,6 +68,8 @@ pub enum Format {
     Csv,
     /// Tab-separated with a header row.
     Tsv,
+    /// Apache Parquet (rows become objects; nested columns stay nested).
+    Parquet,
     /// Plain text, split per `split`.
     Text,
 }
@@ -272,6 +276,7 @@ fn detect(rel: &Path, f: Format) -> Format {
         Some("json") => Format::Json,
         Some("csv") => Format::Csv,
         Some("tsv") => Format::Tsv,
+        Some("parquet") => Format::Parquet,
         Some("txt" | "md" | "text") => Format::Text,
         _ => Format::Jsonl,
     }
@@ -293,9 +298,24 @@ fn read_file(root: &Path, rel: &Path, src: &Source, on_error: OnError) -> Result
             }
         }
     };
+    let format = detect(rel, src.format);
+    if format == Format::Parquet {
+        match parquet::rows(&root.join(rel)) {
+            Ok(rows) => {
+                for (i, v) in rows.into_iter().enumerate() {
+                    match to_body(&v, &src.map) {
+                        Ok(b) => out.records.push((i as u64 + 1, b)),
+                        Err(why) => bad(&mut out, i as u64 + 1, None, format!("row {}: {why}", i + 1), v)?,
+                    }
+                }
+            }
+            Err(e) => bad(&mut out, 0, None, e, Value::Null)?,
+        }
+        return Ok(out);
+    }
     let mut reader = BufReader::new(open(&root.join(rel))?);
-    match detect(rel, src.format) {
-        Format::Jsonl | Format::Auto => {
+    match format {
+        Format::Jsonl | Format::Auto | Format::Parquet => {
             let mut buf = Vec::new();
             let mut line = 0u64;
             loop {
@@ -492,11 +512,14 @@ pub fn to_body(v: &Value, map: &BTreeMap<String, String>) -> Result<Body, String
     if !missing.is_empty() {
         return Err(format!("record has no field {}; its fields are: {}", missing.join(", "), keys.join(", ")));
     }
+    let pick = |names: &[&str], fallback: usize| -> String {
+        names.iter().find(|n| keys.contains(n)).map_or_else(|| keys.get(fallback).map_or("FIELD", |k| k).to_string(), |n| n.to_string())
+    };
+    let p = pick(&["question", "query", "input", "instruction", "user", "q", "prompt"], 0);
+    let c = pick(&["answer", "response", "reply", "output", "assistant", "a", "completion"], 1);
     Err(format!(
-        "record has none of prompt+completion, instruction+output, messages or text; its fields are: {}; add a `map:` to the source, e.g. `map: {{prompt: {}, completion: {}}}`",
-        keys.join(", "),
-        keys.first().unwrap_or(&"question"),
-        keys.get(1).unwrap_or(&"answer")
+        "record has none of prompt+completion, instruction+output, messages or text; its fields are: {}; add a `map:` to the source, e.g. `map: {{prompt: {p}, completion: {c}}}`",
+        keys.join(", ")
     ))
 }
 

@@ -1,0 +1,176 @@
+//! Data stages end to end through the engine: clean's per-step counts on a
+//! fixture with known problems, collect's errors on a bad-input corpus, the
+//! loss mask of every template (golden files) and thread-count independence.
+//!
+//! Golden files: `tests/fixtures/masks/*.txt`; regenerate with
+//! `UPDATE_GOLDEN=1 cargo test --test data`.
+
+use std::path::{Path, PathBuf};
+
+use tailor_engine::exec::Outcome;
+use tailor_engine::{Overrides, Reporter, RunOptions, Workspace};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// Run a pipeline file; return the workspace and outcomes.
+fn run(file: &Path) -> (Workspace, Vec<(String, Outcome)>) {
+    let p = tailor_engine::load(file, &tailor_stages::registry(), &Overrides::default()).unwrap_or_else(|e| panic!("{}", e.render()));
+    let ws = Workspace::open(&p, None).unwrap();
+    let out = tailor_engine::run(&p, &ws, &RunOptions { jobs: 1, ..Default::default() }, &Reporter::new(true)).unwrap();
+    (ws, out.stages)
+}
+
+fn output_dir(ws: &Workspace, stage: &str, output: &str) -> PathBuf {
+    let lock = ws.lock().unwrap();
+    ws.store.view(&lock.stages[stage].outputs[output]).unwrap()
+}
+
+fn scratch_with(files: &[(&str, &Path)], yaml: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, from) in files {
+        std::fs::copy(from, dir.path().join(name)).unwrap();
+    }
+    std::fs::write(dir.path().join("tailor.yaml"), yaml).unwrap();
+    dir
+}
+
+#[test]
+fn clean_counts_every_step_on_a_fixture_with_known_problems() {
+    let src = fixtures().join("clean");
+    let dir = scratch_with(&[("records.jsonl", &src.join("records.jsonl"))], &std::fs::read_to_string(src.join("tailor.yaml")).unwrap());
+    let (ws, out) = run(&dir.path().join("tailor.yaml"));
+    assert!(out.iter().all(|(_, o)| matches!(o, Outcome::Ran { .. })), "{out:?}");
+    let stats: serde_json::Value = serde_json::from_slice(&std::fs::read(output_dir(&ws, "cleaned", "records").join("stats.json")).unwrap()).unwrap();
+    let step = |i: usize| &stats["steps"][i];
+    // normalize: seven prompts end in a full-width ？ and record 3 has
+    // full-width digits; NFKC makes them ASCII.
+    assert_eq!(step(0)["changed"], 8, "{stats}");
+    // filter: "はい" is under 4 characters.
+    assert_eq!(step(1)["removed"], 1);
+    // dedup: records 2 and 3 are exact copies of 1 (3 after NFKC); 5 and 7 are near copies.
+    assert_eq!(step(2)["reasons"]["exact duplicate"], 2, "{stats}");
+    assert_eq!(step(2)["reasons"]["near duplicate"], 2, "{stats}");
+    // pii: one e-mail and one phone number redacted, nothing removed.
+    assert_eq!(step(3)["reasons"]["redacted email"], 1);
+    assert_eq!(step(3)["reasons"]["redacted phone"], 1);
+    assert_eq!(step(3)["removed"], 0);
+    // style: one reply mixes です/ます with だ, one is written entirely in だ/である.
+    assert_eq!(step(4)["reasons"]["mixed register"], 1, "{stats}");
+    assert_eq!(step(4)["reasons"]["wrong register"], 1, "{stats}");
+    assert_eq!(stats["kept"], 14 - 1 - 4 - 2);
+    let rejects = std::fs::read_to_string(output_dir(&ws, "cleaned", "rejects").join("rejects.jsonl")).unwrap();
+    assert_eq!(rejects.lines().count(), 7, "every removal is kept with its reason");
+    let kept = std::fs::read_to_string(output_dir(&ws, "cleaned", "records").join("records.jsonl")).unwrap();
+    assert!(kept.contains("[EMAIL]") && kept.contains("[PHONE]") && !kept.contains("info@example"));
+}
+
+#[test]
+fn collect_names_file_and_line_for_every_bad_input() {
+    let bad = fixtures().join("bad_input");
+    let cases: &[(&str, &str, &str)] = &[
+        ("broken_line.jsonl", "", "broken_line.jsonl:3:"),
+        ("latin1.jsonl", "", "latin1.jsonl:2:"),
+        ("ragged.csv", ", map: {prompt: question, completion: answer}", "ragged.csv:3"),
+        ("not_array.json", ", format: json", "expected a JSON array"),
+        ("truncated.json", "", "truncated.json:1:"),
+        ("unmapped.jsonl", "", "its fields are: question, reply"),
+        ("chat_no_content.jsonl", "", "has no `content`"),
+        ("giant.jsonl", "", "over the 16 MiB limit"),
+    ];
+    let giant = tempfile::tempdir().unwrap();
+    let giant_file = giant.path().join("giant.jsonl");
+    std::fs::write(&giant_file, format!("{{\"text\":\"{}\"}}\n", "x".repeat(17 << 20))).unwrap();
+    for (name, extra, want) in cases {
+        let from = if *name == "giant.jsonl" { giant_file.clone() } else { bad.join(name) };
+        for policy in ["fail", "skip"] {
+            let yaml = format!("version: 1\nname: bad\nstages:\n  raw: {{kind: collect, on_error: {policy}, sources: [{{path: {name}{extra}}}]}}\n");
+            let dir = scratch_with(&[(name, &from)], &yaml);
+            let (ws, out) = run(&dir.path().join("tailor.yaml"));
+            match (policy, &out[0].1) {
+                ("fail", Outcome::Failed { error }) => assert!(error.contains(want), "{name}: {error}"),
+                ("skip", Outcome::Ran { metrics, .. }) => {
+                    assert!(metrics["rejected"].as_u64().unwrap() >= 1, "{name}: nothing rejected");
+                    let rej = std::fs::read_to_string(output_dir(&ws, "raw", "rejects").join("rejects.jsonl")).unwrap();
+                    assert!(rej.contains("\"step\":\"collect\""), "{name}: {rej}");
+                }
+                (p, o) => panic!("{name} with on_error {p}: unexpected {o:?}"),
+            }
+        }
+    }
+    // An empty file is not an error, but it is reported.
+    let dir = scratch_with(&[("empty.jsonl", &bad.join("empty.jsonl"))], "version: 1\nname: e\nstages:\n  raw: {kind: collect, sources: [{path: empty.jsonl}]}\n");
+    let (_, out) = run(&dir.path().join("tailor.yaml"));
+    assert!(matches!(&out[0].1, Outcome::Ran { metrics, .. } if metrics["records"] == 0));
+}
+
+#[test]
+fn loss_masks_of_every_template_match_golden_files() {
+    let tok = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pipelines/quickstart/tokenizer");
+    let records = fixtures().join("masks/records.jsonl");
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    for template in ["completion", "alpaca", "chatml", "llama3", "plain", "tokenizer"] {
+        let yaml = format!(
+            "version: 1\nname: m\nstages:\n  raw: {{kind: collect, sources: [{{path: records.jsonl}}]}}\n  fmt: {{kind: format, input: raw, tokenizer: {}, template: {template}, max_tokens: 128}}\n",
+            tok.display()
+        );
+        let dir = scratch_with(&[("records.jsonl", &records)], &yaml);
+        let (ws, out) = run(&dir.path().join("tailor.yaml"));
+        assert!(matches!(out[1].1, Outcome::Ran { .. }), "{template}: {out:?}");
+        let mut shown = Vec::new();
+        tailor_stages::show::tokenized(&output_dir(&ws, "fmt", "train"), &mut shown, 10).unwrap();
+        let shown = String::from_utf8(shown).unwrap();
+        let golden = fixtures().join(format!("masks/{template}.txt"));
+        if update {
+            std::fs::write(&golden, &shown).unwrap();
+        } else {
+            assert_eq!(shown, std::fs::read_to_string(&golden).unwrap_or_default(), "{template}: mask differs from {}", golden.display());
+        }
+    }
+}
+
+#[test]
+fn adding_a_record_never_moves_another_across_the_split() {
+    let tok = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pipelines/quickstart/tokenizer");
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pipelines/quickstart/data/chatterbot_ja.jsonl");
+    let yaml = format!(
+        "version: 1\nname: s\nstages:\n  raw: {{kind: collect, sources: [{{path: records.jsonl}}]}}\n  fmt: {{kind: format, input: raw, tokenizer: {}, template: chatml, split: {{validation: 0.2, seed: 5}}}}\n",
+        tok.display()
+    );
+    let dir = scratch_with(&[("records.jsonl", &src)], &yaml);
+    let ids = |ws: &Workspace, split: &str| -> Vec<String> {
+        let text = std::fs::read_to_string(output_dir(ws, "fmt", split).join("samples.jsonl")).unwrap();
+        text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_string()).collect()
+    };
+    let (ws, _) = run(&dir.path().join("tailor.yaml"));
+    let (val1, train1) = (ids(&ws, "validation"), ids(&ws, "train"));
+    assert!(!val1.is_empty() && !train1.is_empty());
+    let mut f = std::fs::OpenOptions::new().append(true).open(dir.path().join("records.jsonl")).unwrap();
+    use std::io::Write;
+    for i in 0..20 {
+        writeln!(f, "{{\"prompt\": \"新しい質問{i}\", \"completion\": \"新しい答え{i}です。\"}}").unwrap();
+    }
+    drop(f);
+    let (ws, _) = run(&dir.path().join("tailor.yaml"));
+    let (val2, train2) = (ids(&ws, "validation"), ids(&ws, "train"));
+    assert!(val1.iter().all(|id| val2.contains(id)), "a validation record moved to train");
+    assert!(train1.iter().all(|id| train2.contains(id)), "a training record moved to validation");
+    assert_eq!(val2.len() + train2.len(), val1.len() + train1.len() + 20);
+}
+
+#[test]
+fn parquet_sources_are_read_with_mapping_and_nested_fields() {
+    for file in ["qa_snappy.parquet", "qa_gzip.parquet"] {
+        let from = fixtures().join("parquet").join(file);
+        let yaml = format!("version: 1\nname: pq\nstages:\n  raw: {{kind: collect, sources: [{{path: {file}, map: {{prompt: question, completion: answer}}}}]}}\n");
+        let dir = scratch_with(&[(file, &from)], &yaml);
+        let (ws, out) = run(&dir.path().join("tailor.yaml"));
+        assert!(matches!(&out[0].1, Outcome::Ran { metrics, .. } if metrics["records"] == 3), "{file}: {out:?}");
+        let text = std::fs::read_to_string(output_dir(&ws, "raw", "records").join("records.jsonl")).unwrap();
+        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(first["prompt"], "日本の首都は？");
+        assert_eq!(first["completion"], "東京です。");
+        assert_eq!(first["source"]["line"], 1);
+    }
+}
