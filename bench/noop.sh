@@ -12,13 +12,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-5}
 SHARED=${SHARED:-../shared/bench}
-PEER_DIR=${PEER_DIR:-peer-data}
+PEER_DIR=$(realpath "${PEER_DIR:-peer-data}")
 DATA=$PEER_DIR/files
 [ -d "$DATA" ] || python3 "$SHARED/make_files.py" "$DATA"
 [ -x "$PEER_DIR/venv/bin/dvc" ] || { python3 -m venv "$PEER_DIR/venv" && "$PEER_DIR/venv/bin/pip" install -q dvc; }
 cargo build --release --quiet
 T=$(realpath target/release/tailor)
-WORK=$(mktemp -d "$PEER_DIR/tailorbench.XXXXXX")
+WORK=$(realpath "$(mktemp -d "$PEER_DIR/tailorbench.XXXXXX")")
 cp -al "$DATA" "$WORK/data" 2>/dev/null || cp -a "$DATA" "$WORK/data"
 cat > "$WORK/tailor.yaml" <<'YAML'
 version: 1

@@ -82,12 +82,18 @@ fn stat_key(md: &fs::Metadata) -> (u64, u64, u64, i64, i64) {
     (md.dev(), md.ino(), md.len(), ns(md.mtime(), md.mtime_nsec()), ns(md.ctime(), md.ctime_nsec()))
 }
 
-/// Remembers file digests by stat, persisted as JSON.
+/// Remembers file digests by stat, persisted as JSON. Keys are path
+/// strings (hashing a `PathBuf` walks its components, which dominated
+/// no-op runs over 10,000 files).
 #[derive(Debug, Default)]
 pub struct StatCache {
     path: Option<PathBuf>,
-    entries: HashMap<PathBuf, Entry>,
+    entries: HashMap<String, Entry>,
     changed: bool,
+}
+
+fn key(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
 }
 
 impl StatCache {
@@ -126,7 +132,7 @@ impl StatCache {
             .map(|f| {
                 let md = fs::metadata(f).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", f.display())))?;
                 let (dev, ino, size, mtime_ns, ctime_ns) = stat_key(&md);
-                if let Some(e) = self.entries.get(f) {
+                if let Some(e) = self.entries.get(&key(f)) {
                     if (e.dev, e.ino, e.size, e.mtime_ns, e.ctime_ns) == (dev, ino, size, mtime_ns, ctime_ns) {
                         return Ok((f.clone(), None, e.digest.clone()));
                     }
@@ -137,24 +143,25 @@ impl StatCache {
                 Ok((f.clone(), entry, digest))
             })
             .collect();
-        let mut by_file: HashMap<PathBuf, String> = HashMap::with_capacity(looked.len());
+        let mut by_file: HashMap<String, String> = HashMap::with_capacity(looked.len());
         for r in looked {
             let (f, entry, digest) = r?;
+            let k = key(&f);
             if let Some(e) = entry {
-                self.entries.insert(f.clone(), e);
+                self.entries.insert(k.clone(), e);
                 self.changed = true;
             }
-            by_file.insert(f, digest);
+            by_file.insert(k, digest);
         }
         Ok(paths
             .iter()
             .zip(dirs)
             .map(|(p, rels)| match rels {
-                None => by_file.get(p).cloned().unwrap_or_default(),
+                None => by_file.get(&key(p)).cloned().unwrap_or_default(),
                 Some(rels) => {
                     let mut listing = String::new();
                     for r in rels {
-                        let d = by_file.get(&p.join(&r)).cloned().unwrap_or_default();
+                        let d = by_file.get(&key(&p.join(&r))).cloned().unwrap_or_default();
                         listing.push_str(&format!("{}\t{d}\n", r.display()));
                     }
                     hash_bytes(listing.as_bytes())
@@ -167,7 +174,7 @@ impl StatCache {
     pub fn save(&mut self) -> io::Result<()> {
         let (Some(path), true) = (&self.path, self.changed) else { return Ok(()) };
         // Forget files that no longer exist so the cache does not grow forever.
-        self.entries.retain(|p, _| p.exists());
+        self.entries.retain(|p, _| Path::new(p).exists());
         let bytes = serde_json::to_vec(&self.entries).map_err(io::Error::other)?;
         crate::store::write_atomic(path, &bytes)?;
         self.changed = false;

@@ -146,14 +146,15 @@ fn file_digests(p: &Pipeline, ws: &Workspace, names: &[String], cache: &mut Stat
             paths.extend(s.prepared.spec().files.iter().map(|f| ws.root.join(&f.path)));
         }
     }
-    paths.sort();
+    // Sort by bytes: PathBuf's component-wise ordering is slow on 10k paths.
+    paths.sort_unstable_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
     paths.dedup();
     let digests = cache.digest_many(&paths).map_err(io_err("hashing input files"))?;
-    let by_path: BTreeMap<PathBuf, String> = paths.into_iter().zip(digests).collect();
+    let by_path: std::collections::HashMap<std::ffi::OsString, String> = paths.into_iter().map(PathBuf::into_os_string).zip(digests).collect();
     let mut out = BTreeMap::new();
     for n in names {
         let Some(s) = p.stage(n) else { continue };
-        let files = s.prepared.spec().files.iter().map(|f| (f.path.display().to_string(), by_path.get(&ws.root.join(&f.path)).cloned().unwrap_or_default())).collect();
+        let files = s.prepared.spec().files.iter().map(|f| (f.path.display().to_string(), by_path.get(ws.root.join(&f.path).as_os_str()).cloned().unwrap_or_default())).collect();
         out.insert(n.clone(), files);
     }
     Ok(out)
@@ -376,7 +377,8 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
     lock.stages.retain(|k, _| known.contains(k));
     lock.write(&ws.lock_path).map_err(EngineError::Io)?;
     let summary = RunSummary { pipeline: p.header.name.clone(), stages: order.into_iter().filter_map(|n| outcomes.remove(&n).map(|o| (n, o))).collect() };
-    let record = serde_json::json!({"pipeline": p.header.name, "params": p.header.params, "file": p.file.display().to_string(), "created": now(), "stages": summary.stages, "lock": lock});
+    let fingerprints: BTreeMap<&String, &String> = lock.stages.iter().map(|(n, s)| (n, &s.fingerprint)).collect();
+    let record = serde_json::json!({"pipeline": p.header.name, "params": p.header.params, "file": p.file.display().to_string(), "created": now(), "stages": summary.stages, "fingerprints": fingerprints, "metrics": lock.stages.iter().map(|(n, s)| (n, &s.metrics)).collect::<BTreeMap<_, _>>()});
     let path = ws.store.root().join("runs").join(format!("{}-{}.json", now(), std::process::id()));
     if let Err(e) = write_atomic(&path, serde_json::to_string_pretty(&record).unwrap_or_default().as_bytes()) {
         tracing::warn!("could not write the run record: {e}");
@@ -395,7 +397,19 @@ fn locked(s: &StageNode, rec: &StageRecord, p: &Pipeline) -> LockedStage {
         .map(|b| (b.role.clone(), format!("{}.{}@{}", b.stage, b.output, rec.inputs.inputs.get(&b.role).cloned().unwrap_or_default())))
         .collect();
     let _ = p;
-    LockedStage { kind: s.kind.clone(), fingerprint: rec.fingerprint.clone(), inputs, files: rec.inputs.files.clone(), outputs: rec.outputs.clone(), metrics: rec.metrics.clone() }
+    LockedStage { kind: s.kind.clone(), fingerprint: rec.fingerprint.clone(), inputs, files: lock_files(&rec.inputs.files), outputs: rec.outputs.clone(), metrics: rec.metrics.clone() }
+}
+
+/// Files as the lock file shows them: one line each for a handful, one
+/// digest of the whole listing for many (the stage record in the store
+/// keeps every file, which is what `plan` uses to say which one changed).
+fn lock_files(files: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    const MAX_LISTED: usize = 32;
+    if files.len() <= MAX_LISTED {
+        return files.clone();
+    }
+    let listing: String = files.iter().map(|(p, d)| format!("{p}\t{d}\n")).collect();
+    BTreeMap::from([(format!("({} files)", files.len()), crate::digest::hash_bytes(listing.as_bytes()))])
 }
 
 fn release(name: &str, p: &Pipeline, selected: &[String], pending: &mut BTreeMap<String, usize>, ready: &mut Vec<String>) {

@@ -66,9 +66,12 @@ impl Lock {
         Ok(format!("{HEADER}{body}"))
     }
 
-    /// Write atomically.
+    /// Write atomically (and not at all when the file already says the same).
     pub fn write(&self, path: &Path) -> Result<(), String> {
         let text = self.to_yaml()?;
+        if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
+            return Ok(());
+        }
         crate::store::write_atomic(path, text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
     }
 }

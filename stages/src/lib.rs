@@ -9,6 +9,7 @@ pub mod record;
 pub mod show;
 pub mod text;
 pub mod tokenizer;
+pub mod train;
 
 use tailor_engine::Registry;
 
@@ -18,5 +19,6 @@ pub fn registry() -> Registry {
     r.register::<collect::Collect>();
     r.register::<clean::Clean>();
     r.register::<format::Format>();
+    r.register::<train::Train>();
     r
 }

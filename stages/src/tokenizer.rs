@@ -87,6 +87,21 @@ pub fn load(path: &Path) -> Result<TokenizerFiles, String> {
     Ok(TokenizerFiles { tokenizer, digest, config, path: file })
 }
 
+/// Load a tokenizer named in a stage config and declare its files
+/// (`tokenizer.json`, and `tokenizer_config.json` when present) as inputs of
+/// the stage, relative to the project root.
+pub fn load_declared(root: &Path, path: &Path, pointer: &str) -> Result<(TokenizerFiles, Vec<tailor_engine::FileDecl>), String> {
+    let file = tokenizer_json(&root.join(path));
+    let tok = load(&file)?;
+    let rel = |p: &Path| p.strip_prefix(root).unwrap_or(p).to_path_buf();
+    let mut files = vec![tailor_engine::FileDecl { path: rel(&file), pointer: pointer.to_string() }];
+    let cfg = file.with_file_name("tokenizer_config.json");
+    if cfg.exists() {
+        files.push(tailor_engine::FileDecl { path: rel(&cfg), pointer: pointer.to_string() });
+    }
+    Ok((tok, files))
+}
+
 /// Special tokens of the tokenizers Tailor trains (ChatML-style chat).
 pub const SPECIAL: [&str; 4] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"];
 

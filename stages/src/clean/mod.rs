@@ -276,13 +276,10 @@ impl Stage for Clean {
                     let wants = f.min_tokens.is_some() || f.max_tokens.is_some();
                     match (&f.tokenizer, wants) {
                         (None, true) => issues.push(ConfigIssue::new(format!("/steps/{i}/filter"), "`min_tokens`/`max_tokens` need a `tokenizer`").help("add `tokenizer: path/to/tokenizer.json` (or a model directory) to the filter")),
-                        (Some(t), _) => {
-                            let file = crate::tokenizer::tokenizer_json(&root.join(t));
-                            match crate::tokenizer::load(&file) {
-                                Ok(_) => spec.files.push(FileDecl { path: file.strip_prefix(root).unwrap_or(&file).to_path_buf(), pointer: format!("/steps/{i}/filter/tokenizer") }),
-                                Err(e) => issues.push(ConfigIssue::new(format!("/steps/{i}/filter/tokenizer"), e)),
-                            }
-                        }
+                        (Some(t), _) => match crate::tokenizer::load_declared(root, t, &format!("/steps/{i}/filter/tokenizer")) {
+                            Ok((_, decl)) => spec.files.extend(decl),
+                            Err(e) => issues.push(ConfigIssue::new(format!("/steps/{i}/filter/tokenizer"), e)),
+                        },
                         _ => {}
                     }
                 }

@@ -137,7 +137,7 @@ fn expand(root: &Path, pattern: &str) -> Result<Vec<PathBuf>, String> {
             out.push(p.strip_prefix(root).map(Path::to_path_buf).unwrap_or(p));
         }
     }
-    out.sort();
+    out.sort_unstable_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
     if out.is_empty() {
         return Err(format!("no file matches `{pattern}`"));
     }

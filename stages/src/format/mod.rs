@@ -22,7 +22,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
-use tailor_engine::{ConfigIssue, FileDecl, InputDecl, IoContext, OutputDecl, Stage, StageContext, StageError, StageOutcome, StageSpec};
+use tailor_engine::{ConfigIssue, InputDecl, IoContext, OutputDecl, Stage, StageContext, StageError, StageOutcome, StageSpec};
 
 use crate::record::{Record, read_jsonl};
 use crate::tokenizer::{self, TokenizerFiles};
@@ -200,15 +200,10 @@ impl Stage for Format {
 
     fn spec(config: &FormatConfig, root: &Path) -> Result<StageSpec, Vec<ConfigIssue>> {
         let mut issues = Vec::new();
-        let file = tokenizer::tokenizer_json(&root.join(&config.tokenizer));
         let mut files = Vec::new();
-        match tokenizer::load(&file) {
-            Ok(t) => {
-                files.push(FileDecl { path: file.strip_prefix(root).unwrap_or(&file).to_path_buf(), pointer: "/tokenizer".into() });
-                let cfg = file.with_file_name("tokenizer_config.json");
-                if cfg.exists() {
-                    files.push(FileDecl { path: cfg.strip_prefix(root).unwrap_or(&cfg).to_path_buf(), pointer: "/tokenizer".into() });
-                }
+        match tokenizer::load_declared(root, &config.tokenizer, "/tokenizer") {
+            Ok((t, decl)) => {
+                files = decl;
                 if config.template == Template::Tokenizer && t.config.chat_template.is_none() {
                     issues.push(ConfigIssue::new("/template", "the tokenizer has no `chat_template`").help("pick a built-in template (chatml, llama3, alpaca, completion, plain) or set `chat_template:`"));
                 }

@@ -89,6 +89,10 @@ impl Builder {
             self.train.push(start..self.text.len());
         }
     }
+    /// Append a message body: trained for assistant turns, fixed otherwise.
+    fn turn(&mut self, role: &str, s: &str) {
+        if role == "assistant" { self.trained(s) } else { self.fixed(s) }
+    }
     fn done(self, add_eos: bool) -> Rendered {
         Rendered { text: self.text, train: self.train, add_eos }
     }
@@ -137,11 +141,7 @@ pub fn render(t: Template, body: &Body, system: Option<&str>) -> Rendered {
         (Template::Plain, _) => {
             for m in messages(body, system) {
                 b.fixed(&format!("{}: ", m.role));
-                if m.role == "assistant" {
-                    b.trained(&format!("{}\n", m.content));
-                } else {
-                    b.fixed(&format!("{}\n", m.content));
-                }
+                b.turn(&m.role, &format!("{}\n", m.content));
             }
             b.done(true)
         }
@@ -149,11 +149,7 @@ pub fn render(t: Template, body: &Body, system: Option<&str>) -> Rendered {
             b.fixed("<|begin_of_text|>");
             for m in messages(body, system) {
                 b.fixed(&format!("<|start_header_id|>{}<|end_header_id|>\n\n", m.role));
-                if m.role == "assistant" {
-                    b.trained(&format!("{}<|eot_id|>", m.content));
-                } else {
-                    b.fixed(&format!("{}<|eot_id|>", m.content));
-                }
+                b.turn(&m.role, &format!("{}<|eot_id|>", m.content));
             }
             b.done(false)
         }
@@ -161,11 +157,7 @@ pub fn render(t: Template, body: &Body, system: Option<&str>) -> Rendered {
         _ => {
             for m in messages(body, system) {
                 b.fixed(&format!("<|im_start|>{}\n", m.role));
-                if m.role == "assistant" {
-                    b.trained(&format!("{}<|im_end|>", m.content));
-                } else {
-                    b.fixed(&format!("{}<|im_end|>", m.content));
-                }
+                b.turn(&m.role, &format!("{}<|im_end|>", m.content));
                 b.fixed("\n");
             }
             b.done(false)

@@ -1,0 +1,173 @@
+//! Training data: the `tokens.safetensors` a `format` stage writes, turned
+//! into batches. Samples (or packs of samples) are shuffled per epoch by a
+//! seeded generator of our own, so the order is the same on every machine;
+//! batches are right-padded, and padding never counts in the loss.
+
+use std::path::Path;
+
+use tch::{Device, Kind, Tensor};
+
+/// A tokenized split.
+pub struct Dataset {
+    ids: Vec<u32>,
+    mask: Vec<u8>,
+    offsets: Vec<usize>,
+    /// Rows: each a list of sample indices (one sample, or one pack).
+    rows: Vec<Vec<usize>>,
+    /// Tokenizer digest from the manifest.
+    pub tokenizer_digest: String,
+}
+
+/// One batch, on a device.
+pub struct Batch {
+    /// Token ids `[B, T]` (int64).
+    pub ids: Tensor,
+    /// 1.0 where the next-token loss counts `[B, T]`.
+    pub mask: Tensor,
+    /// Positions `[B, T]`, restarting at each packed sample.
+    pub positions: Tensor,
+    /// Segment ids `[B, T]` (sample index within the row; padding = -1).
+    pub segments: Tensor,
+    /// Number of trained target tokens in the batch.
+    pub targets: i64,
+    /// Total tokens (without padding).
+    pub tokens: i64,
+}
+
+fn le_u32(b: &[u8]) -> Vec<u32> {
+    b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+fn le_u64(b: &[u8]) -> Vec<usize> {
+    b.chunks_exact(8).map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as usize).collect()
+}
+
+/// SplitMix64: small, seedable, identical everywhere.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+    /// Next value.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Fisher–Yates shuffle.
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = (self.next_u64() % (i as u64 + 1)) as usize;
+            v.swap(i, j);
+        }
+    }
+}
+
+impl Dataset {
+    /// Read a split directory (`tokens.safetensors` + `manifest.json`).
+    pub fn open(dir: &Path) -> Result<Self, String> {
+        let bytes = std::fs::read(dir.join("tokens.safetensors")).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| format!("tokens.safetensors: {e}"))?;
+        let get = |n: &str| st.tensor(n).map(|t| t.data().to_vec()).map_err(|e| format!("tokens.safetensors: {n}: {e}"));
+        let ids = le_u32(&get("input_ids")?);
+        let mask = get("loss_mask")?;
+        let offsets = le_u64(&get("offsets")?);
+        let rows = match (st.tensor("pack_offsets"), st.tensor("pack_samples")) {
+            (Ok(po), Ok(ps)) => {
+                let po = le_u64(po.data());
+                let ps = le_u32(ps.data());
+                po.windows(2).map(|w| ps[w[0]..w[1]].iter().map(|&s| s as usize).collect()).collect()
+            }
+            _ => (0..offsets.len().saturating_sub(1)).map(|i| vec![i]).collect(),
+        };
+        let manifest: serde_json::Value = std::fs::read(dir.join("manifest.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        let tokenizer_digest = manifest["tokenizer"]["digest"].as_str().unwrap_or_default().to_string();
+        if ids.len() != mask.len() || offsets.last().copied().unwrap_or(0) != ids.len() {
+            return Err("tokens.safetensors is inconsistent (ids, mask and offsets disagree)".into());
+        }
+        Ok(Dataset { ids, mask, offsets, rows, tokenizer_digest })
+    }
+
+    /// Rows (samples or packs).
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// True when there is nothing to train on.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Largest token id (to check against the model's vocabulary).
+    pub fn max_id(&self) -> u32 {
+        self.ids.iter().copied().max().unwrap_or(0)
+    }
+
+    /// Row order for an epoch.
+    pub fn order(&self, seed: u64, epoch: u64, shuffle: bool) -> Vec<usize> {
+        let mut o: Vec<usize> = (0..self.rows.len()).collect();
+        if shuffle {
+            Rng::new(seed.wrapping_mul(1_000_003).wrapping_add(epoch)).shuffle(&mut o);
+        }
+        o
+    }
+
+    /// Build a batch from row indices. The loss mask is shifted by one: the
+    /// value at position t says whether token t+1 is a trained target.
+    pub fn batch(&self, rows: &[usize], device: Device) -> Batch {
+        let lens: Vec<usize> = rows.iter().map(|&r| self.rows[r].iter().map(|&s| self.offsets[s + 1] - self.offsets[s]).sum()).collect();
+        let t = lens.iter().copied().max().unwrap_or(1).max(1);
+        let b = rows.len();
+        let mut ids = vec![0i64; b * t];
+        let mut mask = vec![0f32; b * t];
+        let mut pos = vec![0i64; b * t];
+        let mut seg = vec![-1i64; b * t];
+        let (mut targets, mut tokens) = (0i64, 0i64);
+        for (bi, &r) in rows.iter().enumerate() {
+            let mut at = bi * t;
+            for (si, &s) in self.rows[r].iter().enumerate() {
+                let (start, end) = (self.offsets[s], self.offsets[s + 1]);
+                for (k, j) in (start..end).enumerate() {
+                    ids[at] = self.ids[j] as i64;
+                    pos[at] = k as i64;
+                    seg[at] = si as i64;
+                    // Target for position `at` is token j+1 of the same sample.
+                    if j + 1 < end && self.mask[j + 1] == 1 {
+                        mask[at] = 1.0;
+                        targets += 1;
+                    }
+                    at += 1;
+                }
+                tokens += (end - start) as i64;
+            }
+        }
+        let shape = [b as i64, t as i64];
+        Batch {
+            ids: Tensor::from_slice(&ids).view(shape).to_device(device),
+            mask: Tensor::from_slice(&mask).view(shape).to_device(device),
+            positions: Tensor::from_slice(&pos).view(shape).to_device(device),
+            segments: Tensor::from_slice(&seg).view(shape).to_device(device),
+            targets,
+            tokens,
+        }
+    }
+}
+
+/// Mean next-token cross-entropy over `mask`, summed and divided by
+/// `denominator` (the number of targets in the whole accumulation window).
+pub fn masked_loss(logits: &Tensor, batch: &Batch, denominator: f64) -> Tensor {
+    let (b, t, v) = (logits.size()[0], logits.size()[1], logits.size()[2]);
+    if t < 2 {
+        return Tensor::zeros([], (Kind::Float, logits.device())).set_requires_grad(false) * 0.0;
+    }
+    let lp = logits.narrow(1, 0, t - 1).log_softmax(-1, Kind::Float);
+    let tgt = batch.ids.narrow(1, 1, t - 1).unsqueeze(-1);
+    let nll = lp.gather(-1, &tgt, false).squeeze_dim(-1).neg();
+    let m = batch.mask.narrow(1, 0, t - 1);
+    let _ = (b, v);
+    (nll * m).sum(Kind::Float) / denominator.max(1.0)
+}

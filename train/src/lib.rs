@@ -1,0 +1,17 @@
+//! Tailor's training code on libtorch (`tch`): a Llama-family model loaded
+//! from Hugging Face safetensors by the checkpoint's own names, LoRA adapters
+//! in PEFT's layout, the training loop, and tiny random models for tests.
+//!
+//! It lives in its own crate and binary (`tailor-train`) so that the
+//! `tailor` CLI does not load the 440 MB libtorch on every start (no-op runs
+//! stay fast), and so that a crash inside libtorch fails one stage, not the
+//! engine. The `train` stage writes a [`trainer::Job`] and runs the binary.
+
+pub mod config;
+pub mod data;
+pub mod linear;
+pub mod load;
+pub mod model;
+pub mod peft;
+pub mod tiny;
+pub mod trainer;
