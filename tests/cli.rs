@@ -180,7 +180,7 @@ fn dag_renders_in_three_formats() {
     let tmp = tempfile::tempdir().unwrap();
     copy_tree(&repo().join("pipelines/quickstart"), tmp.path());
     let t = text(&run_in(tmp.path(), &["dag"]).stdout);
-    assert_eq!(t, "raw (collect)\ncleaned (clean) <- raw\nformatted (format) <- cleaned\n");
+    assert_eq!(t, "raw (collect)\ncleaned (clean) <- raw\nformatted (format) <- cleaned\ntuned (train) <- formatted\n");
     assert!(text(&run_in(tmp.path(), &["dag", "--format", "mermaid"]).stdout).contains("raw -->|input| cleaned"));
     assert!(text(&run_in(tmp.path(), &["dag", "--format", "dot"]).stdout).contains("\"raw\" -> \"cleaned\""));
 }

@@ -262,11 +262,14 @@ impl Stage for Train {
                         ctx.progress().set_message(format!("loss {:.4} · {:.0} tok/s", ev["loss"].as_f64().unwrap_or(f64::NAN), ev["tokens_per_s"].as_f64().unwrap_or(0.0)));
                     }
                     Some("done") => {
-                        for k in ["train_loss", "val_loss", "steps", "tokens_per_s", "trainable_parameters"] {
+                        // Only reproducible numbers go into the lock file;
+                        // throughput is logged.
+                        for k in ["train_loss", "val_loss", "steps", "tokens", "trainable_parameters"] {
                             if !ev["metrics"][k].is_null() {
                                 metrics.insert(k.to_string(), ev["metrics"][k].clone());
                             }
                         }
+                        tracing::info!(tokens_per_s = ev["metrics"]["tokens_per_s"].as_f64().unwrap_or(0.0), "training finished");
                     }
                     _ => {}
                 }

@@ -232,7 +232,9 @@ pub fn train(job: &Job) -> Result<serde_json::Value, String> {
             tokens_seen += tokens;
             last_loss = loss_sum;
             let tps = tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9);
-            let mut rec = json!({"event": "step", "step": step, "steps": total, "epoch": epoch, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tps});
+            // The log is part of the (content-addressed) result, so it holds
+            // only what is reproducible; throughput goes to stdout alone.
+            let mut rec = json!({"event": "step", "step": step, "steps": total, "epoch": epoch, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm, "tokens": tokens});
             if let (Some(v), Some(every)) = (&val, job.eval_every) {
                 if step % every == 0 || step == total {
                     let l = evaluate(&model, v, job.batch_size, device);
@@ -241,6 +243,7 @@ pub fn train(job: &Job) -> Result<serde_json::Value, String> {
                 }
             }
             let _ = writeln!(log, "{rec}");
+            rec["tokens_per_s"] = json!(tps);
             emit(rec);
         }
         if step >= total {
@@ -261,9 +264,12 @@ pub fn train(job: &Job) -> Result<serde_json::Value, String> {
         }
         Method::Full => save_model(&mut model, &job.base, &job.out.join("model"))?,
     }
-    let metrics = json!({"steps": step, "train_loss": last_loss, "val_loss": last_val, "tokens": tokens_seen, "tokens_per_s": tokens_seen as f64 / secs.max(1e-9), "seconds": secs, "trainable_parameters": n_trainable});
+    let metrics = json!({"steps": step, "train_loss": last_loss, "val_loss": last_val, "tokens": tokens_seen, "trainable_parameters": n_trainable});
     std::fs::write(job.out.join("metrics.json"), serde_json::to_string_pretty(&metrics).unwrap_or_default()).map_err(|e| e.to_string())?;
-    emit(json!({"event": "done", "metrics": metrics}));
+    let mut done = metrics.clone();
+    done["tokens_per_s"] = json!(tokens_seen as f64 / secs.max(1e-9));
+    done["seconds"] = json!(secs);
+    emit(json!({"event": "done", "metrics": done}));
     Ok(metrics)
 }
 
