@@ -96,6 +96,7 @@ pub fn dispatch(cli: Cli) -> u8 {
         Command::Verify { repair } => with_workspace(&cli, &OverrideArgs::default(), |_, ws| verify(ws, *repair, cli.json)),
         Command::Gc { dry_run } => with_workspace(&cli, &OverrideArgs::default(), |_, ws| gc(ws, *dry_run)),
         Command::Runs => with_workspace(&cli, &OverrideArgs::default(), |_, ws| runs(ws, cli.json)),
+        Command::Estimate(a) => estimate(a, cli.json),
         Command::Tokenizer(crate::TokenizerCmd::Train { files, vocab, out }) => {
             let texts = match tailor_stages::tokenizer::texts_from_files(files) {
                 Ok(t) => t,
@@ -373,5 +374,58 @@ fn runs(ws: &Workspace, json_out: bool) -> u8 {
             println!("{}  {}  params={}", r["id"].as_str().unwrap_or(""), r["counts"], r["params"]);
         }
     }
+    exit::OK
+}
+
+fn estimate(a: &crate::EstimateArgs, json_out: bool) -> u8 {
+    use tailor_stages::estimate::{self as est, Request, Shape};
+    let method: est::Method = match a.method.parse() {
+        Ok(m) => m,
+        Err(e) => return fail(exit::INVALID, &e),
+    };
+    let shape = match (&a.model, a.params) {
+        (Some(dir), _) => {
+            let cfg: serde_json::Value = match std::fs::read(dir.join("config.json")).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())) {
+                Ok(v) => v,
+                Err(e) => return fail(exit::INVALID, &format!("{}: {e}", dir.join("config.json").display())),
+            };
+            let f = |k: &str| cfg[k].as_f64().unwrap_or(0.0);
+            let (h, l, i, v) = (f("hidden_size"), f("num_hidden_layers"), f("intermediate_size"), f("vocab_size"));
+            let params = v * h * if cfg["tie_word_embeddings"] == true { 1.0 } else { 2.0 } + l * (4.0 * h * h + 3.0 * h * i);
+            Shape { params, hidden: h, layers: l, ffn: i, heads: f("num_attention_heads").max(1.0) }
+        }
+        (None, Some(p)) => Shape::from_params(p),
+        (None, None) => return fail(exit::INVALID, "give --params or --model"),
+    };
+    let gpus: Vec<est::Gpu> = match &a.gpu {
+        Some(name) => match est::gpu(name) {
+            Ok(g) => vec![g],
+            Err(e) => return fail(exit::INVALID, &e),
+        },
+        None => est::GPUS.to_vec(),
+    };
+    let mut rows = Vec::new();
+    for mut g in gpus {
+        if let Some(p) = a.price {
+            g.price = p;
+        }
+        let r = Request { shape, method, lora_r: a.lora_r, lora_targets: a.lora_targets, seq: a.seq, batch: a.batch, tokens: a.tokens, epochs: a.epochs, gpu: g, mfu: a.mfu };
+        rows.push((g, est::estimate(&r)));
+    }
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&rows.iter().map(|(g, e)| json!({"gpu": g, "estimate": e})).collect::<Vec<_>>()).unwrap_or_default());
+        return exit::OK;
+    }
+    let e0 = &rows[0].1;
+    println!("{:.2}B parameters, {:?}: {:.1}M trainable; weights {:.1} GiB, gradients {:.1} GiB, optimizer {:.1} GiB, activations {:.1} GiB per GPU (seq {}, batch {}, checkpointing)", shape.params / 1e9, method, e0.trainable / 1e6, e0.weights_gib, e0.gradients_gib, e0.optimizer_gib, e0.activations_gib, a.seq, a.batch);
+    println!("{:<10} {:>6} {:>10} {:>10} {:>10}", "gpu", "gpus", "GiB/gpu", "hours", "cost $");
+    for (g, e) in &rows {
+        if e.gpus == 0 {
+            println!("{:<10} {:>6}   activations alone exceed its {} GiB: lower --batch or --seq", g.name, "-", g.memory_gib);
+        } else {
+            println!("{:<10} {:>6} {:>10.1} {:>10.2} {:>10.2}", g.name, e.gpus, e.total_gib / e.gpus as f64, e.hours, e.cost);
+        }
+    }
+    println!("time and cost: {:.0e} tokens × {} epochs at {:.0}% MFU; override with --tokens, --epochs, --mfu, --price", a.tokens, a.epochs, a.mfu * 100.0);
     exit::OK
 }

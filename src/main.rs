@@ -147,6 +147,49 @@ pub enum Command {
     /// Tokenizer tools.
     #[command(subcommand)]
     Tokenizer(TokenizerCmd),
+    /// Estimate memory, GPUs, time and cost of a fine-tuning run.
+    Estimate(EstimateArgs),
+}
+
+/// `tailor estimate …`
+#[derive(Debug, clap::Args)]
+pub struct EstimateArgs {
+    /// Model size in parameters (e.g. 7e9), for a Llama-shaped model.
+    #[arg(long, required_unless_present = "model")]
+    pub params: Option<f64>,
+    /// Or a model directory: its config.json gives the exact shape.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// full, lora or qlora.
+    #[arg(long, default_value = "lora")]
+    pub method: String,
+    /// GPU (t4, l4, a10g, rtx4090, a100-40gb, a100-80gb, h100-80gb, h200); all when omitted.
+    #[arg(long)]
+    pub gpu: Option<String>,
+    /// Sequence length.
+    #[arg(long, default_value_t = 2048.0)]
+    pub seq: f64,
+    /// Micro-batch per GPU.
+    #[arg(long, default_value_t = 4.0)]
+    pub batch: f64,
+    /// Training tokens per epoch.
+    #[arg(long, default_value_t = 1e7)]
+    pub tokens: f64,
+    /// Epochs.
+    #[arg(long, default_value_t = 3.0)]
+    pub epochs: f64,
+    /// LoRA rank.
+    #[arg(long, default_value_t = 16.0)]
+    pub lora_r: f64,
+    /// Linear layers per block with adapters (2 = q,v … 7 = all-linear).
+    #[arg(long, default_value_t = 7.0)]
+    pub lora_targets: f64,
+    /// Model-FLOPs utilisation assumed.
+    #[arg(long, default_value_t = 0.35)]
+    pub mfu: f64,
+    /// Override the GPU's hourly price (USD).
+    #[arg(long)]
+    pub price: Option<f64>,
 }
 
 /// `tailor tokenizer …`

@@ -4,6 +4,7 @@
 
 pub mod clean;
 pub mod collect;
+pub mod estimate;
 pub mod format;
 pub mod record;
 pub mod show;
