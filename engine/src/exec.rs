@@ -304,7 +304,7 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
                         let cutoff = s.inputs.iter().any(|b| ran_now.contains(&b.stage));
                         rep.line(&format!("  cached  {name} ({}){}", s.kind, if cutoff { ": upstream reran with identical output" } else { "" }));
                         outputs.insert(name.clone(), rec.outputs.clone());
-                        lock.stages.insert(name.clone(), locked(s, &rec, p));
+                        lock.stages.insert(name.clone(), locked(s, &rec));
                         outcomes.insert(name.clone(), Outcome::Cached { fingerprint: digest, cutoff });
                         order.push(name.clone());
                         release(&name, p, &selected, &mut pending, &mut ready);
@@ -332,7 +332,7 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
                 running += 1;
                 let rep = rep.clone();
                 scope.spawn(move || {
-                    let result = views.and_then(|v| execute(p, ws, s, &job, &v, &rep));
+                    let result = views.and_then(|v| execute(ws, s, &job, &v, &rep));
                     let _ = tx.send((job.name.clone(), result));
                 });
             }
@@ -349,7 +349,7 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
                     let shown: Vec<String> = rec.metrics.iter().map(|(k, v)| format!("{k}={}", v.as_str().map_or_else(|| v.to_string(), str::to_string))).collect();
                     rep.line(&format!("  ok      {name} in {:.1}s  {}", rec.seconds, shown.join(" ")));
                     outputs.insert(name.clone(), rec.outputs.clone());
-                    lock.stages.insert(name.clone(), locked(s, &rec, p));
+                    lock.stages.insert(name.clone(), locked(s, &rec));
                     ran_now.insert(name.clone());
                     outcomes.insert(name.clone(), Outcome::Ran { fingerprint: rec.fingerprint.clone(), reasons, seconds: rec.seconds, metrics: rec.metrics.clone() });
                     release(&name, p, &selected, &mut pending, &mut ready);
@@ -390,13 +390,12 @@ fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-fn locked(s: &StageNode, rec: &StageRecord, p: &Pipeline) -> LockedStage {
+fn locked(s: &StageNode, rec: &StageRecord) -> LockedStage {
     let inputs = s
         .inputs
         .iter()
         .map(|b| (b.role.clone(), format!("{}.{}@{}", b.stage, b.output, rec.inputs.inputs.get(&b.role).cloned().unwrap_or_default())))
         .collect();
-    let _ = p;
     LockedStage { kind: s.kind.clone(), fingerprint: rec.fingerprint.clone(), inputs, files: lock_files(&rec.inputs.files), outputs: rec.outputs.clone(), metrics: rec.metrics.clone() }
 }
 
@@ -443,7 +442,7 @@ fn descendants(p: &Pipeline, name: &str, selected: &[String]) -> Vec<String> {
 }
 
 /// Run one stage in a scratch directory and move its outputs into the store.
-fn execute(p: &Pipeline, ws: &Workspace, s: &StageNode, job: &Job, inputs: &BTreeMap<String, ArtifactView>, rep: &Reporter) -> Result<StageRecord, String> {
+fn execute(ws: &Workspace, s: &StageNode, job: &Job, inputs: &BTreeMap<String, ArtifactView>, rep: &Reporter) -> Result<StageRecord, String> {
     let span = tracing::info_span!("stage", name = %s.name, kind = %s.kind);
     let _e = span.enter();
     let start = Instant::now();
@@ -474,6 +473,5 @@ fn execute(p: &Pipeline, ws: &Workspace, s: &StageNode, job: &Job, inputs: &BTre
     let rec = StageRecord { fingerprint: job.digest.clone(), inputs: job.fp.clone(), outputs, metrics: outcome.metrics, seconds: start.elapsed().as_secs_f64(), created: now() };
     let bytes = serde_json::to_vec_pretty(&rec).map_err(|e| e.to_string())?;
     write_atomic(&ws.store.record_path(&job.digest), &bytes).map_err(|e| format!("writing stage record: {e}"))?;
-    let _ = p;
     Ok(rec)
 }

@@ -160,7 +160,7 @@ impl Dataset {
 /// Mean next-token cross-entropy over `mask`, summed and divided by
 /// `denominator` (the number of targets in the whole accumulation window).
 pub fn masked_loss(logits: &Tensor, batch: &Batch, denominator: f64) -> Tensor {
-    let (b, t, v) = (logits.size()[0], logits.size()[1], logits.size()[2]);
+    let t = logits.size()[1];
     if t < 2 {
         return Tensor::zeros([], (Kind::Float, logits.device())).set_requires_grad(false) * 0.0;
     }
@@ -168,6 +168,5 @@ pub fn masked_loss(logits: &Tensor, batch: &Batch, denominator: f64) -> Tensor {
     let tgt = batch.ids.narrow(1, 1, t - 1).unsqueeze(-1);
     let nll = lp.gather(-1, &tgt, false).squeeze_dim(-1).neg();
     let m = batch.mask.narrow(1, 0, t - 1);
-    let _ = (b, v);
     (nll * m).sum(Kind::Float) / denominator.max(1.0)
 }

@@ -91,8 +91,6 @@ fn toy_split(dir: &Path, samples: usize, vocab: u32) {
         }
         off.push(ids.len() as u64);
     }
-    let ids_t = Tensor::from_slice(&ids.iter().map(|&x| x as i32).collect::<Vec<_>>()).to_kind(Kind::Int);
-    let _ = ids_t;
     // Write raw little-endian arrays with the safetensors crate's layout.
     let ib: Vec<u8> = ids.iter().flat_map(|x| x.to_le_bytes()).collect();
     let ob: Vec<u8> = off.iter().flat_map(|x| x.to_le_bytes()).collect();
