@@ -156,7 +156,7 @@ fn loss_decreases_for_full_and_lora() {
     assert!(tmp.path().join("out-Full-1-30/model/model.safetensors").exists());
 }
 
-fn blake(bytes: &[u8]) -> [u8; 16] {
+fn fnv128(bytes: &[u8]) -> [u8; 16] {
     // A cheap stable digest for the comparison message (FNV-1a, 128 bits as two lanes).
     let (mut a, mut b) = (0xcbf29ce484222325u64, 0x84222325cbf29ce4u64);
     for &x in bytes {
@@ -180,7 +180,7 @@ fn same_seed_gives_bit_identical_adapters() {
         std::fs::create_dir_all(&j.out).unwrap();
         train(&j).unwrap();
         let bytes = std::fs::read(j.out.join("adapter/adapter_model.safetensors")).unwrap();
-        files.push(format!("{:x}", u128::from_le_bytes(blake(&bytes))));
+        files.push(format!("{:x}", u128::from_le_bytes(fnv128(&bytes))));
     }
     assert_eq!(files[0], files[1], "two runs with the same seed wrote different adapters");
     let ds = Dataset::open(&tmp.path().join("train")).unwrap();
