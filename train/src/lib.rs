@@ -12,6 +12,8 @@ pub mod data;
 pub mod linear;
 pub mod load;
 pub mod model;
+pub mod native;
+pub mod nf4;
 pub mod peft;
 pub mod tiny;
 pub mod trainer;
