@@ -1,42 +1,137 @@
-//! `tailor-train`: runs one training job (`tailor-train run JOB.json`), or
-//! makes a tiny random model (`tailor-train tiny …`). Progress and results
-//! are JSON lines on stdout; errors are one line on stderr and exit code 1.
+//! `tailor-train`: the half of Tailor that links libtorch. The `train` and
+//! `evaluate` stages run it with a job file; progress and results are JSON
+//! lines on stdout; an error is one line on stderr and exit code 1 (a libtorch
+//! error that surfaces as a panic is caught and reported the same way).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
+use tailor_train::bench::Bench;
 use tailor_train::tiny::TinySpec;
-use tailor_train::trainer::{Job, train};
+use tailor_train::trainer::Method;
 
-fn usage() -> ExitCode {
-    eprintln!("usage: tailor-train run JOB.json\n       tailor-train tiny --tokenizer DIR --out DIR [--hidden 64 --layers 2 --heads 4 --kv-heads 2 --ffn 176 --untied --seed 0]");
-    ExitCode::from(2)
+/// Training and inference on libtorch for Tailor's stages.
+#[derive(Debug, Parser)]
+#[command(name = "tailor-train", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run a training job file (written by the `train` stage).
+    Run {
+        /// The job (JSON).
+        job: PathBuf,
+    },
+    /// Run an inference job file (written by the `evaluate` stage).
+    Infer {
+        /// The job (JSON).
+        job: PathBuf,
+    },
+    /// Make a tiny seeded random Llama in Hugging Face layout for a tokenizer.
+    Tiny {
+        /// Directory with tokenizer.json (and tokenizer_config.json).
+        #[arg(long)]
+        tokenizer: PathBuf,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 64)]
+        hidden: usize,
+        #[arg(long, default_value_t = 2)]
+        layers: usize,
+        #[arg(long, default_value_t = 4)]
+        heads: usize,
+        #[arg(long, default_value_t = 2)]
+        kv_heads: usize,
+        #[arg(long, default_value_t = 176)]
+        ffn: usize,
+        /// Untied output head.
+        #[arg(long)]
+        untied: bool,
+        #[arg(long, default_value_t = 0)]
+        seed: i64,
+    },
+    /// Time training steps on a fixed workload (compare with PyTorch + PEFT).
+    Bench {
+        /// Model directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// full, lora or qlora.
+        #[arg(long, default_value = "lora")]
+        method: String,
+        #[arg(long, default_value_t = 128)]
+        seq: usize,
+        #[arg(long, default_value_t = 4)]
+        batch: usize,
+        #[arg(long, default_value_t = 12)]
+        steps: usize,
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long, default_value_t = 8)]
+        r: i64,
+        #[arg(long, default_value_t = 16.0)]
+        alpha: f64,
+        /// Comma-separated LoRA targets.
+        #[arg(long, default_value = "q_proj,v_proj")]
+        targets: String,
+        #[arg(long, default_value_t = 2e-4)]
+        lr: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 16)]
+        pool: usize,
+        /// Token stream, u32 little-endian (the peer's `--dump-data`).
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+}
+
+fn read_job<T: serde::de::DeserializeOwned>(path: &PathBuf) -> Result<T, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn method(s: &str) -> Result<Method, String> {
+    match s {
+        "full" => Ok(Method::Full),
+        "lora" => Ok(Method::Lora),
+        "qlora" => Ok(Method::Qlora),
+        _ => Err(format!("unknown method `{s}` (full, lora, qlora)")),
+    }
+}
+
+fn dispatch(cmd: Cmd) -> Result<(), String> {
+    match cmd {
+        Cmd::Run { job } => tailor_train::trainer::train(&read_job(&job)?).map(|_| ()),
+        Cmd::Infer { job } => tailor_train::infer::run(&read_job(&job)?),
+        Cmd::Tiny { tokenizer, out, hidden, layers, heads, kv_heads, ffn, untied, seed } => {
+            let spec = TinySpec { hidden, layers, heads, kv_heads, ffn, tied: !untied, seed };
+            let cfg = tailor_train::tiny::make(&spec, &tokenizer, &out)?;
+            eprintln!("wrote {}: {} parameters", out.display(), cfg.parameters());
+            Ok(())
+        }
+        Cmd::Bench { model, method: m, seq, batch, steps, warmup, threads, r, alpha, targets, lr, seed, pool, data } => {
+            let b = Bench { model, method: method(&m)?, seq, batch, steps, warmup, threads, r, alpha, targets: targets.split(',').map(str::to_string).collect(), lr, seed, pool, data };
+            println!("{}", tailor_train::bench::run(&b)?);
+            Ok(())
+        }
+    }
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("run") if args.len() == 2 => std::fs::read(&args[1])
-            .map_err(|e| format!("{}: {e}", args[1]))
-            .and_then(|b| serde_json::from_slice::<Job>(&b).map_err(|e| format!("{}: {e}", args[1])))
-            .and_then(|job| train(&job).map(|_| ())),
-        Some("tiny") => {
-            let get = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
-            let num = |flag: &str, d: usize| get(flag).and_then(|v| v.parse().ok()).unwrap_or(d);
-            let (Some(tok), Some(out)) = (get("--tokenizer"), get("--out")) else { return usage() };
-            let spec = TinySpec {
-                hidden: num("--hidden", 64),
-                layers: num("--layers", 2),
-                heads: num("--heads", 4),
-                kv_heads: num("--kv-heads", 2),
-                ffn: num("--ffn", 176),
-                tied: !args.iter().any(|a| a == "--untied"),
-                seed: num("--seed", 0) as i64,
-            };
-            tailor_train::tiny::make(&spec, &PathBuf::from(tok), &PathBuf::from(&out)).map(|cfg| eprintln!("wrote {out}: {} parameters", cfg.parameters()))
-        }
-        _ => return usage(),
-    };
+    let cli = Cli::parse();
+    // libtorch errors raised through tch's panicking API end here as one line.
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(|| dispatch(cli.command)).unwrap_or_else(|p| {
+        let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_string())).unwrap_or_else(|| "unknown failure".into());
+        Err(format!("libtorch failed: {}", msg.lines().next().unwrap_or_default()))
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -124,12 +124,15 @@ at::Tensor* tailor_nf4_linear(at::Tensor* x, at::Tensor* packed, at::Tensor* abs
 }
 
 // One AdamW step over n parameters (PyTorch's fused kernel: decoupled
-// weight decay, bias correction; `steps` are float scalars it increments).
+// weight decay, bias correction; `steps` are float scalars, advanced here).
 int tailor_fused_adamw(at::Tensor** params, at::Tensor** grads, at::Tensor** exp_avgs, at::Tensor** exp_avg_sqs, at::Tensor** steps, int n, double lr, double beta1, double beta2, double weight_decay, double eps) {
   try {
     at::NoGradGuard no_grad;
     auto p = list(params, n), g = list(grads, n), m = list(exp_avgs, n), v = list(exp_avg_sqs, n), s = list(steps, n);
     std::vector<at::Tensor> none;
+    // The kernel reads the step counters as already advanced (PyTorch's
+    // optimizer increments them before calling it).
+    at::_foreach_add_(s, 1.0);
     at::_fused_adamw_(p, g, m, v, none, s, lr, beta1, beta2, weight_decay, eps, false, false);
     return 0;
   } catch (const std::exception& e) {

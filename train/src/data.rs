@@ -16,6 +16,8 @@ pub struct Dataset {
     rows: Vec<Vec<usize>>,
     /// Tokenizer digest from the manifest.
     pub tokenizer_digest: String,
+    /// Sample ids (from `samples.jsonl`), when known.
+    pub ids_of_samples: Vec<String>,
 }
 
 /// One batch, on a device.
@@ -32,6 +34,8 @@ pub struct Batch {
     pub targets: i64,
     /// Total tokens (without padding).
     pub tokens: i64,
+    /// Every row is one full-length sample: plain causal attention suffices.
+    pub simple: bool,
 }
 
 fn le_u32(b: &[u8]) -> Vec<u32> {
@@ -89,7 +93,55 @@ impl Dataset {
         if ids.len() != mask.len() || offsets.last().copied().unwrap_or(0) != ids.len() {
             return Err("tokens.safetensors is inconsistent (ids, mask and offsets disagree)".into());
         }
-        Ok(Dataset { ids, mask, offsets, rows, tokenizer_digest })
+        let ids_of_samples: Vec<String> = std::fs::read_to_string(dir.join("samples.jsonl"))
+            .map(|t| t.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).map(|v| v["id"].as_str().unwrap_or_default().to_string()).collect())
+            .unwrap_or_default();
+        Ok(Dataset { ids, mask, offsets, rows, tokenizer_digest, ids_of_samples })
+    }
+
+    /// A dataset of fixed-length rows cut from one token stream, every token
+    /// a target (the benchmark's data: what `labels = input_ids` trains).
+    pub fn from_stream(stream: &[u32], seq: usize, rows: usize) -> Self {
+        let mut ids = Vec::with_capacity(seq * rows);
+        let mut offsets = vec![0];
+        for r in 0..rows {
+            let start = (r * seq) % stream.len().max(1);
+            ids.extend((0..seq).map(|k| stream[(start + k) % stream.len()]));
+            offsets.push(ids.len());
+        }
+        let mask = vec![1u8; ids.len()];
+        Dataset { ids, mask, offsets, rows: (0..rows).map(|i| vec![i]).collect(), tokenizer_digest: String::new(), ids_of_samples: Vec::new() }
+    }
+
+    /// Repeat the rows holding the given sample ids `factor` times in all
+    /// (the others once), to focus training on them. Returns how many rows
+    /// were repeated.
+    pub fn oversample(&mut self, ids: &std::collections::BTreeSet<String>, factor: usize) -> usize {
+        if factor <= 1 || ids.is_empty() {
+            return 0;
+        }
+        let hit: Vec<Vec<usize>> = self.rows.iter().filter(|r| r.iter().any(|&s| self.ids_of_samples.get(s).is_some_and(|id| ids.contains(id)))).cloned().collect();
+        for _ in 1..factor {
+            self.rows.extend(hit.iter().cloned());
+        }
+        hit.len()
+    }
+
+    /// The rows of one sample each, with their sample ids (for per-sample
+    /// evaluation).
+    pub fn sample_id(&self, row: usize) -> Option<&str> {
+        self.rows.get(row).and_then(|r| r.first()).and_then(|&s| self.ids_of_samples.get(s)).map(String::as_str)
+    }
+
+    /// Token ids and loss mask of one sample.
+    pub fn sample(&self, s: usize) -> (&[u32], &[u8]) {
+        let (a, b) = (self.offsets[s], self.offsets[s + 1]);
+        (&self.ids[a..b], &self.mask[a..b])
+    }
+
+    /// Number of samples (not rows).
+    pub fn samples(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
     }
 
     /// Rows (samples or packs).
@@ -146,7 +198,9 @@ impl Dataset {
             }
         }
         let shape = [b as i64, t as i64];
+        let simple = rows.iter().zip(&lens).all(|(&r, &l)| self.rows[r].len() == 1 && l == t);
         Batch {
+            simple,
             ids: Tensor::from_slice(&ids).view(shape).to_device(device),
             mask: Tensor::from_slice(&mask).view(shape).to_device(device),
             positions: Tensor::from_slice(&pos).view(shape).to_device(device),

@@ -7,13 +7,18 @@
 //! stay fast), and so that a crash inside libtorch fails one stage, not the
 //! engine. The `train` stage writes a [`trainer::Job`] and runs the binary.
 
+pub mod bench;
+pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod generate;
+pub mod infer;
 pub mod linear;
 pub mod load;
 pub mod model;
 pub mod native;
 pub mod nf4;
+pub mod optim;
 pub mod peft;
 pub mod tiny;
 pub mod trainer;

@@ -8,6 +8,8 @@ use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 use crate::config::LlamaConfig;
+use crate::model::Weights;
+use crate::nf4::Nf4;
 
 /// Read `config.json`.
 pub fn config(dir: &Path) -> Result<LlamaConfig, String> {
@@ -38,16 +40,8 @@ pub fn weight_files(dir: &Path) -> Result<Vec<std::path::PathBuf>, String> {
 pub fn shapes(dir: &Path) -> Result<HashMap<String, Vec<usize>>, String> {
     let mut out = HashMap::new();
     for f in weight_files(dir)? {
-        let file = std::fs::File::open(&f).map_err(|e| format!("{}: {e}", f.display()))?;
-        let mut len = [0u8; 8];
-        std::io::Read::read_exact(&mut &file, &mut len).map_err(|e| format!("{}: {e}", f.display()))?;
-        let n = u64::from_le_bytes(len) as usize;
-        if n > 100 << 20 {
-            return Err(format!("{}: implausible safetensors header of {n} bytes", f.display()));
-        }
-        let mut header = vec![0u8; n];
-        std::io::Read::read_exact(&mut &file, &mut header).map_err(|e| format!("{}: {e}", f.display()))?;
-        let v: serde_json::Value = serde_json::from_slice(&header).map_err(|e| format!("{}: bad header: {e}", f.display()))?;
+        let mut file = std::fs::File::open(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let (v, _) = read_header(&mut file, &f)?;
         for (k, t) in v.as_object().into_iter().flatten().filter(|(k, _)| *k != "__metadata__") {
             let shape = t["shape"].as_array().map(|a| a.iter().filter_map(|x| x.as_u64().map(|x| x as usize)).collect()).unwrap_or_default();
             out.insert(k.clone(), shape);
@@ -56,15 +50,89 @@ pub fn shapes(dir: &Path) -> Result<HashMap<String, Vec<usize>>, String> {
     Ok(out)
 }
 
-/// Load every tensor, converted to `kind`, on `device`.
-pub fn weights(dir: &Path, kind: Kind, device: Device) -> Result<HashMap<String, Tensor>, String> {
-    let mut out = HashMap::new();
+/// How to load a checkpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    /// Kind of floating-point tensors (integer tensors keep theirs).
+    pub kind: Kind,
+    /// Where the tensors go.
+    pub device: Device,
+    /// Quantize the decoder's linear weights to NF4 (`Some(double_quant)`).
+    pub nf4: Option<bool>,
+}
+
+fn kind_of(dtype: &str) -> Option<Kind> {
+    Some(match dtype {
+        "F32" => Kind::Float,
+        "F16" => Kind::Half,
+        "BF16" => Kind::BFloat16,
+        "F64" => Kind::Double,
+        "I64" => Kind::Int64,
+        "I32" => Kind::Int,
+        "I16" => Kind::Int16,
+        "I8" => Kind::Int8,
+        "U8" => Kind::Uint8,
+        "BOOL" => Kind::Bool,
+        _ => return None,
+    })
+}
+
+/// Whether a tensor is a decoder linear weight (what QLoRA quantizes; the
+/// embeddings, norms and output head stay in the model's dtype).
+pub fn is_decoder_linear(name: &str) -> bool {
+    name.starts_with("model.layers.") && name.ends_with("_proj.weight") && crate::model::TARGETS.iter().any(|t| name.ends_with(&format!(".{t}.weight")))
+}
+
+/// Read a checkpoint one tensor at a time, so that peak memory is the
+/// loaded model plus one tensor (in particular, a QLoRA base never exists
+/// in float all at once).
+pub fn weights(dir: &Path, opts: LoadOptions) -> Result<Weights, String> {
+    let mut out = Weights::default();
     for f in weight_files(dir)? {
-        for (name, t) in Tensor::read_safetensors(&f).map_err(|e| format!("{}: {e}", f.display()))? {
-            out.insert(name, t.to_kind(kind).to_device(device));
+        let mut file = std::fs::File::open(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let (header, data_start) = read_header(&mut file, &f)?;
+        let mut entries: Vec<(String, String, Vec<i64>, u64, u64)> = Vec::new();
+        for (name, t) in header.as_object().into_iter().flatten().filter(|(k, _)| *k != "__metadata__") {
+            let dtype = t["dtype"].as_str().unwrap_or_default().to_string();
+            let shape: Vec<i64> = t["shape"].as_array().map(|a| a.iter().filter_map(|x| x.as_i64()).collect()).unwrap_or_default();
+            let (a, b) = (t["data_offsets"][0].as_u64(), t["data_offsets"][1].as_u64());
+            let (Some(a), Some(b)) = (a, b) else { return Err(format!("{}: tensor `{name}` has no data_offsets", f.display())) };
+            entries.push((name.clone(), dtype, shape, a, b));
+        }
+        entries.sort_by_key(|e| e.3);
+        let mut buf = Vec::new();
+        for (name, dtype, shape, a, b) in entries {
+            let kind = kind_of(&dtype).ok_or_else(|| format!("{}: tensor `{name}` has unsupported dtype {dtype}", f.display()))?;
+            let n: i64 = shape.iter().product();
+            if b < a || (b - a) as i64 != n * kind.elt_size_in_bytes() as i64 {
+                return Err(format!("{}: tensor `{name}` has {} bytes for shape {shape:?} of {dtype}", f.display(), b.saturating_sub(a)));
+            }
+            buf.resize((b - a) as usize, 0);
+            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(data_start + a)).map_err(|e| format!("{}: {e}", f.display()))?;
+            std::io::Read::read_exact(&mut file, &mut buf).map_err(|e| format!("{}: {name}: {e}", f.display()))?;
+            let t = Tensor::f_from_data_size(&buf, &shape, kind).map_err(|e| format!("{}: {name}: {e}", f.display()))?;
+            if let (Some(double), true) = (opts.nf4, is_decoder_linear(&name)) {
+                out.nf4.insert(name, Nf4::quantize(&t, double, opts.device)?);
+                continue;
+            }
+            let t = if t.is_floating_point() { t.to_kind(opts.kind) } else { t };
+            out.dense.insert(name, t.to_device(opts.device));
         }
     }
     Ok(out)
+}
+
+fn read_header(file: &mut std::fs::File, f: &Path) -> Result<(serde_json::Value, u64), String> {
+    let mut len = [0u8; 8];
+    std::io::Read::read_exact(file, &mut len).map_err(|e| format!("{}: {e}", f.display()))?;
+    let n = u64::from_le_bytes(len);
+    if n > 100 << 20 {
+        return Err(format!("{}: implausible safetensors header of {n} bytes", f.display()));
+    }
+    let mut header = vec![0u8; n as usize];
+    std::io::Read::read_exact(file, &mut header).map_err(|e| format!("{}: {e}", f.display()))?;
+    let v = serde_json::from_slice(&header).map_err(|e| format!("{}: bad header: {e}", f.display()))?;
+    Ok((v, 8 + n))
 }
 
 /// Write a model directory: `config.json` and `model.safetensors` (float32).

@@ -40,29 +40,30 @@ impl LoraSpec {
     }
 }
 
-/// Attach fresh adapters (A Kaiming-uniform, B zero) to targeted layers.
-/// Returns the adapter variables by their PEFT-relative name.
-pub fn attach(model: &mut Llama, spec: &LoraSpec, vs: &tch::nn::VarStore) -> Vec<String> {
-    let root = vs.root();
-    let mut names = Vec::new();
+/// Attach fresh adapters (A Kaiming-uniform from libtorch's generator, B
+/// zero) to targeted layers. Returns the adapter variables by their PEFT
+/// name (`base_model.model.….lora_A.weight`), in module order.
+pub fn attach(model: &mut Llama, spec: &LoraSpec) -> Vec<(String, Tensor)> {
+    let mut params = Vec::new();
     for (name, lin) in model.linears_mut() {
         if !spec.targets(&name) {
             continue;
         }
-        let mut p = root.clone();
-        for seg in name.split('.') {
-            p = &p / seg;
-        }
         let (out, inp) = (lin.out_features(), lin.in_features());
+        let device = match &lin.weight {
+            crate::linear::Weight::Dense(w) => w.device(),
+            crate::linear::Weight::Nf4(q) => q.packed.device(),
+        };
         // Kaiming-uniform with a = sqrt(5), as torch.nn.Linear and PEFT do:
         // bound = 1 / sqrt(fan_in).
         let bound = 1.0 / (inp as f64).sqrt();
-        let a = (&p / "lora_A").var("weight", &[spec.r, inp], tch::nn::Init::Uniform { lo: -bound, up: bound });
-        let b = (&p / "lora_B").zeros("weight", &[out, spec.r]);
+        let a = Tensor::empty([spec.r, inp], (Kind::Float, device)).uniform_(-bound, bound).set_requires_grad(true);
+        let b = Tensor::zeros([out, spec.r], (Kind::Float, device)).set_requires_grad(true);
+        params.push((format!("base_model.model.{name}.lora_A.weight"), a.shallow_clone()));
+        params.push((format!("base_model.model.{name}.lora_B.weight"), b.shallow_clone()));
         lin.lora = Some(Lora { a, b, scale: spec.scale(), dropout: spec.dropout });
-        names.push(name);
     }
-    names
+    params
 }
 
 /// Write `adapter_config.json` + `adapter_model.safetensors`.
@@ -101,9 +102,9 @@ pub fn save(model: &mut Llama, spec: &LoraSpec, base: &str, dir: &Path) -> Resul
     std::fs::write(dir.join("adapter_config.json"), serde_json::to_string_pretty(&cfg).unwrap_or_default()).map_err(|e| e.to_string())
 }
 
-/// Load a PEFT adapter directory onto a model (for evaluation and parity).
-pub fn load(model: &mut Llama, dir: &Path, device: Device) -> Result<LoraSpec, String> {
-    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("adapter_config.json")).map_err(|e| format!("{}: {e}", dir.display()))?).map_err(|e| e.to_string())?;
+/// Read a PEFT adapter directory: its settings and tensors by name.
+pub fn read(dir: &Path) -> Result<(LoraSpec, HashMap<String, Tensor>), String> {
+    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("adapter_config.json")).map_err(|e| format!("{}: {e}", dir.display()))?).map_err(|e| format!("{}/adapter_config.json: {e}", dir.display()))?;
     let r = cfg["r"].as_i64().ok_or("adapter_config.json has no `r`")?;
     let alpha = cfg["lora_alpha"].as_f64().unwrap_or(r as f64);
     let spec = LoraSpec {
@@ -113,7 +114,14 @@ pub fn load(model: &mut Llama, dir: &Path, device: Device) -> Result<LoraSpec, S
         targets: cfg["target_modules"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default(),
         rslora: cfg["use_rslora"].as_bool().unwrap_or(false),
     };
-    let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(dir.join("adapter_model.safetensors")).map_err(|e| e.to_string())?.into_iter().collect();
+    let tensors = Tensor::read_safetensors(dir.join("adapter_model.safetensors")).map_err(|e| format!("{}/adapter_model.safetensors: {e}", dir.display()))?.into_iter().collect();
+    Ok((spec, tensors))
+}
+
+/// Load a PEFT adapter directory onto a model (frozen, for evaluation).
+pub fn load(model: &mut Llama, dir: &Path, device: Device) -> Result<LoraSpec, String> {
+    let (spec, tensors) = read(dir)?;
+    let r = spec.r;
     let mut used = 0;
     for (name, lin) in model.linears_mut() {
         let a = tensors.get(&format!("base_model.model.{name}.lora_A.weight"));

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use tailor_train::data::Dataset;
-use tailor_train::model::Llama;
+use tailor_train::model::{Attend, Llama};
 use tailor_train::peft::{self, LoraSpec};
-use tailor_train::trainer::{Job, Method, Schedule, train};
+use tailor_train::trainer::{DeviceSpec, Dtype, Job, Method, Schedule, train};
 use tch::{Device, Kind, Tensor};
 
 fn fixture(name: &str) -> PathBuf {
@@ -22,8 +22,9 @@ fn expected(dir: &Path) -> (Tensor, Tensor) {
 
 fn load(dir: &Path) -> Llama {
     let cfg = tailor_train::load::config(dir).unwrap();
-    let w = tailor_train::load::weights(dir, Kind::Float, Device::Cpu).unwrap();
-    Llama::from_tensors(cfg, w, Device::Cpu).unwrap()
+    let opts = tailor_train::load::LoadOptions { kind: Kind::Float, device: Device::Cpu, nf4: None };
+    let w = tailor_train::load::weights(dir, opts).unwrap();
+    Llama::from_weights(cfg, w, Kind::Float, Device::Cpu).unwrap()
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
@@ -36,7 +37,7 @@ fn logits_match_transformers_gqa_tied_and_llama3_untied() {
         let dir = fixture(name);
         let model = load(&dir);
         let (ids, want) = expected(&dir);
-        let got = tch::no_grad(|| model.forward(&ids, None, None, false));
+        let got = tch::no_grad(|| model.forward(&ids, None, Attend::Causal, false).unwrap());
         let d = max_diff(&got, &want);
         assert!(d < 1e-4, "{name}: max |Δlogit| = {d}");
     }
@@ -47,7 +48,7 @@ fn peft_adapter_loads_with_equal_logits_and_tailor_writes_the_same_names() {
     let mut model = load(&fixture("llama_gqa_tied"));
     let spec = peft::load(&mut model, &fixture("peft_adapter"), Device::Cpu).unwrap();
     let (ids, want) = expected(&fixture("peft_adapter"));
-    let got = tch::no_grad(|| model.forward(&ids, None, None, false));
+    let got = tch::no_grad(|| model.forward(&ids, None, Attend::Causal, false).unwrap());
     let d = max_diff(&got, &want);
     assert!(d < 1e-4, "max |Δlogit| with adapter = {d}");
     // Tailor's writer: same tensor names and shapes as PEFT's file.
@@ -70,11 +71,11 @@ fn segments_isolate_packed_samples() {
     let (ids, _) = expected(&fixture("llama_gqa_tied"));
     let a = ids.narrow(0, 0, 1).narrow(1, 0, 5);
     let b = ids.narrow(0, 1, 1).narrow(1, 0, 7);
-    let alone = tch::no_grad(|| model.forward(&b, None, None, false));
+    let alone = tch::no_grad(|| model.forward(&b, None, Attend::Causal, false).unwrap());
     let packed = Tensor::cat(&[&a, &b], 1);
     let pos = Tensor::cat(&[Tensor::arange(5, (Kind::Int64, Device::Cpu)), Tensor::arange(7, (Kind::Int64, Device::Cpu))], 0).unsqueeze(0);
     let seg = Tensor::cat(&[Tensor::zeros([5], (Kind::Int64, Device::Cpu)), Tensor::ones([7], (Kind::Int64, Device::Cpu))], 0).unsqueeze(0);
-    let together = tch::no_grad(|| model.forward(&packed, Some(&pos), Some(&seg), false));
+    let together = tch::no_grad(|| model.forward(&packed, Some(&pos), Attend::Segments(&seg), false).unwrap());
     let d = max_diff(&together.narrow(1, 5, 7), &alone);
     assert!(d < 1e-5, "a packed sample saw its neighbour: {d}");
 }
@@ -127,6 +128,14 @@ fn job(tmp: &Path, method: Method, steps: usize, seed: u64) -> Job {
         eval_every: None,
         merge: false,
         threads: Some(1),
+        double_quant: true,
+        dtype: Dtype::Float32,
+        device: DeviceSpec::Cpu,
+        checkpoint_every: None,
+        checkpoint_dir: None,
+        init: None,
+        oversample: None,
+        save_optimizer: false,
     }
 }
 
@@ -141,19 +150,55 @@ fn losses(out: &Path) -> Vec<f64> {
 fn loss_decreases_for_full_and_lora() {
     let _one = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
-    for method in [Method::Full, Method::Lora] {
+    let mut bytes = std::collections::BTreeMap::new();
+    for method in [Method::Full, Method::Lora, Method::Qlora] {
         let j = job(tmp.path(), method, 30, 1);
-        train(&j).unwrap();
+        let m = train(&j).unwrap();
+        bytes.insert(format!("{method:?}"), m["weight_bytes"].as_i64().unwrap());
         let l = losses(&j.out);
         let first: f64 = l[..3].iter().sum::<f64>() / 3.0;
         let last: f64 = l[l.len() - 3..].iter().sum::<f64>() / 3.0;
-        // Full fine-tuning memorises the toy set fast; LoRA (base frozen)
-        // more slowly. Both must clearly go down.
+        // Full fine-tuning memorises the toy set fast; (Q)LoRA (base frozen)
+        // more slowly. All must clearly go down.
         let bound = if method == Method::Full { 0.7 } else { 0.9 };
         assert!(last < first * bound, "{method:?}: loss {first:.3} → {last:.3}");
     }
     assert!(tmp.path().join("out-Lora-1-30/adapter/adapter_model.safetensors").exists());
+    assert!(tmp.path().join("out-Qlora-1-30/adapter/adapter_model.safetensors").exists());
     assert!(tmp.path().join("out-Full-1-30/model/model.safetensors").exists());
+    // The fixture's decoder linears (two layers of q, k, v, o, gate, up,
+    // down) go from 4 bytes a weight to NF4: half a byte, one 8-bit absmax
+    // per 64, one float scale per 256 absmax values and the offset.
+    let (lora, qlora) = (bytes["Lora"], bytes["Qlora"]);
+    let shapes = [4096i64, 2048, 2048, 4096, 8192, 8192, 8192];
+    let f32_bytes: i64 = 2 * shapes.iter().map(|n| 4 * n).sum::<i64>();
+    let nf4_bytes: i64 = 2 * shapes.iter().map(|n| n / 2 + n / 64 + 4 * ((n / 64 + 255) / 256) + 8).sum::<i64>();
+    assert_eq!(qlora, lora - f32_bytes + nf4_bytes, "QLoRA weight bytes (LoRA: {lora})");
+}
+
+#[test]
+fn a_resumed_run_ends_with_the_same_weights_and_log() {
+    let _one = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    for method in [Method::Lora, Method::Full] {
+        let mut j = job(tmp.path(), method, 8, 5);
+        j.checkpoint_every = Some(3);
+        j.checkpoint_dir = Some(tmp.path().join(format!("ckpt-{method:?}")));
+        train(&j).unwrap();
+        let file = if method == Method::Full { "model/model.safetensors" } else { "adapter/adapter_model.safetensors" };
+        let whole = std::fs::read(j.out.join(file)).unwrap();
+        let log = std::fs::read_to_string(j.out.join("log.jsonl")).unwrap();
+        // The run left its last checkpoint (step 6) behind, as a killed run
+        // would; a second attempt resumes there and runs steps 7–8 only.
+        let ck = j.checkpoint_dir.clone().unwrap();
+        assert!(ck.join("ckpt-00000006/state.safetensors").exists());
+        let again = tmp.path().join(format!("again-{method:?}"));
+        std::fs::create_dir_all(&again).unwrap();
+        j.out = again.clone();
+        train(&j).unwrap();
+        assert_eq!(std::fs::read_to_string(again.join("log.jsonl")).unwrap(), log, "{method:?}: the log differs after resuming");
+        assert!(std::fs::read(again.join(file)).unwrap() == whole, "{method:?}: resumed weights differ from the uninterrupted run's");
+    }
 }
 
 fn fnv128(bytes: &[u8]) -> [u8; 16] {
