@@ -50,6 +50,9 @@ pub struct PlanEntry {
     pub fingerprint: Option<String>,
     /// Why it runs.
     pub reasons: Vec<String>,
+    /// What the stage says about itself (e.g. the memory a training run needs).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// What happened to one stage in a run.
@@ -84,6 +87,12 @@ pub enum Outcome {
         /// The failed upstream stage.
         because: String,
     },
+    /// Not run because it is not needed: a loop it belongs to (or depends
+    /// on) ended early when its check passed.
+    NotNeeded {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// The result of a run.
@@ -98,7 +107,7 @@ pub struct RunSummary {
 impl RunSummary {
     /// True when no stage failed or was skipped.
     pub fn ok(&self) -> bool {
-        self.stages.iter().all(|(_, o)| matches!(o, Outcome::Cached { .. } | Outcome::Ran { .. }))
+        self.stages.iter().all(|(_, o)| matches!(o, Outcome::Cached { .. } | Outcome::Ran { .. } | Outcome::NotNeeded { .. }))
     }
 
     /// Number of stages that ran.
@@ -206,7 +215,7 @@ pub fn plan(p: &Pipeline, ws: &Workspace, opts: &RunOptions) -> Result<Vec<PlanE
     let mut entries = Vec::new();
     for s in &p.stages {
         if !selected.contains(&s.name) {
-            entries.push(PlanEntry { name: s.name.clone(), kind: s.kind.clone(), status: "not-selected", fingerprint: None, reasons: vec![] });
+            entries.push(PlanEntry { name: s.name.clone(), kind: s.kind.clone(), status: "not-selected", fingerprint: None, reasons: vec![], notes: vec![] });
         }
     }
     for name in &selected {
@@ -226,13 +235,20 @@ pub fn plan(p: &Pipeline, ws: &Workspace, opts: &RunOptions) -> Result<Vec<PlanE
                 }
             }
         }
+        // Upstream artifacts that already exist, for the stage's notes.
+        let dirs: BTreeMap<String, PathBuf> = inputs.iter().filter(|(_, d)| !d.is_empty()).filter_map(|(r, d)| ws.store.view(d).ok().map(|p| (r.clone(), p))).collect();
+        let notes = s.prepared.notes(&ws.root, &dirs);
         let fp = fingerprint(s, inputs, files.get(name).cloned().unwrap_or_default());
         let digest = fp.digest();
         let hit = if unknown.is_empty() { cached(ws, &digest) } else { None };
         let entry = match hit {
             Some(rec) if !forced.contains(name) => {
+                let mut reasons = vec![];
+                if let Some(c) = rec.check.as_ref().filter(|c| !c.passed) {
+                    reasons.push(format!("its check failed: {}", c.summary));
+                }
                 outputs.insert(name.clone(), rec.outputs);
-                PlanEntry { name: name.clone(), kind: s.kind.clone(), status: "up-to-date", fingerprint: Some(digest), reasons: vec![] }
+                PlanEntry { name: name.clone(), kind: s.kind.clone(), status: "up-to-date", fingerprint: Some(digest), reasons, notes }
             }
             _ => {
                 let mut reasons: Vec<DirtyReason> = if forced.contains(name) { vec![DirtyReason::Forced] } else { reasons_vs_lock(ws, &lock, name, &fp, &unknown) };
@@ -244,6 +260,7 @@ pub fn plan(p: &Pipeline, ws: &Workspace, opts: &RunOptions) -> Result<Vec<PlanE
                     status,
                     fingerprint: unknown.is_empty().then_some(digest),
                     reasons: reasons.iter().map(ToString::to_string).collect(),
+                    notes,
                 }
             }
         };
@@ -256,6 +273,104 @@ struct Job {
     name: String,
     fp: Fingerprint,
     digest: String,
+    lineage: Value,
+}
+
+/// What a finished (or cached) stage means for the rest of the run.
+enum Verdict {
+    /// Go on.
+    Go,
+    /// Go on; the stage's check failed, and the next round of its loop follows.
+    NextRound(String),
+    /// Its check failed: dependents do not run.
+    Stop(String),
+    /// Its check passed and ends its loop after this round.
+    Converged { loop_name: String, round: usize },
+}
+
+fn verdict(p: &Pipeline, name: &str, rec: &StageRecord) -> Verdict {
+    let Some(check) = &rec.check else { return Verdict::Go };
+    match p.until_of(name) {
+        Some((lp, round)) if check.passed => Verdict::Converged { loop_name: lp.name.clone(), round },
+        Some((lp, round)) if round < lp.rounds.len() => Verdict::NextRound(check.summary.clone()),
+        _ if check.passed => Verdict::Go,
+        Some((lp, _)) => Verdict::Stop(format!("{} (after all {} rounds of loop `{}`)", check.summary, lp.rounds.len(), lp.name)),
+        None => Verdict::Stop(check.summary.clone()),
+    }
+}
+
+/// The lineage node of a stage: kind, fingerprint, config, files, and the
+/// nodes of its inputs' producers.
+fn lineage_of(s: &StageNode, fp: &Fingerprint, digest: &str, known: &BTreeMap<String, Value>) -> Value {
+    let inputs: serde_json::Map<String, Value> = s
+        .inputs
+        .iter()
+        .map(|b| (b.role.clone(), serde_json::json!({"artifact": fp.inputs.get(&b.role), "output": b.output, "from": known.get(&b.stage).cloned().unwrap_or(Value::Null)})))
+        .collect();
+    serde_json::json!({"kind": s.kind, "fingerprint": digest, "config": s.config, "files": lock_files(&fp.files), "inputs": inputs})
+}
+
+/// Mutable state of one run.
+struct RunState<'a> {
+    p: &'a Pipeline,
+    selected: &'a [String],
+    pending: BTreeMap<String, usize>,
+    ready: Vec<String>,
+    outputs: BTreeMap<String, BTreeMap<String, String>>,
+    outcomes: BTreeMap<String, Outcome>,
+    order: Vec<String>,
+    lineage: BTreeMap<String, Value>,
+}
+
+impl RunState<'_> {
+    /// Mark every selected descendant of `name` (not yet decided) with `o`.
+    fn close_descendants(&mut self, name: &str, rep: &Reporter, o: impl Fn(&str) -> Outcome) {
+        for d in descendants(self.p, name, self.selected) {
+            self.close(&d, rep, o(&d));
+        }
+    }
+
+    fn close(&mut self, d: &str, rep: &Reporter, o: Outcome) {
+        if self.outcomes.contains_key(d) {
+            return;
+        }
+        match &o {
+            Outcome::Skipped { because } => rep.line(&format!("  skip    {d}: upstream `{because}` failed")),
+            Outcome::NotNeeded { reason } => rep.line(&format!("  -       {d}: not needed ({reason})")),
+            _ => {}
+        }
+        self.outcomes.insert(d.to_string(), o);
+        self.order.push(d.to_string());
+        self.pending.insert(d.to_string(), usize::MAX);
+        self.ready.retain(|r| r != d);
+    }
+
+    /// Act on a finished or cached stage's verdict; true if its dependents may run.
+    fn settle(&mut self, name: &str, rec: &StageRecord, rep: &Reporter) -> bool {
+        match verdict(self.p, name, rec) {
+            Verdict::Go => true,
+            Verdict::NextRound(summary) => {
+                rep.line(&format!("          {name}: check not met ({summary}); next round follows"));
+                true
+            }
+            Verdict::Stop(summary) => {
+                rep.line(&format!("  FAILED  {name}: check failed: {summary}"));
+                self.outcomes.insert(name.to_string(), Outcome::Failed { error: format!("check failed: {summary}") });
+                self.close_descendants(name, rep, |_| Outcome::Skipped { because: name.to_string() });
+                false
+            }
+            Verdict::Converged { loop_name, round } => {
+                rep.line(&format!("          {name}: check passed; loop `{loop_name}` ends after round {round}"));
+                let later: Vec<String> = self.p.loops.iter().filter(|l| l.name == loop_name).flat_map(|l| l.rounds.iter().skip(round).flat_map(|r| r.values().cloned())).collect();
+                let reason = format!("loop `{loop_name}` ended after round {round}");
+                for s in &later {
+                    self.close(s, rep, Outcome::NotNeeded { reason: reason.clone() });
+                    self.close_descendants(s, rep, |_| Outcome::NotNeeded { reason: reason.clone() });
+                }
+                true
+            }
+        }
+    }
 }
 
 /// Run the pipeline.
@@ -281,11 +396,9 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
         let parents: BTreeSet<String> = p.dag.parents(name).into_iter().filter(|x| selected.contains(x)).collect();
         pending.insert(name.clone(), parents.len());
     }
-    let mut outputs: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    let mut outcomes: BTreeMap<String, Outcome> = BTreeMap::new();
+    let ready: Vec<String> = selected.iter().filter(|n| pending[*n] == 0).cloned().collect();
+    let mut st = RunState { p, selected: &selected, pending, ready, outputs: BTreeMap::new(), outcomes: BTreeMap::new(), order: Vec::new(), lineage: BTreeMap::new() };
     let mut ran_now: BTreeSet<String> = BTreeSet::new();
-    let mut order: Vec<String> = Vec::new();
-    let mut ready: Vec<String> = selected.iter().filter(|n| pending[*n] == 0).cloned().collect();
     let mut running = 0usize;
     let mut job_reasons: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let (tx, rx) = mpsc::channel::<(String, Result<StageRecord, String>)>();
@@ -293,38 +406,42 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
     std::thread::scope(|scope| {
         loop {
             // Start what can start: cache hits are resolved inline, runs go to threads.
-            while !ready.is_empty() {
-                let name = ready.remove(0);
+            while !st.ready.is_empty() {
+                let name = st.ready.remove(0);
                 let Some(s) = p.stage(&name) else { continue };
-                let inputs: BTreeMap<String, String> = s.inputs.iter().map(|b| (b.role.clone(), outputs.get(&b.stage).and_then(|o| o.get(&b.output)).cloned().unwrap_or_default())).collect();
+                let inputs: BTreeMap<String, String> = s.inputs.iter().map(|b| (b.role.clone(), st.outputs.get(&b.stage).and_then(|o| o.get(&b.output)).cloned().unwrap_or_default())).collect();
                 let fp = fingerprint(s, inputs, files.get(&name).cloned().unwrap_or_default());
                 let digest = fp.digest();
+                let lineage = lineage_of(s, &fp, &digest, &st.lineage);
+                st.lineage.insert(name.clone(), lineage.clone());
                 if !forced.contains(&name) {
                     if let Some(rec) = cached(ws, &digest) {
                         let cutoff = s.inputs.iter().any(|b| ran_now.contains(&b.stage));
                         rep.line(&format!("  cached  {name} ({}){}", s.kind, if cutoff { ": upstream reran with identical output" } else { "" }));
-                        outputs.insert(name.clone(), rec.outputs.clone());
+                        st.outputs.insert(name.clone(), rec.outputs.clone());
                         lock.stages.insert(name.clone(), locked(s, &rec));
-                        outcomes.insert(name.clone(), Outcome::Cached { fingerprint: digest, cutoff });
-                        order.push(name.clone());
-                        release(&name, p, &selected, &mut pending, &mut ready);
+                        st.order.push(name.clone());
+                        if st.settle(&name, &rec, rep) {
+                            st.outcomes.insert(name.clone(), Outcome::Cached { fingerprint: digest, cutoff });
+                            release(&name, p, &selected, &mut st.pending, &mut st.ready);
+                        }
                         continue;
                     }
                 }
                 if running >= jobs {
-                    ready.insert(0, name);
+                    st.ready.insert(0, name);
                     break;
                 }
                 let reasons: Vec<String> = if forced.contains(&name) { vec![DirtyReason::Forced.to_string()] } else { reasons_vs_lock(ws, &lock, &name, &fp, &[]).iter().map(ToString::to_string).collect() };
                 rep.line(&format!("  run     {name} ({}): {}", s.kind, reasons.join("; ")));
                 job_reasons.insert(name.clone(), reasons.clone());
-                let job = Job { name: name.clone(), fp, digest };
+                let job = Job { name: name.clone(), fp, digest, lineage };
                 let tx = tx.clone();
                 let views: Result<BTreeMap<String, ArtifactView>, String> = s
                     .inputs
                     .iter()
                     .map(|b| {
-                        let d = outputs.get(&b.stage).and_then(|o| o.get(&b.output)).cloned().unwrap_or_default();
+                        let d = st.outputs.get(&b.stage).and_then(|o| o.get(&b.output)).cloned().unwrap_or_default();
                         let dir = ws.store.view(&d).map_err(|e| format!("materialising {}.{}: {e}", b.stage, b.output))?;
                         Ok((b.role.clone(), ArtifactView { kind: b.kind.clone(), digest: d, dir, producer: format!("{}.{}", b.stage, b.output) }))
                     })
@@ -341,34 +458,31 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
             }
             let Ok((name, result)) = rx.recv() else { break };
             running -= 1;
-            order.push(name.clone());
+            st.order.push(name.clone());
             let Some(s) = p.stage(&name) else { continue };
             match result {
                 Ok(rec) => {
                     let reasons = job_reasons.remove(&name).unwrap_or_default();
                     let shown: Vec<String> = rec.metrics.iter().map(|(k, v)| format!("{k}={}", v.as_str().map_or_else(|| v.to_string(), str::to_string))).collect();
                     rep.line(&format!("  ok      {name} in {:.1}s  {}", rec.seconds, shown.join(" ")));
-                    outputs.insert(name.clone(), rec.outputs.clone());
+                    st.outputs.insert(name.clone(), rec.outputs.clone());
                     lock.stages.insert(name.clone(), locked(s, &rec));
                     ran_now.insert(name.clone());
-                    outcomes.insert(name.clone(), Outcome::Ran { fingerprint: rec.fingerprint.clone(), reasons, seconds: rec.seconds, metrics: rec.metrics.clone() });
-                    release(&name, p, &selected, &mut pending, &mut ready);
+                    if st.settle(&name, &rec, rep) {
+                        st.outcomes.insert(name.clone(), Outcome::Ran { fingerprint: rec.fingerprint.clone(), reasons, seconds: rec.seconds, metrics: rec.metrics.clone() });
+                        release(&name, p, &selected, &mut st.pending, &mut st.ready);
+                    }
                 }
                 Err(error) => {
                     rep.line(&format!("  FAILED  {name} ({}): {error}", s.kind));
-                    outcomes.insert(name.clone(), Outcome::Failed { error });
-                    for d in descendants(p, &name, &selected) {
-                        if !outcomes.contains_key(&d) {
-                            rep.line(&format!("  skip    {d}: upstream `{name}` failed"));
-                            outcomes.insert(d.clone(), Outcome::Skipped { because: name.clone() });
-                            order.push(d.clone());
-                            pending.insert(d, usize::MAX);
-                        }
-                    }
+                    st.outcomes.insert(name.clone(), Outcome::Failed { error });
+                    let failed = name.clone();
+                    st.close_descendants(&name, rep, |_| Outcome::Skipped { because: failed.clone() });
                 }
             }
         }
     });
+    let RunState { order, mut outcomes, .. } = st;
 
     lock.version = 1;
     lock.pipeline = p.header.name.clone();
@@ -376,9 +490,11 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
     let known: BTreeSet<&String> = p.stages.iter().map(|s| &s.name).collect();
     lock.stages.retain(|k, _| known.contains(k));
     lock.write(&ws.lock_path).map_err(EngineError::Io)?;
+    let mut seen = BTreeSet::new();
+    let order: Vec<String> = order.into_iter().filter(|n| seen.insert(n.clone())).collect();
     let summary = RunSummary { pipeline: p.header.name.clone(), stages: order.into_iter().filter_map(|n| outcomes.remove(&n).map(|o| (n, o))).collect() };
     let fingerprints: BTreeMap<&String, &String> = lock.stages.iter().map(|(n, s)| (n, &s.fingerprint)).collect();
-    let record = serde_json::json!({"pipeline": p.header.name, "params": p.header.params, "file": p.file.display().to_string(), "created": now(), "stages": summary.stages, "fingerprints": fingerprints, "metrics": lock.stages.iter().map(|(n, s)| (n, &s.metrics)).collect::<BTreeMap<_, _>>()});
+    let record = serde_json::json!({"pipeline": p.header.name, "params": p.header.params, "file": p.file.display().to_string(), "created": now(), "stages": summary.stages, "fingerprints": fingerprints, "metrics": lock.stages.iter().map(|(n, s)| (n, &s.metrics)).collect::<BTreeMap<_, _>>(), "lock": lock});
     let path = ws.store.root().join("runs").join(format!("{}-{}.json", now(), std::process::id()));
     if let Err(e) = write_atomic(&path, serde_json::to_string_pretty(&record).unwrap_or_default().as_bytes()) {
         tracing::warn!("could not write the run record: {e}");
@@ -448,7 +564,8 @@ fn execute(ws: &Workspace, s: &StageNode, job: &Job, inputs: &BTreeMap<String, A
     let start = Instant::now();
     let scratch = ws.store.scratch(&s.name).map_err(|e| format!("creating scratch directory: {e}"))?;
     let bar = rep.bar(&s.name);
-    let mut ctx = StageContext { name: &s.name, root: &ws.root, inputs, out_root: scratch.join("out"), outputs: s.outputs, progress: bar.clone() };
+    let state = ws.store.state_dir(&job.digest);
+    let mut ctx = StageContext { name: &s.name, root: &ws.root, inputs, out_root: scratch.join("out"), outputs: s.outputs, progress: bar.clone(), state: state.clone(), lineage: job.lineage.clone() };
     let result = catch_unwind(AssertUnwindSafe(|| s.prepared.run(&mut ctx)));
     rep.done(&bar);
     let outcome = match result {
@@ -470,8 +587,10 @@ fn execute(ws: &Workspace, s: &StageNode, job: &Job, inputs: &BTreeMap<String, A
         outputs.insert(o.name.to_string(), d);
     }
     let _ = std::fs::remove_dir_all(&scratch);
-    let rec = StageRecord { fingerprint: job.digest.clone(), inputs: job.fp.clone(), outputs, metrics: outcome.metrics, seconds: start.elapsed().as_secs_f64(), created: now() };
+    let rec = StageRecord { fingerprint: job.digest.clone(), inputs: job.fp.clone(), outputs, metrics: outcome.metrics, seconds: start.elapsed().as_secs_f64(), created: now(), check: outcome.check };
     let bytes = serde_json::to_vec_pretty(&rec).map_err(|e| e.to_string())?;
     write_atomic(&ws.store.record_path(&job.digest), &bytes).map_err(|e| format!("writing stage record: {e}"))?;
+    // The result is stored: what an interrupted attempt kept to resume from is not needed any more.
+    let _ = std::fs::remove_dir_all(&state);
     Ok(rec)
 }

@@ -85,6 +85,9 @@ pub struct StageRecord {
     /// Unix time the record was written.
     #[serde(default)]
     pub created: u64,
+    /// The stage's check on its results, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<crate::stage::Check>,
 }
 
 /// Why a stage must run.

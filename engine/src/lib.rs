@@ -17,6 +17,7 @@ pub mod fingerprint;
 pub mod lockfile;
 pub mod pipeline;
 pub mod report;
+pub mod rounds;
 pub mod schema;
 pub mod stage;
 pub mod store;
@@ -28,7 +29,7 @@ pub use diag::{Diagnostic, Span};
 pub use exec::{Outcome, PlanEntry, RunOptions, RunSummary, plan, run};
 pub use pipeline::{LoadError, Pipeline, load};
 pub use report::Reporter;
-pub use stage::{ArtifactView, ConfigIssue, FileDecl, InputDecl, IoContext, OutputDecl, Registry, Stage, StageContext, StageError, StageOutcome, StageSpec};
+pub use stage::{ArtifactView, Check, ConfigIssue, FileDecl, InputDecl, IoContext, OutputDecl, Registry, Stage, StageContext, StageError, StageOutcome, StageSpec};
 pub use workspace::Workspace;
 
 /// The engine's version, recorded in run records.

@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::config::{Overrides, PipelineHeader, apply_overrides, resolve_params};
 use crate::dag::Dag;
 use crate::diag::{Diagnostic, did_you_mean, render_all};
+use crate::rounds::{Loop, unroll};
 use crate::schema::{pipeline_schema, validate};
 use crate::stage::{OutputDecl, PreparedStage, Registry};
 use crate::yaml::{self, SpanMap, escape};
@@ -62,12 +63,22 @@ pub struct Pipeline {
     pub warnings: Vec<Diagnostic>,
     /// The file's text (for rendering warnings).
     pub source: String,
+    /// Unrolled `rounds` loops.
+    pub loops: Vec<Loop>,
 }
 
 impl Pipeline {
     /// A stage by name.
     pub fn stage(&self, name: &str) -> Option<&StageNode> {
         self.stages.iter().find(|s| s.name == name)
+    }
+
+    /// The loop and round of a stage that is its loop's `until` stage.
+    pub fn until_of(&self, stage: &str) -> Option<(&Loop, usize)> {
+        self.loops.iter().find_map(|l| match l.position(stage) {
+            Some((round, body)) if l.until.as_deref() == Some(body) => Some((l, round)),
+            _ => None,
+        })
     }
 
     /// Stage name → kind, for renderings.
@@ -107,6 +118,8 @@ pub fn load(file: &Path, registry: &Registry, overrides: &Overrides) -> Result<P
     let fail = |diagnostics: Vec<Diagnostic>, source: &str| LoadError { file: shown.clone(), source: source.to_string(), diagnostics };
     let mut doc = yaml::parse(&source).map_err(|d| fail(d, &source))?;
     let mut diags = apply_overrides(&mut doc, overrides);
+    let (loops, loop_errs) = unroll(&mut doc);
+    diags.extend(loop_errs);
     let (param_errs, used) = resolve_params(&mut doc);
     diags.extend(param_errs);
     diags.extend(validate(&pipeline_schema(registry), &doc.value, &doc.spans));
@@ -182,6 +195,8 @@ pub fn load(file: &Path, registry: &Registry, overrides: &Overrides) -> Result<P
                 Some((s, o)) => (s.to_string(), Some(o.to_string())),
                 None => (input.reference.clone(), None),
             };
+            // Inside a loop round, a body stage's name means that round's copy.
+            let up = loops.iter().find_map(|l| l.position(&name).and_then(|(r, _)| l.rounds[r - 1].get(&up).cloned())).unwrap_or(up);
             let Some((up_kind, up_outputs)) = outputs_of.get(&up) else {
                 let mut d = Diagnostic::error(format!("stage `{name}` reads `{}`, but there is no stage `{up}`", input.reference)).at(span).label("unknown stage");
                 d = match did_you_mean(&up, outputs_of.keys().map(String::as_str)) {
@@ -233,6 +248,18 @@ pub fn load(file: &Path, registry: &Registry, overrides: &Overrides) -> Result<P
         }
         stages.push(StageNode { name, kind, version, config, inputs, outputs, prepared });
     }
+    // A round starts after the previous round's `until` stage has decided
+    // whether another round is needed (an ordering edge, not an input).
+    for l in &loops {
+        let Some(u) = &l.until else { continue };
+        for k in 1..l.rounds.len() {
+            if let Some(prev) = l.rounds[k - 1].get(u) {
+                for s in l.rounds[k].values() {
+                    dag.edge(prev, s, "after");
+                }
+            }
+        }
+    }
     if let Some(cycle) = dag.find_cycle() {
         let span = cycle.windows(2).find_map(|w| edge_spans.get(&(w[0].clone(), w[1].clone())).copied().flatten());
         diags.push(
@@ -248,14 +275,16 @@ pub fn load(file: &Path, registry: &Registry, overrides: &Overrides) -> Result<P
         all.extend(warnings);
         return Err(fail(all, &source));
     }
-    Ok(Pipeline { file: file.to_path_buf(), root, header, stages, dag, warnings, source })
+    Ok(Pipeline { file: file.to_path_buf(), root, header, stages, dag, warnings, source, loops })
 }
 
 /// The stage whose block contains `line`, if any (to skip deeper checks on
 /// stages that already failed schema validation).
-fn stage_at_line(doc: &Value, spans: &SpanMap, line: usize) -> Option<String> {
-    let stages = doc.get("stages")?.as_object()?;
+fn stage_at_line(doc: &Value, spans: &SpanMap, line: usize) -> Vec<String> {
+    let Some(stages) = doc.get("stages").and_then(Value::as_object) else { return Vec::new() };
     let mut starts: Vec<(usize, &String)> = stages.keys().filter_map(|k| Some((spans.key(&format!("/stages/{}", escape(k)))?.line, k))).collect();
     starts.sort();
-    starts.iter().rev().find(|(l, _)| *l <= line).map(|(_, k)| (*k).clone())
+    // Unrolled loop stages share their body's lines: all of them are broken.
+    let best = starts.iter().rev().find(|(l, _)| *l <= line).map(|(l, _)| *l);
+    starts.iter().filter(|(l, _)| Some(*l) == best).map(|(_, k)| (*k).clone()).collect()
 }

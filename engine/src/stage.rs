@@ -104,6 +104,17 @@ pub struct ArtifactView {
     pub producer: String,
 }
 
+/// A condition a stage checked on its own results (an evaluation gate).
+/// Its outputs are stored either way; a failed check stops the stage's
+/// dependents — except in a loop, where it means "go another round".
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Check {
+    /// Whether the condition holds.
+    pub passed: bool,
+    /// One line with the numbers (`exact_match 0.62 < 0.80`).
+    pub summary: String,
+}
+
 /// Headline results of a stage run: recorded in the lock file and the run
 /// record, printed after the stage.
 #[derive(Debug, Clone, Default)]
@@ -112,6 +123,8 @@ pub struct StageOutcome {
     pub metrics: BTreeMap<String, Value>,
     /// Warnings to show the user (they do not fail the stage).
     pub warnings: Vec<String>,
+    /// A condition on the results, if the stage checks one.
+    pub check: Option<Check>,
 }
 
 /// Why a stage failed.
@@ -159,6 +172,8 @@ pub struct StageContext<'a> {
     pub(crate) out_root: PathBuf,
     pub(crate) outputs: &'static [OutputDecl],
     pub(crate) progress: ProgressBar,
+    pub(crate) state: PathBuf,
+    pub(crate) lineage: Value,
 }
 
 impl StageContext<'_> {
@@ -185,6 +200,20 @@ impl StageContext<'_> {
     /// The stage's progress bar: set a length and `inc` it, or set a message.
     pub fn progress(&self) -> &ProgressBar {
         &self.progress
+    }
+
+    /// A directory that survives a failed or killed attempt of this same
+    /// stage (same fingerprint) and is removed once the stage succeeds: the
+    /// place for checkpoints a rerun resumes from.
+    pub fn state_dir(&self) -> Result<PathBuf, StageError> {
+        std::fs::create_dir_all(&self.state).ctx(|| format!("creating {}", self.state.display()))?;
+        Ok(self.state.clone())
+    }
+
+    /// Where this stage's result comes from: its kind, fingerprint, config
+    /// and files, and the same for every upstream stage, recursively (JSON).
+    pub fn lineage(&self) -> &Value {
+        &self.lineage
     }
 }
 
@@ -213,6 +242,12 @@ pub trait Stage: Send + Sync + 'static {
     fn show(_output: &OutputDecl, _dir: &Path, _w: &mut dyn Write, _limit: usize) -> io::Result<bool> {
         Ok(false)
     }
+
+    /// Lines `tailor plan` prints under the stage (what a run will need, say).
+    /// `inputs` holds the directories of upstream artifacts that already exist.
+    fn notes(_config: &Self::Config, _root: &Path, _inputs: &BTreeMap<String, PathBuf>) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A configured stage, ready to run.
@@ -221,6 +256,8 @@ pub trait PreparedStage: Send + Sync {
     fn spec(&self) -> &StageSpec;
     /// Run it.
     fn run(&self, ctx: &mut StageContext<'_>) -> Result<StageOutcome, StageError>;
+    /// Plan notes.
+    fn notes(&self, root: &Path, inputs: &BTreeMap<String, PathBuf>) -> Vec<String>;
 }
 
 /// A stage kind with its config type erased.
@@ -254,6 +291,9 @@ impl<S: Stage> PreparedStage for Prepared<S> {
     }
     fn run(&self, ctx: &mut StageContext<'_>) -> Result<StageOutcome, StageError> {
         S::run(&self.config, ctx)
+    }
+    fn notes(&self, root: &Path, inputs: &BTreeMap<String, PathBuf>) -> Vec<String> {
+        S::notes(&self.config, root, inputs)
     }
 }
 

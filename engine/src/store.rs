@@ -8,6 +8,8 @@
 //!   index/ab/cdef….json     stage records, named by stage fingerprint
 //!   views/<digest>/…        artifacts laid out as directories (hard links)
 //!   tmp/                    scratch space of the run in progress
+//!   state/<fingerprint>/    what a killed stage resumes from (checkpoints);
+//!                           removed when that stage succeeds
 //!   runs/                   one record per `tailor run`
 //!   statcache.json, run.lock
 //! ```
@@ -141,6 +143,12 @@ impl Store {
         let p = self.root.join("tmp").join(format!("{label}-{}-{}", std::process::id(), unique()));
         fs::create_dir_all(&p)?;
         Ok(p)
+    }
+
+    /// Where a stage with this fingerprint keeps what an interrupted attempt
+    /// can resume from (not created here).
+    pub fn state_dir(&self, fingerprint: &str) -> PathBuf {
+        self.root.join("state").join(fingerprint)
     }
 
     /// Delete leftovers of interrupted runs. Call only while holding the run

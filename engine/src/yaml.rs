@@ -66,6 +66,18 @@ impl SpanMap {
         }
     }
 
+    /// Give every node under `from` the same span under `to` (unrolled
+    /// loop stages point at the body they came from).
+    pub fn copy_prefix(&mut self, from: &str, to: &str) {
+        let copies: Vec<(String, NodeSpan)> = self
+            .map
+            .iter()
+            .filter(|(k, _)| k.as_str() == from || k.starts_with(&format!("{from}/")))
+            .map(|(k, v)| (format!("{to}{}", &k[from.len()..]), *v))
+            .collect();
+        self.map.extend(copies);
+    }
+
     /// Record a span for a pointer (used by command-line overrides).
     pub fn insert(&mut self, pointer: String, span: NodeSpan) {
         self.map.insert(pointer, span);

@@ -80,7 +80,7 @@ impl Stage for Shout {
         std::fs::write(ctx.output_dir("text")?.join("t.txt"), format!("{}{}", text.to_uppercase(), c.suffix)).ctx(|| "write".into())?;
         let mut metrics = BTreeMap::new();
         metrics.insert("chars".into(), serde_json::json!(text.len()));
-        Ok(StageOutcome { metrics, warnings: vec![] })
+        Ok(StageOutcome { metrics, warnings: vec![], check: None })
     }
 }
 
@@ -96,9 +96,49 @@ fn rendezvous() -> Result<(), StageError> {
     if timeout.timed_out() { Err(StageError::msg("the other stage never ran concurrently")) } else { Ok(()) }
 }
 
+/// Passes its check when the input text has at least `min` characters;
+/// `resume` fails the first attempt after leaving a marker in its state
+/// directory, and succeeds when a later attempt finds it.
+struct Gate;
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct GateCfg {
+    input: String,
+    #[serde(default)]
+    min: usize,
+    #[serde(default)]
+    resume: bool,
+}
+impl Stage for Gate {
+    type Config = GateCfg;
+    const KIND: &'static str = "gate";
+    const VERSION: u32 = 1;
+    const ABOUT: &'static str = "length gate";
+    const OUTPUTS: &'static [OutputDecl] = TEXT;
+    fn spec(c: &GateCfg, _: &Path) -> Result<StageSpec, Vec<ConfigIssue>> {
+        Ok(StageSpec { inputs: vec![InputDecl { role: "input".into(), reference: c.input.clone(), pointer: "/input".into(), accepts: vec!["text"] }], ..Default::default() })
+    }
+    fn run(c: &GateCfg, ctx: &mut StageContext<'_>) -> Result<StageOutcome, StageError> {
+        if c.resume {
+            let marker = ctx.state_dir()?.join("attempted");
+            if !marker.exists() {
+                std::fs::write(&marker, "1").ctx(|| "marker".into())?;
+                return Err(StageError::msg("first attempt fails"));
+            }
+        }
+        let text = std::fs::read_to_string(ctx.input("input")?.dir.join("t.txt")).ctx(|| "read".into())?;
+        let out = ctx.output_dir("text")?;
+        std::fs::write(out.join("t.txt"), &text).ctx(|| "write".into())?;
+        std::fs::write(out.join("lineage.json"), ctx.lineage().to_string()).ctx(|| "write".into())?;
+        let passed = text.len() >= c.min;
+        let check = tailor_engine::Check { passed, summary: format!("length {} {} {}", text.len(), if passed { ">=" } else { "<" }, c.min) };
+        Ok(StageOutcome { check: Some(check), ..Default::default() })
+    }
+}
+
 fn registry() -> Registry {
     let mut r = Registry::new();
-    r.register::<Source>().register::<Shout>();
+    r.register::<Source>().register::<Shout>().register::<Gate>();
     r
 }
 
@@ -226,4 +266,59 @@ fn force_and_targets() {
     assert_eq!(ran(&out), vec!["src", "up"]);
     let out = p.run_with(Overrides::default(), RunOptions { targets: vec!["up".into()], force: true, ..Default::default() });
     assert_eq!(ran(&out), vec!["up"]);
+}
+
+#[test]
+fn a_loop_stops_after_the_round_whose_check_passes() {
+    let yaml = "version: 1\nname: t\nstages:\n  src: {kind: source, path: in.txt}\n  improve:\n    rounds: 4\n    until: check\n    stages:\n      grow: {kind: shout, input: '${prev.grow|src}', suffix: '!!'}\n      check: {kind: gate, input: grow, min: 9}\n  after: {kind: shout, input: check_4}\n";
+    let p = Project::new(yaml);
+    let out = p.run();
+    let get = |out: &[(String, Outcome)], n: &str| out.iter().find(|(x, _)| x == n).map(|(_, o)| o.clone()).unwrap_or_else(|| panic!("no outcome for {n}: {out:?}"));
+    // hello → HELLO!! (7 chars, round 1 fails its check) → HELLO!!!! (9, passes).
+    assert_eq!(ran(&out), vec!["check_1", "check_2", "grow_1", "grow_2", "src"]);
+    for n in ["grow_3", "check_3", "grow_4", "check_4", "after"] {
+        assert!(matches!(get(&out, n), Outcome::NotNeeded { .. }), "{n}: {:?}", get(&out, n));
+    }
+    assert!(out.iter().all(|(_, o)| !matches!(o, Outcome::Failed { .. } | Outcome::Skipped { .. })), "{out:?}");
+    // Cached rounds decide the same way.
+    let again = p.run();
+    assert!(ran(&again).is_empty(), "{again:?}");
+    assert!(matches!(get(&again, "grow_3"), Outcome::NotNeeded { .. }));
+}
+
+#[test]
+fn a_failed_check_stops_dependents_but_keeps_its_result() {
+    let yaml = "version: 1\nname: t\nstages:\n  src: {kind: source, path: in.txt}\n  check: {kind: gate, input: src, min: 50}\n  after: {kind: shout, input: check}\n";
+    let p = Project::new(yaml);
+    let out = p.run();
+    assert!(matches!(&out.iter().find(|(n, _)| n == "check").unwrap().1, Outcome::Failed { error } if error.contains("length 5 < 50")), "{out:?}");
+    assert!(matches!(&out.iter().find(|(n, _)| n == "after").unwrap().1, Outcome::Skipped { .. }));
+    let lock = std::fs::read_to_string(p.dir.path().join("tailor.lock")).unwrap();
+    assert!(lock.contains("check:"), "the checked stage's result is locked: {lock}");
+    // Nothing reruns: the same inputs fail the same check, from the cache.
+    let again = p.run();
+    assert!(ran(&again).is_empty());
+    assert!(matches!(&again.iter().find(|(n, _)| n == "check").unwrap().1, Outcome::Failed { .. }));
+    let plan = p.plan(Overrides::default());
+    assert!(plan.iter().find(|e| e.name == "check").unwrap().reasons[0].contains("its check failed"));
+}
+
+#[test]
+fn state_survives_a_failed_attempt_and_goes_with_success_and_lineage_nests() {
+    let yaml = "version: 1\nname: t\nstages:\n  src: {kind: source, path: in.txt}\n  up: {kind: shout, input: src}\n  g: {kind: gate, input: up, resume: true}\n";
+    let p = Project::new(yaml);
+    let first = p.run();
+    assert!(matches!(&first.iter().find(|(n, _)| n == "g").unwrap().1, Outcome::Failed { .. }));
+    let state = p.dir.path().join(".tailor/state");
+    assert_eq!(std::fs::read_dir(&state).unwrap().count(), 1, "the failed attempt's state is kept");
+    let second = p.run();
+    assert_eq!(ran(&second), vec!["g"], "{second:?}");
+    assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0, "state is removed after success");
+    let lock: serde_json::Value = serde_json::to_value(tailor_engine::lockfile::Lock::read(&p.dir.path().join("tailor.lock")).unwrap()).unwrap();
+    let digest = lock["stages"]["g"]["outputs"]["text"].as_str().unwrap().to_string();
+    let store = tailor_engine::store::Store::open(&p.dir.path().join(".tailor")).unwrap();
+    let lineage: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(store.view(&digest).unwrap().join("lineage.json")).unwrap()).unwrap();
+    assert_eq!(lineage["kind"], "gate");
+    assert_eq!(lineage["inputs"]["input"]["from"]["kind"], "shout");
+    assert_eq!(lineage["inputs"]["input"]["from"]["inputs"]["input"]["from"]["files"]["in.txt"].as_str().map(str::len), Some(64));
 }

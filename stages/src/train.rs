@@ -284,7 +284,7 @@ impl Stage for Train {
             let msg = err.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or("the trainer failed without a message").trim_start_matches("error: ");
             return Err(StageError::msg(msg.to_string()));
         }
-        Ok(StageOutcome { metrics, warnings: vec![] })
+        Ok(StageOutcome { metrics, warnings: vec![], check: None })
     }
 }
 

@@ -321,7 +321,7 @@ impl Stage for Clean {
         if records.len() < 50 {
             warnings.push(format!("only {} records left after cleaning; fine-tuning needs dozens at least, and thousands give stable effects", records.len()));
         }
-        Ok(StageOutcome { metrics, warnings })
+        Ok(StageOutcome { metrics, warnings, check: None })
     }
 
     fn show(output: &OutputDecl, dir: &Path, w: &mut dyn std::io::Write, limit: usize) -> std::io::Result<bool> {

@@ -233,7 +233,7 @@ impl Stage for Collect {
         metrics.insert("records".into(), json!(records.len()));
         metrics.insert("rejected".into(), json!(rejects.len()));
         metrics.insert("files".into(), json!(jobs.len()));
-        Ok(StageOutcome { metrics, warnings })
+        Ok(StageOutcome { metrics, warnings, check: None })
     }
 
     fn show(output: &OutputDecl, dir: &Path, w: &mut dyn std::io::Write, limit: usize) -> std::io::Result<bool> {

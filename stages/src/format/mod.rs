@@ -297,7 +297,7 @@ impl Stage for Format {
         if dropped > 0 {
             warnings.push(format!("{dropped} records dropped (over max_tokens with `truncation: drop`, or nothing left to learn after truncation)"));
         }
-        Ok(StageOutcome { metrics, warnings })
+        Ok(StageOutcome { metrics, warnings, check: None })
     }
 
     fn show(_output: &OutputDecl, dir: &Path, w: &mut dyn Write, limit: usize) -> std::io::Result<bool> {
