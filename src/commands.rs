@@ -65,11 +65,13 @@ pub fn dispatch(cli: Cli) -> u8 {
                     let cached = count(|o| matches!(o, Outcome::Cached { .. }));
                     let failed = count(|o| matches!(o, Outcome::Failed { .. }));
                     let skipped = count(|o| matches!(o, Outcome::Skipped { .. }));
+                    let unneeded = count(|o| matches!(o, Outcome::NotNeeded { .. }));
                     if !cli.json {
+                        let later = if unneeded > 0 { format!(", {unneeded} not needed (a loop ended early)") } else { String::new() };
                         if ran == 0 && failed == 0 {
-                            eprintln!("Nothing to do: all {cached} stages are up to date (no stage ran).");
+                            eprintln!("Nothing to do: all {cached} stages are up to date (no stage ran){later}.");
                         } else {
-                            eprintln!("{ran} ran, {cached} cached, {failed} failed, {skipped} skipped; lock file: {}", ws.lock_path.display());
+                            eprintln!("{ran} ran, {cached} cached, {failed} failed, {skipped} skipped{later}; lock file: {}", ws.lock_path.display());
                         }
                         for (name, o) in &summary.stages {
                             if let Outcome::Failed { error } = o {
@@ -167,6 +169,9 @@ fn print_plan(entries: &[tailor_engine::PlanEntry]) {
         println!("{mark} {} ({}): {}", e.name, e.kind, e.status);
         for r in &e.reasons {
             println!("      {r}");
+        }
+        for n in &e.notes {
+            println!("      · {n}");
         }
     }
     if run == 0 {

@@ -203,6 +203,122 @@ pub fn gpu(name: &str) -> Result<Gpu, String> {
     GPUS.iter().copied().find(|g| g.name == name).ok_or_else(|| format!("unknown GPU `{name}`; known: {}", GPUS.iter().map(|g| g.name).collect::<Vec<_>>().join(", ")))
 }
 
+impl Shape {
+    /// The exact shape of a Hugging Face `config.json` (Llama family).
+    pub fn from_config(cfg: &serde_json::Value) -> Option<Shape> {
+        let f = |k: &str| cfg[k].as_f64();
+        let (h, l, i, v) = (f("hidden_size")?, f("num_hidden_layers")?, f("intermediate_size")?, f("vocab_size")?);
+        let heads = f("num_attention_heads").unwrap_or(1.0).max(1.0);
+        let kv = f("num_key_value_heads").unwrap_or(heads);
+        let d = f("head_dim").unwrap_or(h / heads);
+        let attn = h * heads * d * 2.0 + 2.0 * h * kv * d;
+        let params = v * h * if cfg["tie_word_embeddings"] == true { 1.0 } else { 2.0 } + l * (attn + 3.0 * h * i + 2.0 * h) + h;
+        Some(Shape { params, hidden: h, layers: l, ffn: i, heads })
+    }
+}
+
+/// What one training run of Tailor's own trainer needs in memory, as
+/// implemented (no activation checkpointing): frozen weights in their
+/// dtype (NF4 for QLoRA's linear layers), trainable float32 weights with
+/// their gradients and AdamW's two moments, and the activations autograd
+/// keeps — per token and layer about 10·hidden + 4·ffn values (norm, q/k/v,
+/// attention output, MLP inputs and products), plus three vocab-wide rows
+/// for the logits, their log-softmax and its gradient.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunMemory {
+    /// Frozen (or master) weights, bytes.
+    pub weights: f64,
+    /// Trainable parameters.
+    pub trainable: f64,
+    /// Gradients and optimizer state of the trainable parameters, bytes.
+    pub optimizer: f64,
+    /// Activations of one micro-batch, bytes.
+    pub activations: f64,
+}
+
+impl RunMemory {
+    /// Everything together, bytes.
+    pub fn total(&self) -> f64 {
+        self.weights + self.optimizer + self.activations
+    }
+}
+
+/// Memory of a run of `method` on `shape`: `dtype_bytes` per frozen value
+/// and activation, LoRA rank `r` on `targets` of the seven linear layers
+/// per block, micro-batches of `batch` × `seq` tokens.
+pub fn run_memory(shape: &Shape, vocab: f64, method: Method, dtype_bytes: f64, r: f64, targets: f64, seq: f64, batch: f64) -> RunMemory {
+    let (h, l, f) = (shape.hidden, shape.layers, shape.ffn);
+    let linear = l * (4.0 * h * h + 3.0 * h * f);
+    let rest = (shape.params - linear).max(0.0);
+    let per_layer_in_out = [2.0 * h, 1.25 * h, 1.25 * h, 2.0 * h, h + f, h + f, f + h];
+    let lora: f64 = r * l * per_layer_in_out.iter().take(targets.clamp(1.0, 7.0) as usize).sum::<f64>();
+    let (weights, trainable) = match method {
+        Method::Full => (shape.params * 4.0, shape.params),
+        Method::Lora => (shape.params * dtype_bytes, lora),
+        Method::Qlora => (linear * (0.5 + 1.0 / 64.0) + rest * dtype_bytes, lora),
+    };
+    let tokens = seq * batch;
+    let activations = tokens * (l * (10.0 * h + 4.0 * f) * dtype_bytes + 3.0 * vocab * 4.0);
+    RunMemory { weights, trainable, optimizer: trainable * 16.0, activations }
+}
+
+/// Memory the machine has available, bytes (Linux `MemAvailable`).
+pub fn available_memory() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    line.split_whitespace().nth(1)?.parse::<f64>().ok().map(|kb| kb * 1024.0)
+}
+
+/// The line `tailor plan` prints under a train stage: estimated peak memory
+/// and whether it fits this machine (CPU runs; a CUDA run is compared with
+/// nothing, since the plan does not load libtorch).
+pub fn plan_note(base: &std::path::Path, mth: &crate::train::settings::Method, h: &crate::train::settings::Hyper, data: Option<&std::path::Path>) -> Vec<String> {
+    use crate::train::settings::{DeviceCfg, DtypeCfg, MethodCfg};
+    let cfg = if crate::train::base::is_gguf(base) {
+        crate::train::base::gguf_config(base).ok()
+    } else {
+        std::fs::read(base.join("config.json")).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+    };
+    let Some((shape, vocab)) = cfg.as_ref().and_then(|c| Some((Shape::from_config(c)?, c["vocab_size"].as_f64()?))) else { return vec![] };
+    let manifest = data.and_then(|d| std::fs::read(d.join("manifest.json")).ok()).and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    let (seq, known) = match manifest.as_ref().and_then(|m| m["max_tokens"].as_f64()) {
+        Some(s) => (s, true),
+        None => (512.0, false),
+    };
+    let method = match mth.method {
+        MethodCfg::Full => Method::Full,
+        MethodCfg::Lora => Method::Lora,
+        MethodCfg::Qlora => Method::Qlora,
+    };
+    let bytes = match h.dtype {
+        DtypeCfg::Bfloat16 | DtypeCfg::Float16 => 2.0,
+        DtypeCfg::Float32 => 4.0,
+        DtypeCfg::Auto if h.device == DeviceCfg::Cuda => 2.0,
+        DtypeCfg::Auto => 4.0,
+    };
+    let targets = if mth.lora.targets.iter().any(|t| t == "all-linear") { 7.0 } else { mth.lora.targets.len() as f64 };
+    let m = run_memory(&shape, vocab, method, bytes, mth.lora.r as f64, targets, seq, h.batch_size as f64);
+    let gib = |b: f64| b / GIB;
+    let mut line = format!(
+        "memory ≈ {:.2} GiB: weights {:.2} · {:.2}M trainable with AdamW {:.2} · activations {:.2} ({} × {} tokens{}, {}-bit)",
+        gib(m.total()),
+        gib(m.weights),
+        m.trainable / 1e6,
+        gib(m.optimizer),
+        gib(m.activations),
+        h.batch_size,
+        seq,
+        if known { "" } else { ", assumed until the data exists" },
+        bytes * 8.0
+    );
+    if h.device != DeviceCfg::Cuda {
+        if let Some(avail) = available_memory() {
+            line.push_str(&if m.total() < avail * 0.9 { format!(" — fits in the {:.1} GiB available", gib(avail)) } else { format!(" — does NOT fit in the {:.1} GiB available: lower batch_size or max_tokens, or use qlora", gib(avail)) });
+        }
+    }
+    vec![line]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

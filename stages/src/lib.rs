@@ -7,6 +7,8 @@ pub mod collect;
 pub mod estimate;
 pub mod format;
 pub mod record;
+pub mod retrain;
+pub mod runner;
 pub mod show;
 pub mod text;
 pub mod tokenizer;
@@ -21,5 +23,6 @@ pub fn registry() -> Registry {
     r.register::<clean::Clean>();
     r.register::<format::Format>();
     r.register::<train::Train>();
+    r.register::<retrain::Retrain>();
     r
 }

@@ -57,6 +57,25 @@ pub enum Body {
 }
 
 impl Body {
+    /// The last exchange as (what was asked, what should be answered): the
+    /// last assistant reply and the user turn before it; the instruction
+    /// (with its input) and output; the prompt and completion; or nothing
+    /// and the text. Evaluations compare model outputs with the answer, and
+    /// review files show the question.
+    pub fn exchange(&self) -> (String, String) {
+        match self {
+            Body::Chat { messages } => {
+                let last = messages.iter().rposition(|m| m.role == "assistant");
+                let reply = last.map(|i| messages[i].content.clone()).unwrap_or_default();
+                let asked = messages[..last.unwrap_or(messages.len())].iter().rev().find(|m| m.role == "user").map(|m| m.content.clone()).unwrap_or_default();
+                (asked, reply)
+            }
+            Body::Instruction { instruction, input, output } => (if input.is_empty() { instruction.clone() } else { format!("{instruction}\n\n{input}") }, output.clone()),
+            Body::Completion { prompt, completion } => (prompt.clone(), completion.clone()),
+            Body::Text { text } => (String::new(), text.clone()),
+        }
+    }
+
     /// Every text field, for cleaning steps that look at all of them.
     pub fn texts_mut(&mut self) -> Vec<&mut String> {
         match self {

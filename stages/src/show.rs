@@ -98,3 +98,71 @@ pub fn tokenized(dir: &Path, w: &mut dyn Write, limit: usize) -> io::Result<bool
     }
     Ok(true)
 }
+
+fn json_file(p: &Path) -> serde_json::Value {
+    std::fs::read(p).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+/// Print a model artifact: what was trained and how it went, then its
+/// lineage — the chain of stages and files it came from.
+pub fn model(dir: &Path, w: &mut dyn Write) -> io::Result<bool> {
+    let train = json_file(&dir.join("train.json"));
+    let metrics = json_file(&dir.join("metrics.json"));
+    let base = json_file(&dir.join("base.json"));
+    let what = if dir.join("adapter").exists() { "adapter (PEFT layout) in adapter/" } else { "model (Hugging Face layout) in model/" };
+    writeln!(w, "{what}{}", if dir.join("merged").exists() { ", merged model in merged/" } else { "" })?;
+    writeln!(w, "method: {}  base: {}", train["method"]["method"].as_str().unwrap_or("?"), base["path"].as_str().unwrap_or("?"))?;
+    let num = |k: &str| metrics[k].as_f64().map_or("-".to_string(), |v| if v.fract() == 0.0 { format!("{v}") } else { format!("{v:.4}") });
+    writeln!(w, "steps {}  tokens {}  trainable parameters {}  train loss {}  validation loss {}", num("steps"), num("tokens"), num("trainable_parameters"), num("train_loss"), num("val_loss"))?;
+    let lineage = json_file(&dir.join("lineage.json"));
+    if !lineage.is_null() {
+        writeln!(w, "\nlineage (newest first):")?;
+        lineage_lines(&lineage, 0, "model", w)?;
+    }
+    Ok(true)
+}
+
+/// Print one lineage node and its inputs, indented by depth.
+pub fn lineage_lines(node: &serde_json::Value, depth: usize, role: &str, w: &mut dyn Write) -> io::Result<()> {
+    let pad = "  ".repeat(depth + 1);
+    let fp = node["fingerprint"].as_str().map_or(String::new(), |f| f.chars().take(12).collect());
+    writeln!(w, "{pad}{role} ← {} [{fp}]", node["kind"].as_str().unwrap_or("?"))?;
+    for (path, digest) in node["files"].as_object().into_iter().flatten() {
+        writeln!(w, "{pad}    file {path} @ {}", digest.as_str().map_or(String::new(), |d| d.chars().take(12).collect()))?;
+    }
+    for (r, input) in node["inputs"].as_object().into_iter().flatten() {
+        if input["from"].is_object() {
+            lineage_lines(&input["from"], depth + 1, &format!("{r} ({})", input["output"].as_str().unwrap_or("")), w)?;
+        }
+    }
+    Ok(())
+}
+
+/// Print an evaluation artifact: corpus metrics per variant (with the
+/// change from base to tuned), then the worst cases.
+pub fn evaluation(dir: &Path, w: &mut dyn Write, limit: usize) -> io::Result<bool> {
+    let m = json_file(&dir.join("metrics.json"));
+    let variants = m["variants"].as_object().cloned().unwrap_or_default();
+    let tuned = variants.get("tuned").cloned().unwrap_or_default();
+    let base = variants.get("base");
+    writeln!(w, "{} samples", m["samples"])?;
+    writeln!(w, "{:<16} {:>10}{}", "metric", "tuned", if base.is_some() { format!(" {:>10} {:>10}", "base", "change") } else { String::new() })?;
+    for (k, v) in tuned.as_object().into_iter().flatten() {
+        let t = v.as_f64().unwrap_or(f64::NAN);
+        match base.and_then(|b| b[k].as_f64()) {
+            Some(b) => writeln!(w, "{k:<16} {t:>10.4} {b:>10.4} {:>+10.4}", t - b)?,
+            None => writeln!(w, "{k:<16} {t:>10.4}")?,
+        }
+    }
+    let text = std::fs::read_to_string(dir.join("results.jsonl")).unwrap_or_default();
+    let mut rows: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).filter(|v: &serde_json::Value| v["variant"] == "tuned").collect();
+    rows.sort_by_key(|r| r["pass"].as_bool().unwrap_or(false));
+    writeln!(w, "\nworst cases (see review.html to mark and fix them):")?;
+    for r in rows.iter().take(limit) {
+        writeln!(w, "\n[{}] {}", r["id"].as_str().unwrap_or(""), if r["pass"] == true { "pass" } else { "FAIL" })?;
+        writeln!(w, "     prompt: {}", clip(r["prompt"].as_str().unwrap_or(""), 100))?;
+        writeln!(w, "  reference: {}", clip(r["reference"].as_str().unwrap_or(""), 100))?;
+        writeln!(w, "     output: {}", clip(r["output"].as_str().unwrap_or(""), 100))?;
+    }
+    Ok(true)
+}

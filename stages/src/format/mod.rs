@@ -99,6 +99,9 @@ struct Sample {
     ids: Vec<u32>,
     mask: Vec<u8>,
     truncated: bool,
+    /// The record's last question and answer (for evaluation and review).
+    asked: String,
+    answer: String,
 }
 
 /// Tokenize a rendered sample; the mask is 1 on tokens whose bytes start
@@ -182,7 +185,7 @@ fn write_split(dir: &Path, samples: &[&Sample], cfg: &FormatConfig, tok: &Tokeni
     let mut w = std::io::BufWriter::new(std::fs::File::create(dir.join("samples.jsonl")).ctx(|| "samples.jsonl".into())?);
     for s in samples {
         let t: usize = s.mask.iter().map(|&m| m as usize).sum();
-        writeln!(w, "{}", json!({"id": s.id, "tokens": s.ids.len(), "target_tokens": t, "truncated": s.truncated})).ctx(|| "samples.jsonl".into())?;
+        writeln!(w, "{}", json!({"id": s.id, "tokens": s.ids.len(), "target_tokens": t, "truncated": s.truncated, "prompt": s.asked, "reference": s.answer})).ctx(|| "samples.jsonl".into())?;
     }
     w.flush().ctx(|| "samples.jsonl".into())?;
     Ok(m)
@@ -191,7 +194,7 @@ fn write_split(dir: &Path, samples: &[&Sample], cfg: &FormatConfig, tok: &Tokeni
 impl Stage for Format {
     type Config = FormatConfig;
     const KIND: &'static str = "format";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const ABOUT: &'static str = "Render records with a template, tokenize them with a loss mask on the completion, split and pack.";
     const OUTPUTS: &'static [OutputDecl] = &[
         OutputDecl { name: "train", kind: "tokenized", about: "training samples (tokens.safetensors, manifest.json)" },
@@ -263,7 +266,8 @@ impl Stage for Format {
                 if !mask.contains(&1) {
                     return Ok(None);
                 }
-                Ok(Some(Sample { id: r.id.clone(), ids, mask, truncated }))
+                let (asked, answer) = r.body.exchange();
+                Ok(Some(Sample { id: r.id.clone(), ids, mask, truncated, asked, answer }))
             })
             .collect();
         let mut samples = Vec::with_capacity(results.len());

@@ -1,0 +1,153 @@
+//! `retrain`: continue training a `train` (or `retrain`) result on improved
+//! data — the original data plus corrections, formatted like the rest.
+//! Adapters continue from their trained values and, by default, from the
+//! saved AdamW moments; a fully fine-tuned model becomes the base of the
+//! next run. Method and LoRA settings come from the model being continued
+//! (`train.json` in its artifact), so the adapters line up.
+//!
+//! `focus: {failures: 3}` reads an `evaluate` stage's per-sample results
+//! and repeats the training samples that failed three times per epoch —
+//! the "fix what the model gets wrong" half of the loop. Failures that are
+//! not in the training data are counted and reported, not silently lost.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tailor_engine::{ConfigIssue, InputDecl, IoContext, OutputDecl, Stage, StageContext, StageError, StageOutcome, StageSpec};
+
+use crate::train::settings::{Hyper, Method, MethodCfg};
+use crate::train::{self, base};
+
+/// Configuration of a `retrain` stage.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RetrainConfig {
+    /// The model to continue: a `train` or `retrain` stage.
+    pub from: String,
+    /// Tokenized training data (the improved dataset).
+    pub data: String,
+    /// Tokenized validation data, for the validation loss.
+    pub validation: Option<String>,
+    /// An `evaluate` stage whose failed samples `focus` repeats.
+    pub evaluation: Option<String>,
+    /// What to emphasise.
+    pub focus: Option<Focus>,
+    /// `resume` the optimizer state saved with the model (adapters), or
+    /// start it `fresh`.
+    #[serde(default)]
+    pub optimizer: OptimizerStart,
+    /// Optimisation and runtime settings.
+    #[serde(flatten)]
+    pub hyper: Hyper,
+}
+
+/// Emphasis on some samples.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Focus {
+    /// Repeat each training sample that failed the evaluation this many
+    /// times per epoch (2 or more).
+    #[schemars(range(min = 2, max = 100))]
+    pub failures: usize,
+}
+
+/// Where the optimizer starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerStart {
+    /// Continue from the saved AdamW moments when the model has them.
+    #[default]
+    Resume,
+    /// New moments.
+    Fresh,
+}
+
+/// The `retrain` stage kind.
+pub struct Retrain;
+
+/// Ids of the samples that failed for the tuned model in an evaluation.
+pub fn failed_ids(results: &Path) -> Result<BTreeSet<String>, StageError> {
+    let text = std::fs::read_to_string(results).ctx(|| format!("reading {}", results.display()))?;
+    let mut out = BTreeSet::new();
+    for (i, line) in text.lines().enumerate() {
+        let v: Value = serde_json::from_str(line).map_err(|e| StageError::msg(format!("{}:{}: {e}", results.display(), i + 1)))?;
+        if v["variant"] == "tuned" && v["pass"] == false {
+            if let Some(id) = v["id"].as_str() {
+                out.insert(id.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn read_json(p: &Path) -> Result<Value, StageError> {
+    serde_json::from_slice(&std::fs::read(p).ctx(|| format!("reading {}", p.display()))?).map_err(|e| StageError::msg(format!("{}: {e}", p.display())))
+}
+
+/// Training sample ids of a tokenized split.
+fn sample_ids(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_to_string(dir.join("samples.jsonl"))
+        .map(|t| t.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter_map(|v| v["id"].as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+impl Stage for Retrain {
+    type Config = RetrainConfig;
+    const KIND: &'static str = "retrain";
+    const VERSION: u32 = 1;
+    const ABOUT: &'static str = "Continue training a train/retrain result on improved data, optionally repeating an evaluation's failures.";
+    const OUTPUTS: &'static [OutputDecl] = train::MODEL_OUTPUTS;
+
+    fn spec(config: &RetrainConfig, _root: &Path) -> Result<StageSpec, Vec<ConfigIssue>> {
+        let mut inputs = train::data_inputs(&config.data, config.validation.as_ref());
+        inputs.push(InputDecl { role: "from".into(), reference: config.from.clone(), pointer: "/from".into(), accepts: vec!["model"] });
+        match (&config.evaluation, &config.focus) {
+            (Some(e), _) => inputs.push(InputDecl { role: "evaluation".into(), reference: e.clone(), pointer: "/evaluation".into(), accepts: vec!["evaluation"] }),
+            (None, Some(_)) => return Err(vec![ConfigIssue::new("/focus", "`focus: failures` needs an `evaluation:` stage to read failures from").help("add `evaluation: NAME` of an evaluate stage")]),
+            (None, None) => {}
+        }
+        Ok(StageSpec { inputs, files: vec![], env: train::env(&config.hyper) })
+    }
+
+    fn run(config: &RetrainConfig, ctx: &mut StageContext<'_>) -> Result<StageOutcome, StageError> {
+        let from = ctx.input("from")?.dir.clone();
+        let trained = read_json(&from.join("train.json"))?;
+        let method: Method = serde_json::from_value(trained["method"].clone()).map_err(|e| StageError::msg(format!("{}/train.json: {e}", from.display())))?;
+        let base_rec = read_json(&from.join("base.json"))?;
+        let base_path = PathBuf::from(base_rec["path"].as_str().unwrap_or_default());
+        let out = ctx.output_dir("model")?;
+        // Adapters continue on the same base; a full model is the new base.
+        let base_dir = if method.method == MethodCfg::Full { from.join("model") } else { base::materialize(&base_path, ctx.root, &out.with_file_name("import"))? };
+        train::check_tokenizer(&ctx.input("data")?.dir, &base_dir, &base_path)?;
+        let mut job = train::job(&method, &config.hyper, &base_dir, ctx, &out)?;
+        if method.method != MethodCfg::Full {
+            let opt = from.join("optimizer.safetensors");
+            let resume = config.optimizer == OptimizerStart::Resume && opt.exists();
+            job["init"] = json!({"adapter": from.join("adapter"), "optimizer": resume.then_some(opt)});
+        }
+        let mut warnings = Vec::new();
+        let mut extra = BTreeMap::new();
+        if let (Some(f), Ok(eval)) = (&config.focus, ctx.input("evaluation")) {
+            let failed = failed_ids(&eval.dir.join("results.jsonl"))?;
+            let present = sample_ids(&ctx.input("data")?.dir);
+            let hit: BTreeSet<String> = failed.intersection(&present).cloned().collect();
+            if hit.len() < failed.len() {
+                warnings.push(format!("{} of {} failed samples are not in the training data (evaluated on held-out data?); they cannot be repeated", failed.len() - hit.len(), failed.len()));
+            }
+            extra.insert("focused_samples".to_string(), json!(hit.len()));
+            job["oversample"] = json!({"ids": hit, "factor": f.failures});
+        }
+        // `base.json` keeps naming the original base model (what `evaluate`
+        // compares against), however many rounds of retraining follow.
+        let mut metrics = train::execute(ctx, &job, &out, &base_rec, &method, &config.hyper)?;
+        metrics.extend(extra);
+        Ok(StageOutcome { metrics, warnings, check: None })
+    }
+
+    fn show(_output: &OutputDecl, dir: &Path, w: &mut dyn std::io::Write, _limit: usize) -> std::io::Result<bool> {
+        crate::show::model(dir, w)
+    }
+}

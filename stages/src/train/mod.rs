@@ -1,0 +1,160 @@
+//! `train`: fine-tune a Llama-family model on tokenized data — fully, with
+//! LoRA, or with QLoRA. The stage checks everything it can before any weight
+//! is loaded (the model, the architecture, that LoRA targets exist in the
+//! checkpoint, that the data was tokenized with the model's tokenizer) and
+//! then runs the `tailor-train` binary, which links libtorch, with a job
+//! file; its JSON-lines progress drives the progress bar.
+//!
+//! The `model` artifact holds `adapter/` (PEFT layout) or `model/` (Hugging
+//! Face layout), optionally `merged/`, the optimizer state for a later
+//! `retrain` (adapters only), `log.jsonl` (per step: loss, lr, grad-norm,
+//! validation loss), `metrics.json`, `base.json` (which base it was trained
+//! on) and `lineage.json` (the chain of stages and data behind it).
+
+pub mod base;
+pub mod settings;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tailor_engine::{ConfigIssue, FileDecl, InputDecl, IoContext, OutputDecl, Stage, StageContext, StageError, StageOutcome, StageSpec};
+
+use settings::{Hyper, Method, MethodCfg};
+
+/// Configuration of a `train` stage.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Tokenized training data: a `format` stage (`formatted` or `formatted.train`).
+    pub data: String,
+    /// Tokenized validation data (`formatted.validation`), for the validation loss.
+    pub validation: Option<String>,
+    /// The base model: a Hugging Face directory (config.json,
+    /// model.safetensors, tokenizer.json) or a llama.cpp `.gguf` file.
+    pub base: PathBuf,
+    /// Full fine-tuning, LoRA or QLoRA.
+    #[serde(flatten)]
+    pub method: Method,
+    /// Optimisation and runtime settings.
+    #[serde(flatten)]
+    pub hyper: Hyper,
+}
+
+/// The outputs of `train` and `retrain`.
+pub const MODEL_OUTPUTS: &[OutputDecl] = &[OutputDecl { name: "model", kind: "model", about: "adapter (PEFT) or model (HF), log.jsonl, metrics.json, lineage.json" }];
+
+/// The `train` stage kind.
+pub struct Train;
+
+/// Runtime environment that changes results (enters the fingerprint).
+pub fn env(h: &Hyper) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    env.insert("libtorch".into(), "2.13.0".into());
+    env.insert("device".into(), format!("{:?}", h.device).to_lowercase());
+    env.insert("dtype".into(), format!("{:?}", h.dtype).to_lowercase());
+    env
+}
+
+/// Inputs common to `train` and `retrain`.
+pub fn data_inputs(data: &str, validation: Option<&String>) -> Vec<InputDecl> {
+    let mut inputs = vec![InputDecl { role: "data".into(), reference: data.to_string(), pointer: "/data".into(), accepts: vec!["tokenized"] }];
+    if let Some(v) = validation {
+        inputs.push(InputDecl { role: "validation".into(), reference: v.clone(), pointer: "/validation".into(), accepts: vec!["tokenized"] });
+    }
+    inputs
+}
+
+/// The `tailor-train run` job for these settings.
+pub fn job(m: &Method, h: &Hyper, base: &Path, ctx: &StageContext<'_>, out: &Path) -> Result<Value, StageError> {
+    let lora = (m.method != MethodCfg::Full).then(|| json!({"r": m.lora.r, "alpha": m.lora.alpha, "dropout": m.lora.dropout, "targets": m.lora.targets, "rslora": m.lora.rslora}));
+    Ok(json!({
+        "base": base, "train": ctx.input("data")?.dir, "validation": ctx.input("validation").ok().map(|v| v.dir.clone()),
+        "out": out, "method": m.method, "lora": lora, "double_quant": m.qlora.double_quant,
+        "dtype": h.dtype, "device": h.device,
+        "lr": h.lr, "epochs": h.epochs, "max_steps": h.max_steps, "batch_size": h.batch_size,
+        "grad_accum": h.grad_accum, "warmup_steps": h.warmup_steps, "schedule": h.schedule,
+        "weight_decay": h.weight_decay, "max_grad_norm": h.max_grad_norm, "seed": h.seed,
+        "eval_every": h.eval_every, "merge": h.merge, "threads": h.threads,
+        "checkpoint_every": h.checkpoint_every, "checkpoint_dir": ctx.state_dir()?,
+        "save_optimizer": m.method != MethodCfg::Full,
+    }))
+}
+
+/// The data must have been tokenized with the model's own tokenizer.
+pub fn check_tokenizer(data: &Path, model_dir: &Path, shown: &Path) -> Result<(), StageError> {
+    let manifest: Value = serde_json::from_slice(&std::fs::read(data.join("manifest.json")).ctx(|| "reading the data manifest".into())?).unwrap_or_default();
+    let want = blake3::hash(&std::fs::read(model_dir.join("tokenizer.json")).ctx(|| "reading the model's tokenizer.json".into())?).to_hex().to_string();
+    if manifest["tokenizer"]["digest"].as_str() != Some(want.as_str()) {
+        return Err(StageError::msg(format!("the data was tokenized with a different tokenizer than {}'s; point the format stage's `tokenizer:` at the model (directory or .gguf)", shown.display())));
+    }
+    Ok(())
+}
+
+/// Run a training job and write the artifact's bookkeeping files (`base.json`,
+/// `train.json` with the method and settings, `lineage.json`); returns the
+/// headline metrics (reproducible numbers only: throughput is logged).
+pub fn execute(ctx: &StageContext<'_>, job: &Value, out: &Path, base: &Value, m: &Method, h: &Hyper) -> Result<BTreeMap<String, Value>, StageError> {
+    let done = crate::runner::run(ctx, "run", job, &out.with_file_name("job.json"))?;
+    tracing::info!(tokens_per_s = done["tokens_per_s"].as_f64().unwrap_or(0.0), peak_rss_mib = done["peak_rss_mib"].as_f64().unwrap_or(0.0), "training finished");
+    write_json(&out.join("base.json"), base)?;
+    write_json(&out.join("train.json"), &json!({"method": m, "settings": h}))?;
+    write_json(&out.join("lineage.json"), ctx.lineage())?;
+    let mut metrics = BTreeMap::new();
+    for k in ["train_loss", "val_loss", "steps", "tokens", "trainable_parameters"] {
+        if !done[k].is_null() {
+            metrics.insert(k.to_string(), done[k].clone());
+        }
+    }
+    Ok(metrics)
+}
+
+/// Write pretty JSON.
+pub fn write_json(path: &Path, v: &Value) -> Result<(), StageError> {
+    let mut f = std::fs::File::create(path).ctx(|| format!("writing {}", path.display()))?;
+    f.write_all(serde_json::to_string_pretty(v).unwrap_or_default().as_bytes()).ctx(|| format!("writing {}", path.display()))
+}
+
+/// The base record a model artifact keeps: the path as written, its format,
+/// and the digest the engine hashed it to (from the lineage).
+pub fn base_record(base: &Path, ctx: &StageContext<'_>) -> Value {
+    let key = base.display().to_string();
+    json!({"path": key, "format": if base::is_gguf(base) { "gguf" } else { "hf" }, "digest": ctx.lineage()["files"].get(&key)})
+}
+
+impl Stage for Train {
+    type Config = TrainConfig;
+    const KIND: &'static str = "train";
+    const VERSION: u32 = 2;
+    const ABOUT: &'static str = "Fine-tune a Llama-family model (full, LoRA or QLoRA) on tokenized data with libtorch.";
+    const OUTPUTS: &'static [OutputDecl] = MODEL_OUTPUTS;
+
+    fn spec(config: &TrainConfig, root: &Path) -> Result<StageSpec, Vec<ConfigIssue>> {
+        let targets: &[String] = if config.method.method == MethodCfg::Full { &[] } else { &config.method.lora.targets };
+        let issues = base::check(&config.base, root, "/base", targets);
+        if !issues.is_empty() {
+            return Err(issues);
+        }
+        Ok(StageSpec { inputs: data_inputs(&config.data, config.validation.as_ref()), files: vec![FileDecl { path: config.base.clone(), pointer: "/base".into() }], env: env(&config.hyper) })
+    }
+
+    fn run(config: &TrainConfig, ctx: &mut StageContext<'_>) -> Result<StageOutcome, StageError> {
+        let out = ctx.output_dir("model")?;
+        let base_dir = base::materialize(&config.base, ctx.root, &out.with_file_name("import"))?;
+        check_tokenizer(&ctx.input("data")?.dir, &base_dir, &config.base)?;
+        let job = job(&config.method, &config.hyper, &base_dir, ctx, &out)?;
+        let metrics = execute(ctx, &job, &out, &base_record(&config.base, ctx), &config.method, &config.hyper)?;
+        Ok(StageOutcome { metrics, warnings: vec![], check: None })
+    }
+
+    fn notes(config: &TrainConfig, root: &Path, inputs: &BTreeMap<String, PathBuf>) -> Vec<String> {
+        crate::estimate::plan_note(&root.join(&config.base), &config.method, &config.hyper, inputs.get("data").map(PathBuf::as_path))
+    }
+
+    fn show(_output: &OutputDecl, dir: &Path, w: &mut dyn Write, _limit: usize) -> std::io::Result<bool> {
+        crate::show::model(dir, w)
+    }
+}
