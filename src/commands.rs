@@ -99,6 +99,40 @@ pub fn dispatch(cli: Cli) -> u8 {
         Command::Gc { dry_run } => with_workspace(&cli, &OverrideArgs::default(), |_, ws| gc(ws, *dry_run)),
         Command::Runs => with_workspace(&cli, &OverrideArgs::default(), |_, ws| runs(ws, cli.json)),
         Command::Estimate(a) => estimate(a, cli.json),
+        Command::Import { file, out } => match tailor_stages::model::import::import(file, out) {
+            Ok(summary) => {
+                if cli.json {
+                    println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+                } else {
+                    eprintln!("imported {} into {}: {}", file.display(), out.display(), serde_json::to_string(&summary).unwrap_or_default());
+                }
+                exit::OK
+            }
+            Err(e) => fail(exit::INVALID, &format!("{}: {e}", file.display())),
+        },
+        Command::Report { out, compare } => with_workspace(&cli, &OverrideArgs::default(), |p, ws| {
+            let pair = compare.as_ref().and_then(|c| Some((c.first()?.as_str(), c.get(1)?.as_str())));
+            match crate::insight::report_html(p, ws, &registry, pair) {
+                Ok(html) => {
+                    let path = out.clone().unwrap_or_else(|| p.root.join("report.html"));
+                    match std::fs::write(&path, html) {
+                        Ok(()) => {
+                            eprintln!("wrote {}", path.display());
+                            exit::OK
+                        }
+                        Err(e) => fail(exit::IO, &format!("{}: {e}", path.display())),
+                    }
+                }
+                Err(e) => fail(exit::INVALID, &e),
+            }
+        }),
+        Command::Compare { a, b } => with_workspace(&cli, &OverrideArgs::default(), |p, ws| match crate::insight::compare_text(a, b, p, ws, &registry, cli.json) {
+            Ok(text) => {
+                print!("{text}");
+                exit::OK
+            }
+            Err(e) => fail(exit::INVALID, &e),
+        }),
         Command::Tokenizer(crate::TokenizerCmd::Train { files, vocab, out }) => {
             let texts = match tailor_stages::tokenizer::texts_from_files(files) {
                 Ok(t) => t,

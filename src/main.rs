@@ -1,6 +1,7 @@
 //! The `tailor` command line: wires the engine to the built-in stages.
 
 mod commands;
+mod insight;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -149,6 +150,33 @@ pub enum Command {
     Tokenizer(TokenizerCmd),
     /// Estimate memory, GPUs, time and cost of a fine-tuning run.
     Estimate(EstimateArgs),
+    /// Import a llama.cpp GGUF model into a Hugging Face directory (float32).
+    Import {
+        /// The `.gguf` file.
+        file: PathBuf,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write one static HTML report: the DAG, data statistics, loss curves,
+    /// evaluation metrics and sample outputs.
+    Report {
+        /// Output file (default: report.html beside the pipeline).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Also compare two results (see `tailor compare`).
+        #[arg(long, num_args = 2, value_names = ["A", "B"])]
+        compare: Option<Vec<String>>,
+    },
+    /// Compare two results side by side: lock files, git revisions
+    /// (HEAD~1), recorded runs (run:1, run:-1) or parameter sets
+    /// (params:lr=1e-4), or `current`.
+    Compare {
+        /// First side.
+        a: String,
+        /// Second side.
+        b: String,
+    },
 }
 
 /// `tailor estimate …`

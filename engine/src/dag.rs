@@ -145,6 +145,50 @@ impl Dag {
         out
     }
 
+    /// Render as an SVG picture (for reports): stages in columns by depth
+    /// (longest path from a source), edges as curves from left to right.
+    /// `status` colours a stage (`ran`, `cached`, `failed`, …) when given.
+    pub fn render_svg(&self, kinds: &BTreeMap<String, String>, status: &BTreeMap<String, String>) -> String {
+        let order = self.order();
+        let mut depth: BTreeMap<String, usize> = BTreeMap::new();
+        for n in &order {
+            let d = self.parents(n).iter().filter_map(|p| depth.get(p)).map(|d| d + 1).max().unwrap_or(0);
+            depth.insert(n.clone(), d);
+        }
+        let mut rows: BTreeMap<usize, usize> = BTreeMap::new();
+        let mut pos: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+        let (w, h, gx, gy) = (150.0, 44.0, 60.0, 18.0);
+        for n in &order {
+            let d = depth[n];
+            let r = rows.entry(d).or_insert(0);
+            pos.insert(n.clone(), (10.0 + d as f64 * (w + gx), 10.0 + *r as f64 * (h + gy)));
+            *r += 1;
+        }
+        let width = 20.0 + (depth.values().max().copied().unwrap_or(0) + 1) as f64 * (w + gx) - gx;
+        let height = 20.0 + rows.values().max().copied().unwrap_or(1) as f64 * (h + gy) - gy;
+        let mut out = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width:.0} {height:.0}\" width=\"{width:.0}\" height=\"{height:.0}\" font-family=\"sans-serif\" font-size=\"12\">\n");
+        for e in self.graph.edge_references() {
+            let (a, b) = (&pos[&self.graph[e.source()]], &pos[&self.graph[e.target()]]);
+            let (x1, y1, x2, y2) = (a.0 + w, a.1 + h / 2.0, b.0, b.1 + h / 2.0);
+            let dash = if e.weight() == "after" { " stroke-dasharray=\"4 3\"" } else { "" };
+            let _ = writeln!(out, "<path d=\"M{x1:.0},{y1:.0} C{:.0},{y1:.0} {:.0},{y2:.0} {x2:.0},{y2:.0}\" fill=\"none\" stroke=\"#888\"{dash}><title>{}</title></path>", x1 + gx / 2.0, x2 - gx / 2.0, xml(e.weight()));
+        }
+        for n in &order {
+            let (x, y) = pos[n];
+            let kind = kinds.get(n).map(String::as_str).unwrap_or("?");
+            let fill = match status.get(n).map(String::as_str) {
+                Some("ran") => "#dff3e4",
+                Some("cached") => "#e8eef8",
+                Some("failed") => "#fbe0dc",
+                Some("skipped" | "not-needed") => "#eeeeee",
+                _ => "#ffffff",
+            };
+            let _ = writeln!(out, "<g><rect x=\"{x:.0}\" y=\"{y:.0}\" width=\"{w:.0}\" height=\"{h:.0}\" rx=\"8\" fill=\"{fill}\" stroke=\"#555\"/><text x=\"{:.0}\" y=\"{:.0}\" text-anchor=\"middle\" font-weight=\"bold\">{}</text><text x=\"{:.0}\" y=\"{:.0}\" text-anchor=\"middle\" fill=\"#555\">{}</text></g>", x + w / 2.0, y + 18.0, xml(n), x + w / 2.0, y + 34.0, xml(kind));
+        }
+        out.push_str("</svg>\n");
+        out
+    }
+
     /// Render as Graphviz dot.
     pub fn render_dot(&self, kinds: &BTreeMap<String, String>) -> String {
         let mut out = String::from("digraph pipeline {\n    rankdir=LR;\n    node [shape=box, style=rounded];\n");
@@ -183,4 +227,8 @@ mod tests {
         s.edge("x", "x", "input");
         assert_eq!(s.find_cycle().unwrap(), vec!["x", "x"]);
     }
+}
+
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }

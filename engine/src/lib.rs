@@ -8,6 +8,7 @@
 //! file ([`lockfile`]). Stage kinds plug in through the [`stage::Stage`]
 //! trait and a [`stage::Registry`]; the engine knows nothing else about them.
 
+pub mod compare;
 pub mod config;
 pub mod dag;
 pub mod diag;

@@ -51,6 +51,11 @@ pub struct Lock {
 const HEADER: &str = "# tailor.lock: results of the last `tailor run`. Commit it; do not edit it by hand.\n";
 
 impl Lock {
+    /// Parse lock-file text (`origin` names it in errors).
+    pub fn parse(text: &str, origin: &str) -> Result<Lock, String> {
+        serde_saphyr::from_str(text).map_err(|e| format!("{origin}: cannot read lock file: {e}"))
+    }
+
     /// Read a lock file; a missing file is an empty lock.
     pub fn read(path: &Path) -> Result<Lock, String> {
         match std::fs::read_to_string(path) {

@@ -243,6 +243,12 @@ pub trait Stage: Send + Sync + 'static {
         Ok(false)
     }
 
+    /// An HTML fragment for `tailor report` about one of this stage's
+    /// outputs (tables, inline SVG plots), or `None` for none.
+    fn report(_output: &OutputDecl, _dir: &Path) -> Option<String> {
+        None
+    }
+
     /// Lines `tailor plan` prints under the stage (what a run will need, say).
     /// `inputs` holds the directories of upstream artifacts that already exist.
     fn notes(_config: &Self::Config, _root: &Path, _inputs: &BTreeMap<String, PathBuf>) -> Vec<String> {
@@ -276,6 +282,8 @@ pub trait DynStage: Send + Sync {
     fn prepare(&self, config: &Value, root: &Path) -> Result<Box<dyn PreparedStage>, Vec<ConfigIssue>>;
     /// Render an output for `tailor show`.
     fn show(&self, output: &OutputDecl, dir: &Path, w: &mut dyn Write, limit: usize) -> io::Result<bool>;
+    /// An HTML fragment about an output for `tailor report`.
+    fn report(&self, output: &OutputDecl, dir: &Path) -> Option<String>;
 }
 
 struct Kind<S>(std::marker::PhantomData<fn() -> S>);
@@ -321,6 +329,9 @@ impl<S: Stage> DynStage for Kind<S> {
     }
     fn show(&self, output: &OutputDecl, dir: &Path, w: &mut dyn Write, limit: usize) -> io::Result<bool> {
         S::show(output, dir, w, limit)
+    }
+    fn report(&self, output: &OutputDecl, dir: &Path) -> Option<String> {
+        S::report(output, dir)
     }
 }
 

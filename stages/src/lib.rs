@@ -5,8 +5,12 @@
 pub mod clean;
 pub mod collect;
 pub mod estimate;
+pub mod evaluate;
 pub mod format;
+pub mod metric;
+pub mod model;
 pub mod record;
+pub mod report;
 pub mod retrain;
 pub mod runner;
 pub mod show;
@@ -24,5 +28,6 @@ pub fn registry() -> Registry {
     r.register::<format::Format>();
     r.register::<train::Train>();
     r.register::<retrain::Retrain>();
+    r.register::<evaluate::Evaluate>();
     r
 }

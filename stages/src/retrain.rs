@@ -6,9 +6,10 @@
 //! (`train.json` in its artifact), so the adapters line up.
 //!
 //! `focus: {failures: 3}` reads an `evaluate` stage's per-sample results
-//! and repeats the training samples that failed three times per epoch —
-//! the "fix what the model gets wrong" half of the loop. Failures that are
-//! not in the training data are counted and reported, not silently lost.
+//! and repeats three times per epoch the training samples that stand for a
+//! failed case — the same sample, a correction of it (`meta.fix_of`, as
+//! `review.html` exports), or the same question: the "fix what the model
+//! gets wrong" half of the loop. When none matches, the stage says so.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -68,30 +69,39 @@ pub enum OptimizerStart {
 /// The `retrain` stage kind.
 pub struct Retrain;
 
-/// Ids of the samples that failed for the tuned model in an evaluation.
-pub fn failed_ids(results: &Path) -> Result<BTreeSet<String>, StageError> {
+/// The cases the tuned model failed in an evaluation: (ids, prompts).
+pub fn failures(results: &Path) -> Result<(BTreeSet<String>, BTreeSet<String>), StageError> {
     let text = std::fs::read_to_string(results).ctx(|| format!("reading {}", results.display()))?;
-    let mut out = BTreeSet::new();
+    let (mut ids, mut prompts) = (BTreeSet::new(), BTreeSet::new());
     for (i, line) in text.lines().enumerate() {
         let v: Value = serde_json::from_str(line).map_err(|e| StageError::msg(format!("{}:{}: {e}", results.display(), i + 1)))?;
         if v["variant"] == "tuned" && v["pass"] == false {
-            if let Some(id) = v["id"].as_str() {
-                out.insert(id.to_string());
-            }
+            ids.extend(v["id"].as_str().map(str::to_string));
+            prompts.extend(v["prompt"].as_str().filter(|p| !p.is_empty()).map(str::to_string));
         }
     }
-    Ok(out)
+    Ok((ids, prompts))
+}
+
+/// Training samples that stand for failed cases: the same sample, a
+/// correction of it (`fix_of`), or the same question.
+fn matching(data: &Path, ids: &BTreeSet<String>, prompts: &BTreeSet<String>) -> BTreeSet<String> {
+    std::fs::read_to_string(data.join("samples.jsonl"))
+        .map(|t| {
+            t.lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|v| {
+                    let hit = |k: &str, set: &BTreeSet<String>| v[k].as_str().is_some_and(|x| set.contains(x));
+                    hit("id", ids) || hit("fix_of", ids) || hit("prompt", prompts)
+                })
+                .filter_map(|v| v["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn read_json(p: &Path) -> Result<Value, StageError> {
     serde_json::from_slice(&std::fs::read(p).ctx(|| format!("reading {}", p.display()))?).map_err(|e| StageError::msg(format!("{}: {e}", p.display())))
-}
-
-/// Training sample ids of a tokenized split.
-fn sample_ids(dir: &Path) -> BTreeSet<String> {
-    std::fs::read_to_string(dir.join("samples.jsonl"))
-        .map(|t| t.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter_map(|v| v["id"].as_str().map(str::to_string)).collect())
-        .unwrap_or_default()
 }
 
 impl Stage for Retrain {
@@ -131,11 +141,10 @@ impl Stage for Retrain {
         let mut warnings = Vec::new();
         let mut extra = BTreeMap::new();
         if let (Some(f), Ok(eval)) = (&config.focus, ctx.input("evaluation")) {
-            let failed = failed_ids(&eval.dir.join("results.jsonl"))?;
-            let present = sample_ids(&ctx.input("data")?.dir);
-            let hit: BTreeSet<String> = failed.intersection(&present).cloned().collect();
-            if hit.len() < failed.len() {
-                warnings.push(format!("{} of {} failed samples are not in the training data (evaluated on held-out data?); they cannot be repeated", failed.len() - hit.len(), failed.len()));
+            let (ids, prompts) = failures(&eval.dir.join("results.jsonl"))?;
+            let hit = matching(&ctx.input("data")?.dir, &ids, &prompts);
+            if hit.is_empty() && !ids.is_empty() {
+                warnings.push(format!("none of the {} failed cases has a training sample (the same sample, a correction with `meta.fix_of`, or the same question); nothing is repeated", ids.len()));
             }
             extra.insert("focused_samples".to_string(), json!(hit.len()));
             job["oversample"] = json!({"ids": hit, "factor": f.failures});
@@ -145,6 +154,10 @@ impl Stage for Retrain {
         let mut metrics = train::execute(ctx, &job, &out, &base_rec, &method, &config.hyper)?;
         metrics.extend(extra);
         Ok(StageOutcome { metrics, warnings, check: None })
+    }
+
+    fn report(_output: &OutputDecl, dir: &Path) -> Option<String> {
+        Some(crate::report::model(dir))
     }
 
     fn show(_output: &OutputDecl, dir: &Path, w: &mut dyn std::io::Write, _limit: usize) -> std::io::Result<bool> {

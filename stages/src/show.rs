@@ -144,9 +144,10 @@ pub fn evaluation(dir: &Path, w: &mut dyn Write, limit: usize) -> io::Result<boo
     let m = json_file(&dir.join("metrics.json"));
     let variants = m["variants"].as_object().cloned().unwrap_or_default();
     let tuned = variants.get("tuned").cloned().unwrap_or_default();
-    let base = variants.get("base");
+    let other = m["compared"].as_str().unwrap_or("base").to_string();
+    let base = variants.get(&other);
     writeln!(w, "{} samples", m["samples"])?;
-    writeln!(w, "{:<16} {:>10}{}", "metric", "tuned", if base.is_some() { format!(" {:>10} {:>10}", "base", "change") } else { String::new() })?;
+    writeln!(w, "{:<16} {:>10}{}", "metric", "tuned", if base.is_some() { format!(" {:>10} {:>10}", other, "change") } else { String::new() })?;
     for (k, v) in tuned.as_object().into_iter().flatten() {
         let t = v.as_f64().unwrap_or(f64::NAN);
         match base.and_then(|b| b[k].as_f64()) {

@@ -152,6 +152,10 @@ pub fn save(dir: &Path, cfg: &LlamaConfig, tensors: &[(String, Tensor)]) -> Resu
 
 /// Copy the tokenizer files (those that exist) from one directory to another.
 pub fn copy_tokenizer(from: &Path, to: &Path) -> Result<(), String> {
+    // Copying a file onto itself would truncate it.
+    if from.canonicalize().ok() == to.canonicalize().ok() {
+        return Ok(());
+    }
     for f in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"] {
         if from.join(f).exists() {
             std::fs::copy(from.join(f), to.join(f)).map_err(|e| format!("copying {f}: {e}"))?;

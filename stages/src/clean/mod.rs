@@ -56,6 +56,9 @@ pub enum Field {
     Target,
     /// All text of the record joined.
     All,
+    /// The question: prompt, instruction (with input), or the last user
+    /// message before the last reply.
+    Prompt,
 }
 
 /// Length, quality and language rules (Gopher/C4-style). Unset rules are off.
@@ -110,6 +113,10 @@ pub enum Keep {
     First,
     /// The longest (ties: the first).
     Longest,
+    /// The last in input order: later sources supersede earlier ones (a
+    /// corrections file listed after the data, deduplicated on `prompt`,
+    /// replaces the records it corrects).
+    Last,
 }
 
 /// Duplicate removal.
@@ -322,6 +329,10 @@ impl Stage for Clean {
             warnings.push(format!("only {} records left after cleaning; fine-tuning needs dozens at least, and thousands give stable effects", records.len()));
         }
         Ok(StageOutcome { metrics, warnings, check: None })
+    }
+
+    fn report(output: &OutputDecl, dir: &Path) -> Option<String> {
+        (output.kind == "records").then(|| crate::report::records(dir))
     }
 
     fn show(output: &OutputDecl, dir: &Path, w: &mut dyn std::io::Write, limit: usize) -> std::io::Result<bool> {

@@ -48,6 +48,7 @@ fn text_of(r: &Record, f: Field) -> String {
     match f {
         Field::Target => r.body.target().to_string(),
         Field::All => r.body.joined(),
+        Field::Prompt => r.body.exchange().0,
     }
 }
 
@@ -185,8 +186,10 @@ fn dedup(records: &mut Vec<Record>, rejects: &mut Vec<Reject>, st: &mut StepStat
     let texts: Vec<String> = records.par_iter().map(|r| text_of(r, d.field)).collect();
     // Visit order decides who survives: input order, or longest first.
     let mut order: Vec<usize> = (0..records.len()).collect();
-    if d.keep == Keep::Longest {
-        order.sort_by_key(|&i| std::cmp::Reverse(texts[i].chars().count()));
+    match d.keep {
+        Keep::Longest => order.sort_by_key(|&i| std::cmp::Reverse(texts[i].chars().count())),
+        Keep::Last => order.reverse(),
+        Keep::First => {}
     }
     let mut verdicts: Vec<Option<String>> = vec![None; records.len()];
     if d.exact {
@@ -194,6 +197,7 @@ fn dedup(records: &mut Vec<Record>, rejects: &mut Vec<Reject>, st: &mut StepStat
         let mut first: HashMap<u128, usize> = HashMap::with_capacity(keys.len());
         for &i in &order {
             match first.get(&keys[i]) {
+                Some(&j) if d.keep == Keep::Last => verdicts[i] = Some(format!("superseded by a later record with the same text ({})", records[j].id)),
                 Some(&j) => verdicts[i] = Some(format!("exact duplicate (of {})", records[j].id)),
                 None => {
                     first.insert(keys[i], i);

@@ -147,7 +147,7 @@ fn expand(root: &Path, pattern: &str) -> Result<Vec<PathBuf>, String> {
 impl Stage for Collect {
     type Config = CollectConfig;
     const KIND: &'static str = "collect";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const ABOUT: &'static str = "Read records from JSONL, JSON, CSV/TSV or text files into canonical JSONL.";
     const OUTPUTS: &'static [OutputDecl] = &[
         OutputDecl { name: "records", kind: "records", about: "the collected records (records.jsonl)" },
@@ -205,7 +205,7 @@ impl Stage for Collect {
                 warnings.push(format!("{} has no records", rel.display()));
             }
             rejects.extend(fr.rejects);
-            for (line, body) in fr.records {
+            for (line, body, own) in fr.records {
                 let base = body_id(&body);
                 if let Some(p) = s.sample {
                     if unit(&base, s.seed) >= p {
@@ -220,7 +220,10 @@ impl Stage for Collect {
                 *n += 1;
                 let id = if *n == 1 { base } else { format!("{base}-{n}") };
                 *per_source.entry(s.path.clone()).or_insert(0) += 1;
-                records.push(Record { id, body, source: Provenance { path: rel.display().to_string(), line }, meta: s.meta.clone() });
+                // The record's own metadata, then the source's constants over it.
+                let mut meta = own;
+                meta.extend(s.meta.clone());
+                records.push(Record { id, body, source: Provenance { path: rel.display().to_string(), line }, meta });
             }
         }
         let out = ctx.output_dir("records")?;
@@ -234,6 +237,10 @@ impl Stage for Collect {
         metrics.insert("rejected".into(), json!(rejects.len()));
         metrics.insert("files".into(), json!(jobs.len()));
         Ok(StageOutcome { metrics, warnings, check: None })
+    }
+
+    fn report(output: &OutputDecl, dir: &Path) -> Option<String> {
+        (output.kind == "records").then(|| crate::report::records(dir))
     }
 
     fn show(output: &OutputDecl, dir: &Path, w: &mut dyn std::io::Write, limit: usize) -> std::io::Result<bool> {
@@ -250,7 +257,8 @@ fn unit(id: &str, seed: u64) -> f64 {
 }
 
 struct FileRead {
-    records: Vec<(u64, Body)>,
+    /// (line, body, the record's own `meta` object)
+    records: Vec<(u64, Body, Map<String, Value>)>,
     rejects: Vec<Reject>,
 }
 
@@ -304,7 +312,7 @@ fn read_file(root: &Path, rel: &Path, src: &Source, on_error: OnError) -> Result
             Ok(rows) => {
                 for (i, v) in rows.into_iter().enumerate() {
                     match to_body(&v, &src.map) {
-                        Ok(b) => out.records.push((i as u64 + 1, b)),
+                        Ok(b) => out.records.push((i as u64 + 1, b, meta_of(&v))),
                         Err(why) => bad(&mut out, i as u64 + 1, None, format!("row {}: {why}", i + 1), v)?,
                     }
                 }
@@ -345,7 +353,7 @@ fn read_file(root: &Path, rel: &Path, src: &Source, on_error: OnError) -> Result
                 }
                 match serde_json::from_str::<Value>(text) {
                     Ok(v) => match to_body(&v, &src.map) {
-                        Ok(b) => out.records.push((line, b)),
+                        Ok(b) => out.records.push((line, b, meta_of(&v))),
                         Err(why) => bad(&mut out, line, None, why, v)?,
                     },
                     Err(e) => bad(&mut out, line, Some(e.column()), format!("invalid JSON: {e}"), Value::String(text.chars().take(2000).collect()))?,
@@ -362,7 +370,7 @@ fn read_file(root: &Path, rel: &Path, src: &Source, on_error: OnError) -> Result
                 Ok(Value::Array(items)) => {
                     for (i, v) in items.into_iter().enumerate() {
                         match to_body(&v, &src.map) {
-                            Ok(b) => out.records.push((i as u64 + 1, b)),
+                            Ok(b) => out.records.push((i as u64 + 1, b, meta_of(&v))),
                             Err(why) => bad(&mut out, i as u64 + 1, None, format!("item {}: {why}", i + 1), v)?,
                         }
                     }
@@ -387,7 +395,7 @@ fn read_file(root: &Path, rel: &Path, src: &Source, on_error: OnError) -> Result
                         let obj: Map<String, Value> = headers.iter().zip(r.iter()).map(|(h, v)| (h.to_string(), Value::String(v.to_string()))).collect();
                         let v = Value::Object(obj);
                         match to_body(&v, &src.map) {
-                            Ok(b) => out.records.push((line, b)),
+                            Ok(b) => out.records.push((line, b, meta_of(&v))),
                             Err(why) => bad(&mut out, line, None, why, v)?,
                         }
                     }
@@ -408,12 +416,12 @@ fn read_file(root: &Path, rel: &Path, src: &Source, on_error: OnError) -> Result
             match src.split {
                 TextSplit::File => {
                     if !text.trim().is_empty() {
-                        out.records.push((1, Body::Text { text: text.trim().to_string() }));
+                        out.records.push((1, Body::Text { text: text.trim().to_string() }, Map::new()));
                     }
                 }
                 TextSplit::Line => {
                     for (i, l) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-                        out.records.push((i as u64 + 1, Body::Text { text: l.trim().to_string() }));
+                        out.records.push((i as u64 + 1, Body::Text { text: l.trim().to_string() }, Map::new()));
                     }
                 }
                 TextSplit::Paragraph => {
@@ -422,7 +430,7 @@ fn read_file(root: &Path, rel: &Path, src: &Source, on_error: OnError) -> Result
                     for (i, l) in text.lines().enumerate() {
                         if l.trim().is_empty() {
                             if !para.is_empty() {
-                                out.records.push((start as u64 + 1, Body::Text { text: para.join("\n") }));
+                                out.records.push((start as u64 + 1, Body::Text { text: para.join("\n") }, Map::new()));
                                 para.clear();
                             }
                         } else {
@@ -433,7 +441,7 @@ fn read_file(root: &Path, rel: &Path, src: &Source, on_error: OnError) -> Result
                         }
                     }
                     if !para.is_empty() {
-                        out.records.push((start as u64 + 1, Body::Text { text: para.join("\n") }));
+                        out.records.push((start as u64 + 1, Body::Text { text: para.join("\n") }, Map::new()));
                     }
                 }
             }
@@ -467,6 +475,12 @@ fn role(r: &str) -> String {
         "system" => "system".into(),
         other => other.to_string(),
     }
+}
+
+/// A record's own `meta` object (kept, so labels and corrections such as
+/// `fix_of` travel with the record).
+fn meta_of(v: &Value) -> Map<String, Value> {
+    v.get("meta").and_then(Value::as_object).cloned().unwrap_or_default()
 }
 
 /// Turn one source object into a canonical body.

@@ -102,6 +102,8 @@ struct Sample {
     /// The record's last question and answer (for evaluation and review).
     asked: String,
     answer: String,
+    /// The id of the record this one corrects (`meta.fix_of`), if any.
+    fix_of: Option<String>,
 }
 
 /// Tokenize a rendered sample; the mask is 1 on tokens whose bytes start
@@ -185,7 +187,7 @@ fn write_split(dir: &Path, samples: &[&Sample], cfg: &FormatConfig, tok: &Tokeni
     let mut w = std::io::BufWriter::new(std::fs::File::create(dir.join("samples.jsonl")).ctx(|| "samples.jsonl".into())?);
     for s in samples {
         let t: usize = s.mask.iter().map(|&m| m as usize).sum();
-        writeln!(w, "{}", json!({"id": s.id, "tokens": s.ids.len(), "target_tokens": t, "truncated": s.truncated, "prompt": s.asked, "reference": s.answer})).ctx(|| "samples.jsonl".into())?;
+        writeln!(w, "{}", json!({"id": s.id, "tokens": s.ids.len(), "target_tokens": t, "truncated": s.truncated, "prompt": s.asked, "reference": s.answer, "fix_of": s.fix_of})).ctx(|| "samples.jsonl".into())?;
     }
     w.flush().ctx(|| "samples.jsonl".into())?;
     Ok(m)
@@ -267,7 +269,8 @@ impl Stage for Format {
                     return Ok(None);
                 }
                 let (asked, answer) = r.body.exchange();
-                Ok(Some(Sample { id: r.id.clone(), ids, mask, truncated, asked, answer }))
+                let fix_of = r.meta.get("fix_of").and_then(|v| v.as_str()).map(str::to_string);
+                Ok(Some(Sample { id: r.id.clone(), ids, mask, truncated, asked, answer, fix_of }))
             })
             .collect();
         let mut samples = Vec::with_capacity(results.len());
@@ -302,6 +305,10 @@ impl Stage for Format {
             warnings.push(format!("{dropped} records dropped (over max_tokens with `truncation: drop`, or nothing left to learn after truncation)"));
         }
         Ok(StageOutcome { metrics, warnings, check: None })
+    }
+
+    fn report(_output: &OutputDecl, dir: &Path) -> Option<String> {
+        Some(crate::report::tokenized(dir))
     }
 
     fn show(_output: &OutputDecl, dir: &Path, w: &mut dyn Write, limit: usize) -> std::io::Result<bool> {

@@ -1,0 +1,346 @@
+//! `evaluate`: measure a trained model on a tokenized split — the
+//! validation split, or any records run through a `format` stage — and,
+//! with `compare_to: base`, the base model it was trained from, in the same
+//! stage and on the same prompts, so the effect of fine-tuning is measured,
+//! not assumed.
+//!
+//! The loss and perplexity come from scoring the split; everything else
+//! from decoding the prompts (greedy or sampled, with a key-value cache)
+//! in the `tailor-train` binary, then comparing outputs with references
+//! here (see [`crate::metric`]). A `gate` (`exact_match: ">= 0.8"`) becomes
+//! the stage's check: when the tuned model falls short, the stage keeps its
+//! results but its dependents do not run — or, inside a `rounds` loop,
+//! another round follows.
+//!
+//! Output `results` (kind `evaluation`): `metrics.json` (per variant, and
+//! the gate), `results.jsonl` (per sample and variant: prompt, reference,
+//! output, each metric, pass), `review.csv` and `review.html` (worst cases
+//! first, for a human check whose fixes come back as a JSONL source).
+
+pub mod cases;
+pub mod review;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tailor_engine::{Check, ConfigIssue, FileDecl, InputDecl, IoContext, OutputDecl, Stage, StageContext, StageError, StageOutcome, StageSpec};
+
+use crate::metric::{self, MetricCfg};
+use crate::train::settings::{DeviceCfg, DtypeCfg};
+
+/// Configuration of an `evaluate` stage.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluateConfig {
+    /// The model: a `train` or `retrain` stage.
+    pub model: String,
+    /// Tokenized data: `formatted.validation`, or the `train` output of a
+    /// `format` stage over any records.
+    pub data: String,
+    /// What to measure.
+    #[serde(default = "default_metrics")]
+    pub metrics: Vec<MetricCfg>,
+    /// Also evaluate the base model the tuned one came from.
+    pub compare_to: Option<CompareTo>,
+    /// Or compare with another `train`/`retrain` result (say, the model
+    /// before a retrain), on the same prompts.
+    pub compare_with: Option<String>,
+    /// How to decode.
+    #[serde(default)]
+    pub generate: Decoding,
+    /// Thresholds on the tuned model's metrics (`exact_match: ">= 0.8"`).
+    #[serde(default)]
+    pub gate: BTreeMap<String, String>,
+    /// Evaluate only the first N samples.
+    pub limit: Option<usize>,
+    /// Floating-point kind of weights and computation.
+    #[serde(default)]
+    pub dtype: DtypeCfg,
+    /// Where to run.
+    #[serde(default)]
+    pub device: DeviceCfg,
+    /// CPU threads for libtorch (default: all).
+    pub threads: Option<usize>,
+}
+
+/// What to compare with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CompareTo {
+    /// The base model, without the fine-tuning.
+    Base,
+}
+
+/// Decoding settings.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Decoding {
+    /// Most tokens generated per reply.
+    #[serde(default = "default_new_tokens")]
+    #[schemars(range(min = 1, max = 4096))]
+    pub max_new_tokens: usize,
+    /// 0 = greedy; higher samples more freely.
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 5.0))]
+    pub temperature: f64,
+    /// Nucleus sampling: keep the smallest set of tokens with this much probability.
+    #[serde(default = "one")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub top_p: f64,
+    /// Seed of the sampling.
+    #[serde(default)]
+    pub seed: u64,
+    /// Stop a reply at any of these strings (they are cut off).
+    #[serde(default)]
+    pub stop: Vec<String>,
+    /// Prompts decoded together.
+    #[serde(default = "eight")]
+    #[schemars(range(min = 1))]
+    pub batch_size: usize,
+}
+
+fn default_metrics() -> Vec<MetricCfg> {
+    vec![MetricCfg::Loss, MetricCfg::ExactMatch, MetricCfg::Chrf]
+}
+fn default_new_tokens() -> usize {
+    128
+}
+fn one() -> f64 {
+    1.0
+}
+fn eight() -> usize {
+    8
+}
+
+impl Default for Decoding {
+    fn default() -> Self {
+        Decoding { max_new_tokens: 128, temperature: 0.0, top_p: 1.0, seed: 0, stop: vec![], batch_size: 8 }
+    }
+}
+
+/// The `evaluate` stage kind.
+pub struct Evaluate;
+
+fn read_json(p: &Path) -> Result<Value, StageError> {
+    serde_json::from_slice(&std::fs::read(p).ctx(|| format!("reading {}", p.display()))?).map_err(|e| StageError::msg(format!("{}: {e}", p.display())))
+}
+
+fn read_lines(p: &Path) -> Result<Vec<Value>, StageError> {
+    std::fs::read_to_string(p).ctx(|| format!("reading {}", p.display()))?.lines().map(|l| serde_json::from_str(l).map_err(|e| StageError::msg(format!("{}: {e}", p.display())))).collect()
+}
+
+/// A model artifact as an inference variant: its base with its adapter,
+/// or its full model.
+fn variant(name: &str, artifact: &Path, base_dir: &Path) -> Value {
+    if artifact.join("adapter").exists() {
+        json!({"name": name, "model": base_dir, "adapter": artifact.join("adapter")})
+    } else {
+        json!({"name": name, "model": artifact.join("model"), "adapter": null})
+    }
+}
+
+/// The name of the comparison variant, if any.
+fn compared(config: &EvaluateConfig) -> Option<&'static str> {
+    match (&config.compare_to, &config.compare_with) {
+        (Some(CompareTo::Base), _) => Some("base"),
+        (None, Some(_)) => Some("before"),
+        (None, None) => None,
+    }
+}
+
+/// Token ids that end a reply: the tokenizer's EOS and the usual end-of-turn tokens.
+fn eos_ids(model_dir: &Path) -> Result<Vec<u32>, StageError> {
+    let tok = crate::tokenizer::load(model_dir).map_err(StageError::msg)?;
+    let mut ids: Vec<u32> = ["<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>", "<|end_of_text|>"].iter().filter_map(|t| tok.tokenizer.token_to_id(t)).collect();
+    ids.extend(tok.id(tok.config.eos_token.as_deref()));
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
+impl Stage for Evaluate {
+    type Config = EvaluateConfig;
+    const KIND: &'static str = "evaluate";
+    const VERSION: u32 = 1;
+    const ABOUT: &'static str = "Measure a trained model (and its base) on tokenized data: loss, generation metrics, a gate, review files.";
+    const OUTPUTS: &'static [OutputDecl] = &[OutputDecl { name: "results", kind: "evaluation", about: "metrics.json, results.jsonl, review.csv, review.html" }];
+
+    fn spec(config: &EvaluateConfig, root: &Path) -> Result<StageSpec, Vec<ConfigIssue>> {
+        let mut issues = Vec::new();
+        let (files, schemas) = metric::schema_files(&config.metrics, root);
+        for (i, e) in &schemas {
+            issues.push(ConfigIssue::new(format!("/metrics/{i}"), e.clone()));
+        }
+        if schemas.is_empty() {
+            if let Err(e) = metric::Scorer::new(&config.metrics, root) {
+                issues.push(ConfigIssue::new(format!("/metrics/{}", e.index()), String::from(e)));
+            }
+        }
+        if config.compare_to.is_some() && config.compare_with.is_some() {
+            issues.push(ConfigIssue::new("/compare_with", "give `compare_to: base` or `compare_with: STAGE`, not both"));
+        }
+        let names = metric::names(&config.metrics);
+        for (k, v) in &config.gate {
+            if let Err(e) = metric::gate::parse(v) {
+                issues.push(ConfigIssue::new(format!("/gate/{k}"), String::from(e)).help("write a comparison and a number: \">= 0.8\", \"< 2.5\", \"== 1\""));
+            }
+            if !names.iter().any(|n| n == k) {
+                issues.push(ConfigIssue::new(format!("/gate/{k}"), format!("`{k}` is not one of this stage's metrics")).help(format!("metrics measured here: {}", names.join(", "))));
+            }
+        }
+        if !issues.is_empty() {
+            return Err(issues);
+        }
+        let mut inputs = vec![
+            InputDecl { role: "model".into(), reference: config.model.clone(), pointer: "/model".into(), accepts: vec!["model"] },
+            InputDecl { role: "data".into(), reference: config.data.clone(), pointer: "/data".into(), accepts: vec!["tokenized"] },
+        ];
+        if let Some(other) = &config.compare_with {
+            inputs.push(InputDecl { role: "before".into(), reference: other.clone(), pointer: "/compare_with".into(), accepts: vec!["model"] });
+        }
+        let files = files.into_iter().map(|(i, p)| FileDecl { path: p, pointer: format!("/metrics/{i}") }).collect();
+        let mut env = BTreeMap::new();
+        env.insert("libtorch".into(), "2.13.0".into());
+        env.insert("device".into(), format!("{:?}", config.device).to_lowercase());
+        env.insert("dtype".into(), format!("{:?}", config.dtype).to_lowercase());
+        Ok(StageSpec { inputs, files, env })
+    }
+
+    fn run(config: &EvaluateConfig, ctx: &mut StageContext<'_>) -> Result<StageOutcome, StageError> {
+        let model = ctx.input("model")?.dir.clone();
+        let data = ctx.input("data")?.dir.clone();
+        let out = ctx.output_dir("results")?;
+        let base_rec = read_json(&model.join("base.json"))?;
+        let base_path = PathBuf::from(base_rec["path"].as_str().unwrap_or_default());
+        let base_dir = crate::train::base::materialize(&base_path, ctx.root, &out.with_file_name("import"))?;
+        crate::train::check_tokenizer(&data, &base_dir, &base_path)?;
+        let cases = cases::read(&data, config.limit).map_err(StageError::msg)?;
+        if cases.is_empty() {
+            return Err(StageError::msg("the data has no samples to evaluate (an empty validation split? set `split: {validation: 0.1}` in the format stage)"));
+        }
+        let work = out.with_file_name("work");
+        std::fs::create_dir_all(&work).ctx(|| "creating a work directory".into())?;
+        let mut prompts = std::io::BufWriter::new(std::fs::File::create(work.join("prompts.jsonl")).ctx(|| "prompts.jsonl".into())?);
+        for c in &cases {
+            writeln!(prompts, "{}", json!({"id": c.id, "ids": c.prompt_ids})).ctx(|| "prompts.jsonl".into())?;
+        }
+        prompts.flush().ctx(|| "prompts.jsonl".into())?;
+        let wants_loss = config.metrics.iter().any(|m| matches!(m, MetricCfg::Loss));
+        let wants_text = config.metrics.iter().any(|m| !matches!(m, MetricCfg::Loss));
+        let g = &config.generate;
+        let mut variants = vec![];
+        match compared(config) {
+            Some("base") => variants.push(json!({"name": "base", "model": base_dir, "adapter": null})),
+            Some(_) => variants.push(variant("before", &ctx.input("before")?.dir, &base_dir)),
+            None => {}
+        }
+        variants.push(variant("tuned", &model, &base_dir));
+        let job = json!({
+            "variants": variants,
+            "dtype": config.dtype, "device": config.device, "threads": config.threads,
+            "score": wants_loss.then_some(&data), "prompts": wants_text.then(|| work.join("prompts.jsonl")),
+            "eos": eos_ids(&base_dir)?,
+            "decoding": {"max_new_tokens": g.max_new_tokens, "temperature": g.temperature, "top_p": g.top_p, "seed": g.seed, "stop": g.stop, "batch_size": g.batch_size},
+            "out": work,
+        });
+        crate::runner::run(ctx, "infer", &job, &work.join("job.json"))?;
+        let scorer = metric::Scorer::new(&config.metrics, ctx.root).map_err(|e| StageError::msg(String::from(e)))?;
+        let generations = read_lines(&work.join("generations.jsonl"))?;
+        let losses = read_lines(&work.join("losses.jsonl"))?;
+        let other = compared(config);
+        let report = score(&scorer, &cases, &generations, &losses, other);
+        write_results(&out, ctx.name, &report, other)?;
+        let tuned = &report.corpus["tuned"];
+        let check = if config.gate.is_empty() {
+            None
+        } else {
+            let results = metric::gate::check(&config.gate, tuned).map_err(|e| StageError::msg(String::from(e)))?;
+            let passed = results.iter().all(|r| r.passed);
+            let summary = results.iter().map(|r| format!("{} {:.3} {} {}", r.metric, r.actual, if r.passed { "meets" } else { "misses" }, r.threshold)).collect::<Vec<_>>().join(", ");
+            Some(Check { passed, summary })
+        };
+        let mut metrics = BTreeMap::new();
+        for (k, v) in tuned {
+            metrics.insert(k.clone(), json!(round(*v)));
+        }
+        if let Some(o) = other.and_then(|o| report.corpus.get(o).map(|m| (o, m))) {
+            for (k, v) in o.1 {
+                metrics.insert(format!("{}_{k}", o.0), json!(round(*v)));
+            }
+        }
+        Ok(StageOutcome { metrics, warnings: vec![], check })
+    }
+
+    fn report(_output: &OutputDecl, dir: &Path) -> Option<String> {
+        Some(crate::report::evaluation(dir))
+    }
+
+    fn show(_output: &OutputDecl, dir: &Path, w: &mut dyn Write, limit: usize) -> std::io::Result<bool> {
+        crate::show::evaluation(dir, w, limit)
+    }
+}
+
+fn round(v: f64) -> f64 {
+    (v * 1e6).round() / 1e6
+}
+
+/// Scored outputs of an evaluation.
+pub struct Report {
+    /// Corpus metrics per variant (`tuned`, `base`).
+    pub corpus: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Per-sample results, one line per case and variant.
+    pub samples: Vec<Value>,
+    /// Review rows, worst first.
+    pub review: Vec<review::Row>,
+}
+
+fn score(scorer: &metric::Scorer, cases: &[cases::Case], generations: &[Value], losses: &[Value], other: Option<&str>) -> Report {
+    let mut corpus = BTreeMap::new();
+    let mut samples = Vec::new();
+    let mut by_variant: BTreeMap<String, BTreeMap<String, (String, metric::Scored)>> = BTreeMap::new();
+    let variants: Vec<&str> = other.into_iter().chain(["tuned"]).collect();
+    for v in &variants {
+        let outs: BTreeMap<&str, &Value> = generations.iter().filter(|g| g["variant"] == *v).filter_map(|g| Some((g["id"].as_str()?, g))).collect();
+        for c in cases {
+            let output = outs.get(c.id.as_str()).and_then(|g| g["text"].as_str()).unwrap_or_default().to_string();
+            let s = scorer.score(&output, Some(&c.reference));
+            samples.push(json!({"variant": v, "id": c.id, "prompt": c.prompt, "reference": c.reference, "output": output, "finish": outs.get(c.id.as_str()).map(|g| g["finish"].clone()), "metrics": s.values, "pass": s.pass}));
+            by_variant.entry(v.to_string()).or_default().insert(c.id.clone(), (output, s));
+        }
+        let scored: Vec<&metric::Scored> = cases.iter().filter_map(|c| by_variant[*v].get(&c.id).map(|(_, s)| s)).collect();
+        let mut m = if generations.is_empty() { BTreeMap::new() } else { scorer.corpus(scored) };
+        let (nll, n) = losses.iter().filter(|l| l["variant"] == *v).fold((0.0, 0i64), |(a, b), l| (a + l["nll"].as_f64().unwrap_or(0.0), b + l["targets"].as_i64().unwrap_or(0)));
+        if n > 0 {
+            m.insert("loss".into(), nll / n as f64);
+            m.insert("perplexity".into(), (nll / n as f64).exp());
+        }
+        corpus.insert(v.to_string(), m);
+    }
+    let tuned = by_variant.remove("tuned").unwrap_or_default();
+    let base = other.and_then(|o| by_variant.remove(o));
+    let mut review: Vec<review::Row> = cases
+        .iter()
+        .filter_map(|c| {
+            let (output, s) = tuned.get(&c.id)?;
+            Some(review::Row { id: c.id.clone(), prompt: c.prompt.clone(), reference: c.reference.clone(), output: output.clone(), base_output: base.as_ref().and_then(|b| b.get(&c.id)).map(|(o, _)| o.clone()), pass: s.pass, metrics: json!(s.values) })
+        })
+        .collect();
+    // Worst first: failures, then by the similarity to the reference.
+    let sim = |r: &review::Row| r.metrics["chrf"].as_f64().or_else(|| r.metrics["rouge_l"].as_f64()).unwrap_or(0.0);
+    review.sort_by(|a, b| a.pass.cmp(&b.pass).then(sim(a).total_cmp(&sim(b))).then(a.id.cmp(&b.id)));
+    Report { corpus, samples, review }
+}
+
+fn write_results(out: &Path, name: &str, r: &Report, other: Option<&str>) -> Result<(), StageError> {
+    crate::train::write_json(&out.join("metrics.json"), &json!({"variants": r.corpus, "compared": other, "samples": r.review.len()}))?;
+    let mut w = std::io::BufWriter::new(std::fs::File::create(out.join("results.jsonl")).ctx(|| "results.jsonl".into())?);
+    for s in &r.samples {
+        writeln!(w, "{s}").ctx(|| "results.jsonl".into())?;
+    }
+    w.flush().ctx(|| "results.jsonl".into())?;
+    review::write(out, name, &r.review)
+}
