@@ -275,7 +275,7 @@ pub fn available_memory() -> Option<f64> {
 pub fn plan_note(base: &std::path::Path, mth: &crate::train::settings::Method, h: &crate::train::settings::Hyper, data: Option<&std::path::Path>) -> Vec<String> {
     use crate::train::settings::{DeviceCfg, DtypeCfg, MethodCfg};
     let cfg = if crate::train::base::is_gguf(base) {
-        crate::train::base::gguf_config(base).ok()
+        crate::model::import::config_json(base).ok()
     } else {
         std::fs::read(base.join("config.json")).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
     };

@@ -35,8 +35,10 @@ pub struct TokenizerFiles {
     pub digest: String,
     /// Special tokens and chat template.
     pub config: TokenizerConfig,
-    /// Where `tokenizer.json` was found.
+    /// Where `tokenizer.json` was found (or the GGUF it was built from).
     pub path: PathBuf,
+    /// The `tokenizer.json` bytes (what `digest` hashes).
+    pub bytes: Vec<u8>,
 }
 
 impl TokenizerFiles {
@@ -62,14 +64,32 @@ pub fn tokenizer_json(path: &Path) -> PathBuf {
 /// Load `tokenizer.json` (a file, or a directory containing it) and the
 /// `tokenizer_config.json` beside it, if any.
 pub fn load(path: &Path) -> Result<TokenizerFiles, String> {
+    if crate::train::base::is_gguf(path) {
+        return load_gguf(path);
+    }
     let file = tokenizer_json(path);
     let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
     let tokenizer = Tokenizer::from_bytes(&bytes).map_err(|e| format!("{} is not a valid tokenizer.json: {e}", file.display()))?;
-    let digest = blake3::hash(&bytes).to_hex().to_string();
     let cfg_path = file.with_file_name("tokenizer_config.json");
+    let cfg = match std::fs::read_to_string(&cfg_path) {
+        Ok(text) => Some(serde_json::from_str(&text).map_err(|e| format!("{}: {e}", cfg_path.display()))?),
+        Err(_) => None,
+    };
+    Ok(assemble(tokenizer, bytes, cfg.as_ref(), file))
+}
+
+/// The tokenizer a GGUF file carries in its metadata, exactly as `tailor
+/// import` writes it (so data tokenized from the GGUF matches the imported
+/// model's tokenizer digest).
+fn load_gguf(path: &Path) -> Result<TokenizerFiles, String> {
+    let hf = crate::model::import::tokenizer_files(path)?;
+    Ok(assemble(hf.tokenizer, hf.tokenizer_json.into_bytes(), Some(&hf.tokenizer_config), path.to_path_buf()))
+}
+
+fn assemble(tokenizer: Tokenizer, bytes: Vec<u8>, cfg: Option<&Value>, path: PathBuf) -> TokenizerFiles {
+    let digest = blake3::hash(&bytes).to_hex().to_string();
     let mut config = TokenizerConfig::default();
-    if let Ok(text) = std::fs::read_to_string(&cfg_path) {
-        let v: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", cfg_path.display()))?;
+    if let Some(v) = cfg {
         config.bos_token = token_text(v.get("bos_token"));
         config.eos_token = token_text(v.get("eos_token"));
         config.pad_token = token_text(v.get("pad_token"));
@@ -84,16 +104,20 @@ pub fn load(path: &Path) -> Result<TokenizerFiles, String> {
     if config.eos_token.is_none() {
         config.eos_token = ["<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>"].iter().find(|t| tokenizer.token_to_id(t).is_some()).map(|t| t.to_string());
     }
-    Ok(TokenizerFiles { tokenizer, digest, config, path: file })
+    TokenizerFiles { tokenizer, digest, config, path, bytes }
 }
 
 /// Load a tokenizer named in a stage config and declare its files
 /// (`tokenizer.json`, and `tokenizer_config.json` when present) as inputs of
 /// the stage, relative to the project root.
 pub fn load_declared(root: &Path, path: &Path, pointer: &str) -> Result<(TokenizerFiles, Vec<tailor_engine::FileDecl>), String> {
+    let rel = |p: &Path| p.strip_prefix(root).unwrap_or(p).to_path_buf();
+    if crate::train::base::is_gguf(path) {
+        let tok = load(&root.join(path))?;
+        return Ok((tok, vec![tailor_engine::FileDecl { path: path.to_path_buf(), pointer: pointer.to_string() }]));
+    }
     let file = tokenizer_json(&root.join(path));
     let tok = load(&file)?;
-    let rel = |p: &Path| p.strip_prefix(root).unwrap_or(p).to_path_buf();
     let mut files = vec![tailor_engine::FileDecl { path: rel(&file), pointer: pointer.to_string() }];
     let cfg = file.with_file_name("tokenizer_config.json");
     if cfg.exists() {

@@ -9,7 +9,11 @@ Outputs in stages/tests/fixtures/gguf/:
                              a 128-entry byte-level BPE vocabulary with ChatML control tokens and a chat template
   expected.safetensors       HF-named float32 tensors as gguf-py dequantizes them (q/k un-permuted)
   tokenizer_expected.json    ids the `tokenizers` library gives for a few strings with the same vocabulary
-  kquants.gguf               random-but-valid Q4_K / Q5_K / Q6_K tensors (+ one Q2_K), architecture "kquant-test"
+                             (key "smollm"), and with the tok_*.gguf vocabularies (keys "llama-bpe", "qwen2")
+  tok_llama-bpe.gguf, tok_qwen2.gguf  tokenizer-only GGUFs (no tensors) for the Llama 3 / Qwen 2 pre-tokenizers,
+                             whose expected ids use transformers' own split regexes
+  kquants.gguf               random-but-valid Q4_K / Q5_K / Q6_K tensors (+ one Q2_K), architecture "kquant-test",
+                             and two Llama 3.1 / 3.2 `rope_freqs` tensors (head_dim 64, theta 500000)
   kquants_expected.safetensors  gguf-py's dequantization of the Q4_K / Q5_K / Q6_K tensors
 """
 import json, os
@@ -18,6 +22,7 @@ import gguf
 from gguf import GGMLQuantizationType as Q
 from safetensors.numpy import load_file, save_file
 from tokenizers import Tokenizer
+from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -60,18 +65,57 @@ def vocabulary():
     return tokens, types, pairs
 
 
-def hf_tokenizer(tokens, types, merges):
+def hf_tokenizer(tokens, types, merges, pre='smollm', bos=None):
+    """The tokenizer Hugging Face ships for this pre-tokenizer family (Llama 3: tiktoken-style, BOS added)."""
     added = [{'id': i, 'content': t, 'single_word': False, 'lstrip': False, 'rstrip': False, 'normalized': False,
               'special': types[i] == 3} for i, t in enumerate(tokens) if types[i] in (3, 4)]
-    tj = {'version': '1.0', 'truncation': None, 'padding': None, 'added_tokens': added, 'normalizer': None,
-          'pre_tokenizer': {'type': 'Sequence', 'pretokenizers': [
-              {'type': 'Digits', 'individual_digits': True},
-              {'type': 'ByteLevel', 'add_prefix_space': False, 'trim_offsets': True, 'use_regex': True}]},
-          'post_processor': None, 'decoder': {'type': 'ByteLevel', 'add_prefix_space': True, 'trim_offsets': True, 'use_regex': True},
+    byte_level = {'type': 'ByteLevel', 'add_prefix_space': False, 'trim_offsets': True, 'use_regex': pre == 'smollm'}
+    first = ({'type': 'Digits', 'individual_digits': True} if pre == 'smollm' else
+             {'type': 'Split', 'pattern': {'Regex': GGUF_PRE_TOKENIZER_SPLITS[pre]}, 'behavior': 'Isolated', 'invert': False})
+    post = None if bos is None else {'type': 'TemplateProcessing', 'single': [{'SpecialToken': {'id': tokens[bos], 'type_id': 0}}, {'Sequence': {'id': 'A', 'type_id': 0}}],
+                                     'pair': [{'Sequence': {'id': 'A', 'type_id': 0}}, {'Sequence': {'id': 'B', 'type_id': 1}}],
+                                     'special_tokens': {tokens[bos]: {'id': tokens[bos], 'ids': [bos], 'tokens': [tokens[bos]]}}}
+    tj = {'version': '1.0', 'truncation': None, 'padding': None, 'added_tokens': added,
+          'normalizer': {'type': 'NFC'} if pre == 'qwen2' else None,
+          'pre_tokenizer': {'type': 'Sequence', 'pretokenizers': [first, byte_level]},
+          'post_processor': post, 'decoder': {'type': 'ByteLevel', 'add_prefix_space': True, 'trim_offsets': True, 'use_regex': True},
           'model': {'type': 'BPE', 'dropout': None, 'unk_token': None, 'continuing_subword_prefix': None,
-                    'end_of_word_suffix': None, 'fuse_unk': False, 'byte_fallback': False, 'ignore_merges': False,
+                    'end_of_word_suffix': None, 'fuse_unk': False, 'byte_fallback': False, 'ignore_merges': pre == 'llama-bpe',
                     'vocab': {t: i for i, t in enumerate(tokens)}, 'merges': merges}}
     return Tokenizer.from_str(json.dumps(tj))
+
+
+def add_vocabulary(w, tokens, types, merges, pre, add_bos):
+    w.add_tokenizer_model('gpt2')
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    w.add_pad_token_id(2)
+    w.add_add_bos_token(add_bos)
+    w.add_chat_template(CHATML)
+
+
+TEXTS = ['Hello world', 'the theme is hello', '<|im_start|>user\nhi 123<|im_end|>\n', 'at <tool> 42!']
+# Digit grouping (Llama 3: up to 3, Qwen 2: 1), whole-word vocabulary hits (Llama 3 ignores merges), NFC (Qwen 2).
+PRE_TEXTS = TEXTS + ['12345 678', ' xyz and  xyz', 'cafe\u0301 caf\u00e9', "I'M here, WE'LL see\r\n\n  ok"]
+
+
+def tokenizer_only(pre, expected):
+    """A GGUF holding only a (slightly larger) vocabulary, for pre-tokenizer `pre`."""
+    tokens, types, merges = vocabulary()
+    tokens = tokens[:-1] + ['12', '123', 'Ġxyz', 'Ã', '©', 'Ì'] + tokens[-1:]
+    types = [3, 3, 3] + [1] * (len(tokens) - 4) + [4]
+    merges = merges + ['1 2', '12 3']
+    add_bos = pre == 'llama-bpe'
+    w = gguf.GGUFWriter(os.path.join(OUT, f'tok_{pre}.gguf'), 'llama')
+    add_vocabulary(w, tokens, types, merges, pre, add_bos)
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    tok = hf_tokenizer(tokens, types, merges, pre, 1 if add_bos else None)
+    expected[pre] = [{'text': s, 'ids': tok.encode(s).ids} for s in PRE_TEXTS]
 
 
 def permute(w, n_head):
@@ -107,17 +151,7 @@ def tiny():
     w.add_rope_dimension_count(cfg['head_dim'])
     w.add_vocab_size(cfg['vocab_size'])
     tokens, types, merges = vocabulary()
-    w.add_tokenizer_model('gpt2')
-    w.add_tokenizer_pre('smollm')
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    w.add_token_merges(merges)
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(2)
-    w.add_unk_token_id(0)
-    w.add_pad_token_id(2)
-    w.add_add_bos_token(False)
-    w.add_chat_template(CHATML)
+    add_vocabulary(w, tokens, types, merges, 'smollm', False)
     exp = {'model.embed_tokens.weight': stored(w, 'token_embd.weight', sd['model.embed_tokens.weight'], Q.Q8_0)}
     for i in range(L):
         p, hp = f'blk.{i}.', f'model.layers.{i}.'
@@ -132,8 +166,7 @@ def tiny():
     w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
     save_file({k: np.ascontiguousarray(v) for k, v in exp.items()}, os.path.join(OUT, 'expected.safetensors'))
     tok = hf_tokenizer(tokens, types, merges)
-    texts = ['Hello world', 'the theme is hello', '<|im_start|>user\nhi 123<|im_end|>\n', 'at <tool> 42!']
-    json.dump([{'text': s, 'ids': tok.encode(s).ids} for s in texts], open(os.path.join(OUT, 'tokenizer_expected.json'), 'w'), indent=1)
+    return {'smollm': [{'text': s, 'ids': tok.encode(s).ids} for s in TEXTS]}
 
 
 def kquants():
@@ -150,13 +183,37 @@ def kquants():
         w.add_tensor(qt.name.lower(), data, raw_dtype=qt)
         if qt != Q.Q2_K:
             exp[qt.name.lower()] = gguf.quants.dequantize(data, qt).astype(np.float32)
+    # rope_freqs.weight the way convert_hf_to_gguf.py writes it for Llama 3.1 (factor 8) and 3.2 (factor 32)
+    for name, factor in [('rope_freqs_llama31', 8.0), ('rope_freqs_llama32', 32.0)]:
+        w.add_tensor(name, llama3_rope_factors(500000.0, 64, factor, 1.0, 4.0, 8192))
     w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
     save_file(exp, os.path.join(OUT, 'kquants_expected.safetensors'))
 
 
+def llama3_rope_factors(base, dim, factor, low_freq_factor, high_freq_factor, old_context_len):
+    """LlamaModel.generate_extra_tensors in llama.cpp's convert_hf_to_gguf.py, in torch float32 as there."""
+    import math, torch
+    freqs = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    low_freq_wavelen, high_freq_wavelen = old_context_len / low_freq_factor, old_context_len / high_freq_factor
+    out = []
+    for freq in freqs:
+        wavelen = 2 * math.pi / freq
+        if wavelen < high_freq_wavelen:
+            out.append(1)
+        elif wavelen > low_freq_wavelen:
+            out.append(factor)
+        else:
+            smooth = (old_context_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    return torch.tensor(out, dtype=torch.float32).numpy()
+
+
 if __name__ == '__main__':
     os.makedirs(OUT, exist_ok=True)
-    tiny()
+    expected = tiny()
+    for pre in ['llama-bpe', 'qwen2']:
+        tokenizer_only(pre, expected)
+    json.dump(expected, open(os.path.join(OUT, 'tokenizer_expected.json'), 'w'), indent=1)
     kquants()
     for f in sorted(os.listdir(OUT)):
         print(f, os.path.getsize(os.path.join(OUT, f)))

@@ -265,11 +265,11 @@ impl Stage for Evaluate {
         };
         let mut metrics = BTreeMap::new();
         for (k, v) in tuned {
-            metrics.insert(k.clone(), json!(round(*v)));
+            metrics.insert(k.clone(), round(*v));
         }
         if let Some(o) = other.and_then(|o| report.corpus.get(o).map(|m| (o, m))) {
             for (k, v) in o.1 {
-                metrics.insert(format!("{}_{k}", o.0), json!(round(*v)));
+                metrics.insert(format!("{}_{k}", o.0), round(*v));
             }
         }
         Ok(StageOutcome { metrics, warnings: vec![], check })
@@ -284,8 +284,9 @@ impl Stage for Evaluate {
     }
 }
 
-fn round(v: f64) -> f64 {
-    (v * 1e6).round() / 1e6
+/// A metric for the lock file: counts as integers, rates to 6 decimals.
+fn round(v: f64) -> Value {
+    if v.fract() == 0.0 && v.abs() < 1e15 { json!(v as i64) } else { json!((v * 1e6).round() / 1e6) }
 }
 
 /// Scored outputs of an evaluation.

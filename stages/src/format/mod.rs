@@ -143,7 +143,7 @@ fn le64(v: &[u64]) -> Vec<u8> {
 fn write_split(dir: &Path, samples: &[&Sample], cfg: &FormatConfig, tok: &TokenizerFiles, manifest: serde_json::Value) -> Result<serde_json::Value, StageError> {
     // The tokenizer travels with the tokens (stored once, by content), so
     // the artifact can be decoded and checked against a model on its own.
-    std::fs::copy(&tok.path, dir.join("tokenizer.json")).ctx(|| "copying tokenizer.json".into())?;
+    std::fs::write(dir.join("tokenizer.json"), &tok.bytes).ctx(|| "writing tokenizer.json".into())?;
     let mut ids: Vec<u32> = Vec::new();
     let mut mask: Vec<u8> = Vec::new();
     let mut offsets: Vec<u64> = vec![0];

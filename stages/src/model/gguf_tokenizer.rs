@@ -108,67 +108,114 @@ fn post_processor(bos: Option<(&str, u64)>, eos: Option<(&str, u64)>) -> Value {
     json!({"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": specials})
 }
 
+/// The vocabulary part of the metadata.
+struct Vocab<'a> {
+    tokens: Vec<&'a str>,
+    types: Vec<i128>,
+    merges: Vec<&'a str>,
+}
+
+impl<'a> Vocab<'a> {
+    fn of(g: &'a Gguf) -> Result<Self, String> {
+        let file = g.path.display();
+        match g.get_str("tokenizer.ggml.model")? {
+            Some("gpt2") => {}
+            Some("llama") => return Err(format!("{file}: SentencePiece tokenizers (tokenizer.ggml.model = \"llama\") are not supported yet; only byte-level BPE (\"gpt2\") is")),
+            Some(other) => return Err(format!("{file}: tokenizer.ggml.model = {other:?} is not supported (supported: \"gpt2\", byte-level BPE)")),
+            None => return Err(format!("{file}: no tokenizer in the metadata (tokenizer.ggml.model is missing)")),
+        }
+        let tokens = g.get_str_array("tokenizer.ggml.tokens")?.ok_or_else(|| format!("{file}: tokenizer.ggml.tokens is missing"))?;
+        let types = g.get_int_array("tokenizer.ggml.token_type")?.unwrap_or_else(|| vec![1; tokens.len()]);
+        if types.len() != tokens.len() {
+            return Err(format!("{file}: tokenizer.ggml.token_type has {} entries but tokenizer.ggml.tokens has {}", types.len(), tokens.len()));
+        }
+        let merges = g.get_str_array("tokenizer.ggml.merges")?.unwrap_or_default();
+        Ok(Vocab { tokens, types, merges })
+    }
+
+    /// The BPE vocabulary object (token → id); duplicate tokens are an error.
+    fn vocab(&self, g: &Gguf) -> Result<serde_json::Map<String, Value>, String> {
+        let mut vocab = serde_json::Map::new();
+        for (id, t) in self.tokens.iter().enumerate() {
+            if let Some(first) = vocab.insert(t.to_string(), json!(id)) {
+                return Err(format!("{}: token {t:?} appears twice in tokenizer.ggml.tokens (ids {first} and {id})", g.path.display()));
+            }
+        }
+        Ok(vocab)
+    }
+
+    /// Control / unknown tokens (special) and user-defined ones (not special).
+    fn added(&self) -> Vec<Value> {
+        let added = self.tokens.iter().zip(&self.types).enumerate().filter(|(_, (_, ty))| matches!(**ty, UNKNOWN | CONTROL | USER_DEFINED));
+        added
+            .map(|(id, (t, ty))| json!({"id": id, "content": t, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": *ty != USER_DEFINED}))
+            .collect()
+    }
+
+    /// The token with id `id` (from metadata `key`), checked against the vocabulary.
+    fn token(&self, g: &Gguf, key: &str, id: Option<u64>) -> Result<Option<(&'a str, u64)>, String> {
+        match id {
+            None => Ok(None),
+            Some(i) => match self.tokens.get(i as usize) {
+                Some(t) => Ok(Some((*t, i))),
+                None => Err(format!("{}: {key} = {i} but the vocabulary has {} tokens", g.path.display(), self.tokens.len())),
+            },
+        }
+    }
+}
+
+/// Special tokens by role: `(text, id)`.
+struct Roles<'a> {
+    bos: Option<(&'a str, u64)>,
+    eos: Option<(&'a str, u64)>,
+    pad: Option<(&'a str, u64)>,
+    unk: Option<(&'a str, u64)>,
+}
+
 /// Convert the GGUF's tokenizer; `model_max_length` goes into the config.
 pub fn convert(g: &Gguf, model_max_length: u64) -> Result<HfTokenizer, String> {
     let file = g.path.display();
-    match g.get_str("tokenizer.ggml.model")? {
-        Some("gpt2") => {}
-        Some("llama") => return Err(format!("{file}: SentencePiece tokenizers (tokenizer.ggml.model = \"llama\") are not supported yet; only byte-level BPE (\"gpt2\") is")),
-        Some(other) => return Err(format!("{file}: tokenizer.ggml.model = {other:?} is not supported (supported: \"gpt2\", byte-level BPE)")),
-        None => return Err(format!("{file}: no tokenizer in the metadata (tokenizer.ggml.model is missing)")),
-    }
-    let tokens = g.get_str_array("tokenizer.ggml.tokens")?.ok_or_else(|| format!("{file}: tokenizer.ggml.tokens is missing"))?;
-    let types = g.get_int_array("tokenizer.ggml.token_type")?.unwrap_or_else(|| vec![1; tokens.len()]);
-    if types.len() != tokens.len() {
-        return Err(format!("{file}: tokenizer.ggml.token_type has {} entries but tokenizer.ggml.tokens has {}", types.len(), tokens.len()));
-    }
-    let merges = g.get_str_array("tokenizer.ggml.merges")?.unwrap_or_default();
-    let mut vocab = serde_json::Map::new();
-    for (id, t) in tokens.iter().enumerate() {
-        if let Some(first) = vocab.insert(t.to_string(), json!(id)) {
-            return Err(format!("{file}: token {t:?} appears twice in tokenizer.ggml.tokens (ids {first} and {id})"));
-        }
-    }
-    let added: Vec<Value> = tokens.iter().zip(&types).enumerate().filter(|(_, (_, ty))| matches!(**ty, UNKNOWN | CONTROL | USER_DEFINED))
-        .map(|(id, (t, ty))| json!({"id": id, "content": t, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": *ty != USER_DEFINED}))
-        .collect();
+    let v = Vocab::of(g)?;
     let ids = SpecialIds::of(g)?;
-    let name = |key: &str, id: Option<u64>| -> Result<Option<(&str, u64)>, String> {
-        match id {
-            None => Ok(None),
-            Some(i) => tokens.get(i as usize).map(|t| Some((*t, i))).ok_or_else(|| format!("{file}: {key} = {i} but the vocabulary has {} tokens", tokens.len())),
-        }
+    let roles = Roles {
+        bos: v.token(g, "tokenizer.ggml.bos_token_id", ids.bos)?,
+        eos: v.token(g, "tokenizer.ggml.eos_token_id", ids.eos)?,
+        pad: v.token(g, "tokenizer.ggml.padding_token_id", ids.pad)?,
+        unk: v.token(g, "tokenizer.ggml.unknown_token_id", ids.unk)?,
     };
-    let bos = name("tokenizer.ggml.bos_token_id", ids.bos)?;
-    let eos = name("tokenizer.ggml.eos_token_id", ids.eos)?;
-    let pad = name("tokenizer.ggml.padding_token_id", ids.pad)?;
-    let unk = name("tokenizer.ggml.unknown_token_id", ids.unk)?;
     let pre = g.get_str("tokenizer.ggml.pre")?;
     let add_bos = g.get_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(pre == Some("llama-bpe"));
     let add_eos = g.get_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false);
     let (pre_tok, ignore_merges, normalizer) = pre_tokenizer(g, pre)?;
     let trim = pre != Some("qwen2");
     let tj = json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added, "normalizer": normalizer,
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": v.added(), "normalizer": normalizer,
         "pre_tokenizer": pre_tok,
-        "post_processor": post_processor(bos.filter(|_| add_bos), eos.filter(|_| add_eos)),
+        "post_processor": post_processor(roles.bos.filter(|_| add_bos), roles.eos.filter(|_| add_eos)),
         "decoder": {"type": "ByteLevel", "add_prefix_space": trim, "trim_offsets": trim, "use_regex": trim},
         "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null, "end_of_word_suffix": null,
-                  "fuse_unk": false, "byte_fallback": false, "ignore_merges": ignore_merges, "vocab": vocab, "merges": merges},
+                  "fuse_unk": false, "byte_fallback": false, "ignore_merges": ignore_merges, "vocab": v.vocab(g)?, "merges": v.merges},
     });
     let tokenizer: Tokenizer = tj.to_string().parse().map_err(|e| format!("{file}: the converted tokenizer does not load: {e}"))?;
     let tokenizer_json = tokenizer.to_string(false).map_err(|e| format!("{file}: serializing the tokenizer: {e}"))?;
-    let text = |t: Option<(&str, u64)>| t.map(|(s, _)| s);
-    let specials: Vec<&str> = tokens.iter().zip(&types).filter(|(_, ty)| **ty == CONTROL).map(|(t, _)| *t)
-        .filter(|t| ![bos, eos, pad, unk].iter().any(|s| text(*s) == Some(*t))).collect();
+    let (tokenizer_config, special_tokens_map) = configs(g, &v, &roles, add_bos, add_eos, model_max_length)?;
+    Ok(HfTokenizer { tokenizer_json, tokenizer_config, special_tokens_map, tokenizer })
+}
+
+/// `tokenizer_config.json` and `special_tokens_map.json`.
+fn configs(g: &Gguf, v: &Vocab, roles: &Roles, add_bos: bool, add_eos: bool, model_max_length: u64) -> Result<(Value, Value), String> {
+    let text = |t: Option<(&str, u64)>| t.map(|(s, _)| s.to_string());
+    let named: Vec<Option<String>> = [roles.bos, roles.eos, roles.pad, roles.unk].into_iter().map(text).collect();
+    let specials: Vec<&str> = v.tokens.iter().zip(&v.types).filter(|(t, ty)| **ty == CONTROL && !named.iter().any(|n| n.as_deref() == Some(**t))).map(|(t, _)| *t).collect();
     let tokenizer_config = json!({
         "add_bos_token": add_bos, "add_eos_token": add_eos, "add_prefix_space": false, "clean_up_tokenization_spaces": false,
-        "bos_token": text(bos), "eos_token": text(eos), "pad_token": text(pad), "unk_token": text(unk),
+        "bos_token": text(roles.bos), "eos_token": text(roles.eos), "pad_token": text(roles.pad), "unk_token": text(roles.unk),
         "additional_special_tokens": specials, "model_max_length": model_max_length,
         "tokenizer_class": "PreTrainedTokenizerFast", "chat_template": g.get_str("tokenizer.chat_template")?,
     });
     let special_tokens_map = json!({
-        "bos_token": text(bos), "eos_token": text(eos), "pad_token": text(pad), "unk_token": text(unk), "additional_special_tokens": specials,
+        "bos_token": text(roles.bos), "eos_token": text(roles.eos), "pad_token": text(roles.pad), "unk_token": text(roles.unk),
+        "additional_special_tokens": specials,
     });
-    Ok(HfTokenizer { tokenizer_json, tokenizer_config, special_tokens_map, tokenizer })
+    Ok((tokenizer_config, special_tokens_map))
 }

@@ -12,7 +12,9 @@
 
 use serde_json::{Value, json};
 
+use super::ggml::dequantize;
 use super::gguf::{Gguf, TensorInfo};
+use super::rope::llama3_scaling;
 
 /// Architectures this importer converts.
 pub const SUPPORTED_ARCHS: &str = "llama";
@@ -61,8 +63,11 @@ impl Permute {
         match self {
             Permute::None => r,
             Permute::Heads(n) => {
-                let per_head = rows / n;
+                let per_head = rows / n.max(1);
                 let half = per_head / 2;
+                if half == 0 {
+                    return r;
+                }
                 let (head, within) = (r / per_head, r % per_head);
                 head * per_head + 2 * (within % half) + within / half
             }
@@ -97,6 +102,31 @@ fn rope_scaling(g: &Gguf, context: u64) -> Result<Value, String> {
     })
 }
 
+/// Rope scaling given by a `rope_freqs.weight` tensor (Llama 3.1 and later).
+fn rope_freqs_scaling(g: &Gguf, theta: f64, head_dim: u64) -> Result<Option<Value>, String> {
+    let Some(t) = g.tensor("rope_freqs.weight") else { return Ok(None) };
+    let at = |m: String| format!("{}: tensor rope_freqs.weight: {m}", g.path.display());
+    let ty = t.ty.ok_or_else(|| at(format!("type {} cannot be read", t.type_description())))?;
+    if t.dims != [head_dim / 2] {
+        return Err(at(format!("has dims {:?}, expected [{}]", t.dims, head_dim / 2)));
+    }
+    let mut v = vec![0f32; t.n_elements as usize];
+    dequantize(ty, &g.read_tensor(t)?, &mut v).map_err(at)?;
+    let scaling = llama3_scaling(&v, theta, head_dim);
+    scaling.map(Some).ok_or_else(|| at("its values match no Llama 3 rope scaling (factor, low/high frequency factors, original context)".into()))
+}
+
+/// `rope_theta` and `rope_scaling`, from metadata or `rope_freqs.weight`.
+fn rope(g: &Gguf, context: u64, head_dim: u64) -> Result<(f64, Value), String> {
+    let theta = g.get_f64("llama.rope.freq_base")?.unwrap_or(10000.0);
+    let from_metadata = rope_scaling(g, context)?;
+    match rope_freqs_scaling(g, theta, head_dim)? {
+        None => Ok((theta, from_metadata)),
+        Some(s) if from_metadata.is_null() => Ok((theta, s)),
+        Some(_) => Err(format!("{}: both llama.rope.scaling.* and rope_freqs.weight describe rope scaling", g.path.display())),
+    }
+}
+
 impl LlamaParams {
     /// Read and check the hyperparameters of a Llama GGUF.
     pub fn of(g: &Gguf) -> Result<Self, String> {
@@ -124,12 +154,17 @@ impl LlamaParams {
                 return Err(format!("{file}: {key} = {v} differs from the head size {head_dim}; not supported"));
             }
         }
+        let layers = g.require_u64("llama.block_count")?;
+        if layers.saturating_mul(9).saturating_add(2) > g.tensors.len() as u64 {
+            return Err(format!("{file}: llama.block_count = {layers} but the file has only {} tensors (9 per block, plus 2)", g.tensors.len()));
+        }
         let embd = g.tensor("token_embd.weight").ok_or_else(|| format!("{file}: tensor token_embd.weight is missing"))?;
         let vocab = embd.dims.get(1).copied().unwrap_or(0);
         let context = g.require_u64("llama.context_length")?;
         let eps = g.get_f64("llama.attention.layer_norm_rms_epsilon")?.ok_or_else(|| format!("{file}: llama.attention.layer_norm_rms_epsilon is missing"))?;
+        let (rope_theta, rope_scaling) = rope(g, context, head_dim)?;
         Ok(LlamaParams {
-            layers: g.require_u64("llama.block_count")?,
+            layers,
             hidden,
             intermediate: g.require_u64("llama.feed_forward_length")?,
             heads,
@@ -137,8 +172,8 @@ impl LlamaParams {
             head_dim,
             context,
             rms_norm_eps: snap_eps(eps),
-            rope_theta: g.get_f64("llama.rope.freq_base")?.unwrap_or(10000.0),
-            rope_scaling: rope_scaling(g, context)?,
+            rope_theta,
+            rope_scaling,
             vocab,
             tied: g.tensor("output.weight").is_none(),
         })
@@ -148,7 +183,7 @@ impl LlamaParams {
     /// `None` for a name this importer does not know.
     pub fn map(&self, name: &str) -> Option<(String, Vec<u64>, Permute)> {
         let (h, f, v) = (self.hidden, self.intermediate, self.vocab);
-        let (q, kv) = (self.heads * self.head_dim, self.kv_heads * self.head_dim);
+        let (q, kv) = (self.heads.saturating_mul(self.head_dim), self.kv_heads.saturating_mul(self.head_dim));
         match name {
             "token_embd.weight" => return Some(("model.embed_tokens.weight".into(), vec![h, v], Permute::None)),
             "output_norm.weight" => return Some(("model.norm.weight".into(), vec![h], Permute::None)),
@@ -157,7 +192,7 @@ impl LlamaParams {
         }
         let rest = name.strip_prefix("blk.")?;
         let (layer, part) = rest.split_once('.')?;
-        let n: u64 = layer.parse().ok().filter(|&n| n < self.layers && layer == n.to_string())?;
+        let n = layer.parse::<u64>().ok().filter(|&n| n < self.layers && layer == n.to_string())?;
         let (hf, dims, perm) = match part {
             "attn_norm.weight" => ("input_layernorm", vec![h], Permute::None),
             "ffn_norm.weight" => ("post_attention_layernorm", vec![h], Permute::None),
@@ -173,11 +208,12 @@ impl LlamaParams {
         Some((format!("model.layers.{n}.{hf}.weight"), dims, perm))
     }
 
-    /// Check one tensor's name and dims; return its HF name and permutation.
-    pub fn check(&self, g: &Gguf, t: &TensorInfo) -> Result<(String, Permute), String> {
+    /// Check one tensor's name and dims; return its HF name and permutation,
+    /// or `None` for `rope_freqs.weight`, which goes into `config.json`.
+    pub fn check(&self, g: &Gguf, t: &TensorInfo) -> Result<Option<(String, Permute)>, String> {
         let file = g.path.display();
         if t.name == "rope_freqs.weight" {
-            return Err(format!("{file}: tensor rope_freqs.weight (Llama 3.1-style rope scaling) is not supported yet"));
+            return Ok(None);
         }
         let Some((hf, dims, perm)) = self.map(&t.name) else {
             return Err(format!(
@@ -188,10 +224,7 @@ impl LlamaParams {
         if t.dims != dims {
             return Err(format!("{file}: tensor {} has dims {:?}, expected {dims:?} (ggml order) for this model's hyperparameters", t.name, t.dims));
         }
-        if let Some(ty) = t.ty.filter(|ty| ty.block_size() > 1 && perm != Permute::None) {
-            let _ = ty; // rows are whole blocks already (checked when parsing)
-        }
-        Ok((hf, perm))
+        Ok(Some((hf, perm)))
     }
 
     /// Every tensor name a complete model has.
@@ -224,23 +257,39 @@ impl LlamaParams {
 mod tests {
     use super::*;
 
-    /// llama.cpp's permutation, written forwards: GGUF row of HF row.
-    fn forward(hf_row: u64, rows: u64, n: u64) -> u64 {
+    #[test]
+    fn source_row_inverts_llama_cpp_permutation() {
+        let (rows, n) = (24u64, 3u64);
         let (per_head, half) = (rows / n, rows / n / 2);
-        let (head, within) = (hf_row / per_head, hf_row % per_head);
-        let (j, i) = (within / half, within % half); // HF (head, j, i) → GGUF (head, i, j)
-        head * per_head + 2 * i + j
+        // `reshape(n, 2, half).swapaxes(1, 2)`: GGUF position (h, i, j) holds HF row (h, j, i).
+        let mut gguf_rows = vec![0u64; rows as usize];
+        for h in 0..n {
+            for i in 0..half {
+                for j in 0..2 {
+                    gguf_rows[(h * per_head + i * 2 + j) as usize] = h * per_head + j * half + i;
+                }
+            }
+        }
+        let p = Permute::Heads(n);
+        for r in 0..rows {
+            assert_eq!(gguf_rows[p.source_row(r, rows) as usize], r);
+        }
+        assert_eq!(Permute::None.source_row(5, rows), 5);
     }
 
     #[test]
-    fn source_row_inverts_llama_cpp_permutation() {
-        let (rows, n) = (24, 3);
-        let p = Permute::Heads(n);
-        let src: Vec<u64> = (0..rows).map(|r| p.source_row(r, rows)).collect();
-        assert_eq!(&src[..8], &[0, 2, 4, 6, 1, 3, 5, 7]);
-        for r in 0..rows {
-            assert_eq!(forward(r, rows, n), src[r as usize]);
+    fn names_map_to_hf_with_ggml_dims() {
+        let p = LlamaParams {
+            layers: 2, hidden: 8, intermediate: 12, heads: 2, kv_heads: 1, head_dim: 4, context: 16, rms_norm_eps: 1e-5,
+            rope_theta: 1e4, rope_scaling: Value::Null, vocab: 10, tied: false,
+        };
+        assert_eq!(p.map("output.weight"), Some(("lm_head.weight".into(), vec![8, 10], Permute::None)));
+        assert_eq!(p.map("blk.1.attn_k.weight"), Some(("model.layers.1.self_attn.k_proj.weight".into(), vec![8, 4], Permute::Heads(1))));
+        assert_eq!(p.map("blk.0.ffn_down.weight"), Some(("model.layers.0.mlp.down_proj.weight".into(), vec![12, 8], Permute::None)));
+        for bad in ["blk.2.attn_q.weight", "blk.01.attn_q.weight", "blk.0.attn_q.bias", "blk..attn_q.weight", "rope_freqs.weight"] {
+            assert_eq!(p.map(bad), None, "{bad}");
         }
+        assert_eq!(p.required().len(), 2 + 2 * 9);
     }
 
     #[test]

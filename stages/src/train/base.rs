@@ -103,17 +103,8 @@ pub fn materialize(base: &Path, root: &Path, scratch: &Path) -> Result<PathBuf, 
         return Ok(path);
     }
     let out = scratch.join("base-model");
-    let summary = import_gguf(&path, &out).map_err(|e| StageError::msg(format!("importing {}: {e}", base.display())))?;
+    let summary = crate::model::import(&path, &out).map_err(|e| StageError::msg(format!("importing {}: {e}", base.display())))?;
     tracing::info!(gguf = %base.display(), summary = %serde_json::to_string(&summary).unwrap_or_default(), "imported GGUF");
     Ok(out)
 }
 
-// TEMPORARY until the GGUF importer lands in `crate::model`.
-fn import_gguf(_path: &Path, _out: &Path) -> Result<Value, String> {
-    Err("GGUF import is not built yet".into())
-}
-
-/// The Hugging Face `config.json` a GGUF file would import to (TEMPORARY).
-pub fn gguf_config(_path: &Path) -> Result<Value, String> {
-    Err("GGUF import is not built yet".into())
-}

@@ -154,6 +154,10 @@ impl Stage for Train {
         crate::estimate::plan_note(&root.join(&config.base), &config.method, &config.hyper, inputs.get("data").map(PathBuf::as_path))
     }
 
+    fn report(_output: &OutputDecl, dir: &Path) -> Option<String> {
+        Some(crate::report::model(dir))
+    }
+
     fn show(_output: &OutputDecl, dir: &Path, w: &mut dyn Write, _limit: usize) -> std::io::Result<bool> {
         crate::show::model(dir, w)
     }
