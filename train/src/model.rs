@@ -282,7 +282,7 @@ impl Llama {
             }
         };
         let is_causal = mask.is_none();
-        let mut x = self.embed.index_select(0, &ids.flatten(0, -1)).view([b, t, -1]).to_kind(kind);
+        let mut x = Tensor::embedding(&self.embed, ids, -1, false, false).to_kind(kind);
         let d = self.cfg.head_dim() as i64;
         let (nq, nkv) = (self.cfg.num_attention_heads as i64, self.cfg.kv_heads() as i64);
         let eps = self.cfg.rms_norm_eps;

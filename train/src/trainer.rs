@@ -231,11 +231,14 @@ fn lr_at(job: &Job, step: usize, total: usize) -> f64 {
     }
 }
 
-/// Print one JSON line on stdout (the train stage reads these).
+/// Print one JSON line on stdout (the train stage reads these). When the
+/// stage that started this process is gone (the pipe is closed), there is
+/// no one to report to: stop, leaving the last checkpoint to resume from.
 pub fn emit(v: serde_json::Value) {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{v}");
-    let _ = out.flush();
+    if writeln!(out, "{v}").and_then(|()| out.flush()).is_err() {
+        std::process::exit(3);
+    }
 }
 
 /// Peak resident memory of this process so far, MiB (Linux `VmHWM`).

