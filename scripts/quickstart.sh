@@ -15,5 +15,8 @@ echo "== tailor plan";     $T -f $P plan
 echo "== tailor run";      $T -f $P run
 echo "== tailor run (again: nothing to do)"; $T -f $P run
 echo "== tailor show cleaned"; $T -f $P show cleaned --limit 3
+echo "== tailor show scored";  $T -f $P show scored --limit 2
+echo "== tailor report";       $T -f $P report
 echo
 echo "Artifacts: pipelines/quickstart/.tailor/   lock file: pipelines/quickstart/tailor.lock"
+echo "Report: pipelines/quickstart/report.html   review page: $($T -f $P show scored --path)/review.html"
