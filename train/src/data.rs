@@ -34,7 +34,7 @@ pub struct Batch {
     pub targets: i64,
     /// Total tokens (without padding).
     pub tokens: i64,
-    /// Every row is one full-length sample: plain causal attention suffices.
+    /// Every row is one sample (right-padded): plain causal attention suffices.
     pub simple: bool,
 }
 
@@ -198,7 +198,9 @@ impl Dataset {
             }
         }
         let shape = [b as i64, t as i64];
-        let simple = rows.iter().zip(&lens).all(|(&r, &l)| self.rows[r].len() == 1 && l == t);
+        // One sample per row: padding only ever follows the real tokens, so
+        // plain causal attention is exact for them (padding carries no target).
+        let simple = rows.iter().all(|&r| self.rows[r].len() == 1);
         Batch {
             simple,
             ids: Tensor::from_slice(&ids).view(shape).to_device(device),

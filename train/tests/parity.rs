@@ -231,3 +231,41 @@ fn same_seed_gives_bit_identical_adapters() {
     let ds = Dataset::open(&tmp.path().join("train")).unwrap();
     assert_eq!(ds.len(), 16);
 }
+
+#[test]
+fn padded_rows_score_exactly_like_each_row_alone() {
+    // Samples of different lengths in one right-padded batch take the plain
+    // causal path; their summed loss must equal scoring each row by itself.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("split");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (mut ids, mut mask, mut off) = (Vec::<u32>::new(), Vec::<u8>::new(), vec![0u64]);
+    for (s, len) in [5u32, 11, 8].iter().enumerate() {
+        for k in 0..*len {
+            ids.push((s as u32 * 17 + k * 5) % 128);
+            mask.push(u8::from(k >= 2));
+        }
+        off.push(ids.len() as u64);
+    }
+    let ib: Vec<u8> = ids.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let ob: Vec<u8> = off.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let views = vec![
+        ("input_ids", safetensors::tensor::TensorView::new(safetensors::Dtype::U32, vec![ids.len()], &ib).unwrap()),
+        ("loss_mask", safetensors::tensor::TensorView::new(safetensors::Dtype::U8, vec![mask.len()], &mask).unwrap()),
+        ("offsets", safetensors::tensor::TensorView::new(safetensors::Dtype::U64, vec![off.len()], &ob).unwrap()),
+    ];
+    safetensors::serialize_to_file(views, None, &dir.join("tokens.safetensors")).unwrap();
+    std::fs::write(dir.join("manifest.json"), "{}").unwrap();
+    let data = Dataset::open(&dir).unwrap();
+    let model = load(&fixture("llama_gqa_tied"));
+    let batch = data.batch(&[0, 1, 2], Device::Cpu);
+    assert!(batch.simple);
+    let together = tch::no_grad(|| tailor_train::data::masked_loss(&model.forward(&batch.ids, Some(&batch.positions), Attend::Causal, false).unwrap(), &batch, 1.0).double_value(&[]));
+    let alone: f64 = (0..3)
+        .map(|r| {
+            let b = data.batch(&[r], Device::Cpu);
+            tch::no_grad(|| tailor_train::data::masked_loss(&model.forward(&b.ids, Some(&b.positions), Attend::Causal, false).unwrap(), &b, 1.0).double_value(&[]))
+        })
+        .sum();
+    assert!((together - alone).abs() < 1e-4 * alone.abs(), "padded batch {together} vs rows alone {alone}");
+}
