@@ -269,3 +269,33 @@ fn padded_rows_score_exactly_like_each_row_alone() {
         .sum();
     assert!((together - alone).abs() < 1e-4 * alone.abs(), "padded batch {together} vs rows alone {alone}");
 }
+
+#[test]
+fn bfloat16_training_learns_and_qlora_merges_into_a_loadable_model() {
+    let _one = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let mut j = job(tmp.path(), Method::Lora, 30, 2);
+    j.dtype = Dtype::Bfloat16;
+    j.out = tmp.path().join("bf16");
+    std::fs::create_dir_all(&j.out).unwrap();
+    train(&j).unwrap();
+    let l = losses(&j.out);
+    assert!(l[27..].iter().sum::<f64>() < l[..3].iter().sum::<f64>() * 0.95, "bf16 loss did not go down: {l:?}");
+
+    let mut q = job(tmp.path(), Method::Qlora, 10, 3);
+    q.merge = true;
+    q.out = tmp.path().join("qlora");
+    std::fs::create_dir_all(&q.out).unwrap();
+    train(&q).unwrap();
+    // The merged model (NF4 base dequantized, adapter folded in) loads as a
+    // plain float32 model and gives the logits of base + adapter.
+    let merged = load(&q.out.join("merged"));
+    let (ids, _) = expected(&fixture("llama_gqa_tied"));
+    let got = tch::no_grad(|| merged.forward(&ids, None, Attend::Causal, false).unwrap());
+    let cfg = tailor_train::load::config(&fixture("llama_gqa_tied")).unwrap();
+    let w = tailor_train::load::weights(&fixture("llama_gqa_tied"), tailor_train::load::LoadOptions { kind: Kind::Float, device: Device::Cpu, nf4: Some(true) }).unwrap();
+    let mut quantized = Llama::from_weights(cfg, w, Kind::Float, Device::Cpu).unwrap();
+    peft::load(&mut quantized, &q.out.join("adapter"), Device::Cpu).unwrap();
+    let want = tch::no_grad(|| quantized.forward(&ids, None, Attend::Causal, false).unwrap());
+    assert!(max_diff(&got, &want) < 1e-4, "merged vs NF4 + adapter: {}", max_diff(&got, &want));
+}
