@@ -146,7 +146,8 @@ pub struct Estimate {
     pub cost: f64,
 }
 
-const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+/// Bytes in a GiB.
+pub const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
 /// Compute an estimate.
 pub fn estimate(r: &Request) -> Estimate {
@@ -267,56 +268,6 @@ pub fn available_memory() -> Option<f64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     line.split_whitespace().nth(1)?.parse::<f64>().ok().map(|kb| kb * 1024.0)
-}
-
-/// The line `tailor plan` prints under a train stage: estimated peak memory
-/// and whether it fits this machine (CPU runs; a CUDA run is compared with
-/// nothing, since the plan does not load libtorch).
-pub fn plan_note(base: &std::path::Path, mth: &crate::train::settings::Method, h: &crate::train::settings::Hyper, data: Option<&std::path::Path>) -> Vec<String> {
-    use crate::train::settings::{DeviceCfg, DtypeCfg, MethodCfg};
-    let cfg = if crate::train::base::is_gguf(base) {
-        crate::model::import::config_json(base).ok()
-    } else {
-        std::fs::read(base.join("config.json")).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-    };
-    let Some((shape, vocab)) = cfg.as_ref().and_then(|c| Some((Shape::from_config(c)?, c["vocab_size"].as_f64()?))) else { return vec![] };
-    let manifest = data.and_then(|d| std::fs::read(d.join("manifest.json")).ok()).and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
-    let (seq, known) = match manifest.as_ref().and_then(|m| m["max_tokens"].as_f64()) {
-        Some(s) => (s, true),
-        None => (512.0, false),
-    };
-    let method = match mth.method {
-        MethodCfg::Full => Method::Full,
-        MethodCfg::Lora => Method::Lora,
-        MethodCfg::Qlora => Method::Qlora,
-    };
-    let bytes = match h.dtype {
-        DtypeCfg::Bfloat16 | DtypeCfg::Float16 => 2.0,
-        DtypeCfg::Float32 => 4.0,
-        DtypeCfg::Auto if h.device == DeviceCfg::Cuda => 2.0,
-        DtypeCfg::Auto => 4.0,
-    };
-    let targets = if mth.lora.targets.iter().any(|t| t == "all-linear") { 7.0 } else { mth.lora.targets.len() as f64 };
-    let m = run_memory(&shape, vocab, method, bytes, mth.lora.r as f64, targets, seq, h.batch_size as f64);
-    let gib = |b: f64| b / GIB;
-    let mut line = format!(
-        "memory ≈ {:.2} GiB: weights {:.2} · {:.2}M trainable with AdamW {:.2} · activations {:.2} ({} × {} tokens{}, {}-bit)",
-        gib(m.total()),
-        gib(m.weights),
-        m.trainable / 1e6,
-        gib(m.optimizer),
-        gib(m.activations),
-        h.batch_size,
-        seq,
-        if known { "" } else { ", assumed until the data exists" },
-        bytes * 8.0
-    );
-    if h.device != DeviceCfg::Cuda {
-        if let Some(avail) = available_memory() {
-            line.push_str(&if m.total() < avail * 0.9 { format!(" — fits in the {:.1} GiB available", gib(avail)) } else { format!(" — does NOT fit in the {:.1} GiB available: lower batch_size or max_tokens, or use qlora", gib(avail)) });
-        }
-    }
-    vec![line]
 }
 
 #[cfg(test)]

