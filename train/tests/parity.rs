@@ -80,19 +80,17 @@ fn segments_isolate_packed_samples() {
     assert!(d < 1e-5, "a packed sample saw its neighbour: {d}");
 }
 
-/// A tokens.safetensors as the format stage writes it: a repeated pattern
-/// whose second half is trained.
-fn toy_split(dir: &Path, samples: usize, vocab: u32) {
+/// A tokens.safetensors as the format stage writes it, from (ids, loss
+/// mask) per sample.
+fn write_split(dir: &Path, samples: &[(Vec<u32>, Vec<u8>)]) {
     std::fs::create_dir_all(dir).unwrap();
     let (mut ids, mut mask, mut off) = (Vec::<u32>::new(), Vec::<u8>::new(), vec![0u64]);
-    for s in 0..samples {
-        for k in 0..16u32 {
-            ids.push((s as u32 * 3 + k * 7) % vocab);
-            mask.push(u8::from(k >= 8));
-        }
+    for (i, m) in samples {
+        ids.extend(i);
+        mask.extend(m);
         off.push(ids.len() as u64);
     }
-    // Write raw little-endian arrays with the safetensors crate's layout.
+    // Raw little-endian arrays with the safetensors crate's layout.
     let ib: Vec<u8> = ids.iter().flat_map(|x| x.to_le_bytes()).collect();
     let ob: Vec<u8> = off.iter().flat_map(|x| x.to_le_bytes()).collect();
     let views = vec![
@@ -102,6 +100,12 @@ fn toy_split(dir: &Path, samples: usize, vocab: u32) {
     ];
     safetensors::serialize_to_file(views, None, &dir.join("tokens.safetensors")).unwrap();
     std::fs::write(dir.join("manifest.json"), "{}").unwrap();
+}
+
+/// A repeated pattern whose second half is trained.
+fn toy_split(dir: &Path, samples: usize, vocab: u32) {
+    let rows: Vec<(Vec<u32>, Vec<u8>)> = (0..samples as u32).map(|s| ((0..16u32).map(|k| (s * 3 + k * 7) % vocab).collect(), (0..16u32).map(|k| u8::from(k >= 8)).collect())).collect();
+    write_split(dir, &rows);
 }
 
 fn job(tmp: &Path, method: Method, steps: usize, seed: u64) -> Job {
@@ -238,24 +242,8 @@ fn padded_rows_score_exactly_like_each_row_alone() {
     // causal path; their summed loss must equal scoring each row by itself.
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("split");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (mut ids, mut mask, mut off) = (Vec::<u32>::new(), Vec::<u8>::new(), vec![0u64]);
-    for (s, len) in [5u32, 11, 8].iter().enumerate() {
-        for k in 0..*len {
-            ids.push((s as u32 * 17 + k * 5) % 128);
-            mask.push(u8::from(k >= 2));
-        }
-        off.push(ids.len() as u64);
-    }
-    let ib: Vec<u8> = ids.iter().flat_map(|x| x.to_le_bytes()).collect();
-    let ob: Vec<u8> = off.iter().flat_map(|x| x.to_le_bytes()).collect();
-    let views = vec![
-        ("input_ids", safetensors::tensor::TensorView::new(safetensors::Dtype::U32, vec![ids.len()], &ib).unwrap()),
-        ("loss_mask", safetensors::tensor::TensorView::new(safetensors::Dtype::U8, vec![mask.len()], &mask).unwrap()),
-        ("offsets", safetensors::tensor::TensorView::new(safetensors::Dtype::U64, vec![off.len()], &ob).unwrap()),
-    ];
-    safetensors::serialize_to_file(views, None, &dir.join("tokens.safetensors")).unwrap();
-    std::fs::write(dir.join("manifest.json"), "{}").unwrap();
+    let rows: Vec<(Vec<u32>, Vec<u8>)> = [5u32, 11, 8].iter().enumerate().map(|(s, &len)| ((0..len).map(|k| (s as u32 * 17 + k * 5) % 128).collect(), (0..len).map(|k| u8::from(k >= 2)).collect())).collect();
+    write_split(&dir, &rows);
     let data = Dataset::open(&dir).unwrap();
     let model = load(&fixture("llama_gqa_tied"));
     let batch = data.batch(&[0, 1, 2], Device::Cpu);
