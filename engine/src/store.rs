@@ -335,6 +335,13 @@ impl Store {
                 drop(&e.path())?;
             }
         }
+        // Checkpoints of interrupted stages: only a rerun of the same
+        // fingerprint would resume from them, and the lock references none.
+        if let Ok(states) = fs::read_dir(self.root.join("state")) {
+            for e in states {
+                drop(&e?.path())?;
+            }
+        }
         Ok((removed, freed))
     }
 }

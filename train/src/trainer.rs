@@ -193,11 +193,13 @@ fn yes() -> bool {
 }
 
 impl Job {
-    /// Identifies the job's results (not where it writes them), for
+    /// Identifies the job's settings (not where its files are: an imported
+    /// base lands in a new scratch directory on every attempt, and the
+    /// checkpoint directory already belongs to one stage fingerprint), for
     /// matching checkpoints.
     fn key(&self) -> String {
         let mut v = serde_json::to_value(self).unwrap_or_default();
-        for k in ["out", "checkpoint_dir", "threads"] {
+        for k in ["base", "train", "validation", "out", "checkpoint_dir", "init", "threads"] {
             v[k] = serde_json::Value::Null;
         }
         format!("{:016x}", fnv(v.to_string().as_bytes()))
