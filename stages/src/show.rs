@@ -147,12 +147,14 @@ pub fn evaluation(dir: &Path, w: &mut dyn Write, limit: usize) -> io::Result<boo
     let other = m["compared"].as_str().unwrap_or("base").to_string();
     let base = variants.get(&other);
     writeln!(w, "{} samples", m["samples"])?;
-    writeln!(w, "{:<16} {:>10}{}", "metric", "tuned", if base.is_some() { format!(" {:>10} {:>10}", other, "change") } else { String::new() })?;
+    let width = tuned.as_object().into_iter().flatten().map(|(k, _)| k.chars().count()).max().unwrap_or(6).max(6);
+    let num = |v: f64| if v.fract() == 0.0 && v.abs() < 1e12 { format!("{v:.0}") } else { format!("{v:.4}") };
+    writeln!(w, "{:<width$} {:>10}{}", "metric", "tuned", if base.is_some() { format!(" {:>10} {:>10}", other, "change") } else { String::new() })?;
     for (k, v) in tuned.as_object().into_iter().flatten() {
         let t = v.as_f64().unwrap_or(f64::NAN);
         match base.and_then(|b| b[k].as_f64()) {
-            Some(b) => writeln!(w, "{k:<16} {t:>10.4} {b:>10.4} {:>+10.4}", t - b)?,
-            None => writeln!(w, "{k:<16} {t:>10.4}")?,
+            Some(b) => writeln!(w, "{k:<width$} {:>10} {:>10} {:>10}", num(t), num(b), if t == b { "=".to_string() } else { format!("{:+.4}", t - b) })?,
+            None => writeln!(w, "{k:<width$} {:>10}", num(t))?,
         }
     }
     let text = std::fs::read_to_string(dir.join("results.jsonl")).unwrap_or_default();
