@@ -2,9 +2,11 @@
 //! directory (`config.json`, `model.safetensors` or shards, `tokenizer.json`)
 //! or a llama.cpp `.gguf` file, which is imported into a Hugging Face
 //! directory (dequantized, float32) when the stage runs. Pre-flight checks
-//! read only `config.json` and the safetensors headers, never the weights.
+//! read only `config.json` and the safetensors headers, never the weights:
+//! the architecture, that the weights' shapes are the config's, that LoRA
+//! targets exist, and that the tokenizer has an end-of-sequence token.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -18,8 +20,9 @@ pub fn is_gguf(path: &Path) -> bool {
     path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
 }
 
-/// Module leaf names present in a checkpoint, from the safetensors headers.
-pub fn modules(dir: &Path) -> Result<BTreeSet<String>, String> {
+/// Tensor names and shapes of a checkpoint, from the safetensors headers
+/// (single file or shards); no weight is read.
+pub fn tensors(dir: &Path) -> Result<BTreeMap<String, Vec<u64>>, String> {
     let mut files = vec![dir.join("model.safetensors")];
     if !files[0].exists() {
         let idx = dir.join("model.safetensors.index.json");
@@ -27,20 +30,26 @@ pub fn modules(dir: &Path) -> Result<BTreeSet<String>, String> {
         let v: Value = serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", idx.display()))?;
         files = v["weight_map"].as_object().map(|m| m.values().filter_map(|f| f.as_str()).map(|f| dir.join(f)).collect::<BTreeSet<_>>().into_iter().collect()).unwrap_or_default();
     }
-    let mut out = BTreeSet::new();
+    let mut out = BTreeMap::new();
     for f in files {
-        for name in header_names(&f)? {
-            let parts: Vec<&str> = name.split('.').collect();
-            if parts.len() >= 2 && parts[parts.len() - 1] == "weight" {
-                out.insert(parts[parts.len() - 2].to_string());
-            }
-        }
+        out.extend(header_shapes(&f)?);
     }
     Ok(out)
 }
 
-/// Tensor names in a safetensors file's header (reads only the header).
-fn header_names(f: &Path) -> Result<Vec<String>, String> {
+/// Module leaf names (`q_proj`, …) among a checkpoint's weights.
+pub fn modules(tensors: &BTreeMap<String, Vec<u64>>) -> BTreeSet<String> {
+    tensors
+        .keys()
+        .filter_map(|name| {
+            let parts: Vec<&str> = name.split('.').collect();
+            (parts.len() >= 2 && parts[parts.len() - 1] == "weight").then(|| parts[parts.len() - 2].to_string())
+        })
+        .collect()
+}
+
+/// Tensor shapes in a safetensors file's header (reads only the header).
+fn header_shapes(f: &Path) -> Result<BTreeMap<String, Vec<u64>>, String> {
     use std::io::Read;
     let mut file = std::fs::File::open(f).map_err(|e| format!("{}: {e}", f.display()))?;
     let mut len = [0u8; 8];
@@ -52,7 +61,37 @@ fn header_names(f: &Path) -> Result<Vec<String>, String> {
     let mut header = vec![0u8; n as usize];
     file.read_exact(&mut header).map_err(|e| format!("{}: {e}", f.display()))?;
     let v: Value = serde_json::from_slice(&header).map_err(|e| format!("{}: bad safetensors header: {e}", f.display()))?;
-    Ok(v.as_object().map(|m| m.keys().filter(|k| *k != "__metadata__").cloned().collect()).unwrap_or_default())
+    Ok(v.as_object()
+        .map(|m| m.iter().filter(|(k, _)| *k != "__metadata__").map(|(k, t)| (k.clone(), t["shape"].as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default())).collect())
+        .unwrap_or_default())
+}
+
+/// Shapes the config implies for a few tensors every Llama checkpoint has,
+/// against the checkpoint's headers: a config that does not match its
+/// weights fails here, before any weight loads.
+fn shape_issues(cfg: &Value, have: &BTreeMap<String, Vec<u64>>, pointer: &str) -> Vec<ConfigIssue> {
+    let f = |k: &str| cfg[k].as_u64();
+    let (Some(h), Some(v), Some(i), Some(heads), Some(layers)) = (f("hidden_size"), f("vocab_size"), f("intermediate_size"), f("num_attention_heads"), f("num_hidden_layers")) else {
+        return vec![ConfigIssue::new(pointer, "config.json lacks hidden_size, vocab_size, intermediate_size, num_attention_heads or num_hidden_layers")];
+    };
+    let d = f("head_dim").unwrap_or(h / heads.max(1));
+    let kv = f("num_key_value_heads").unwrap_or(heads);
+    let want = [
+        ("model.embed_tokens.weight", vec![v, h]),
+        ("model.layers.0.self_attn.q_proj.weight", vec![heads * d, h]),
+        ("model.layers.0.self_attn.k_proj.weight", vec![kv * d, h]),
+        ("model.layers.0.mlp.gate_proj.weight", vec![i, h]),
+        (&format!("model.layers.{}.mlp.down_proj.weight", layers.saturating_sub(1)), vec![h, i]),
+    ];
+    let mut out = Vec::new();
+    for (name, shape) in want {
+        match have.get(name) {
+            None => out.push(ConfigIssue::new(pointer, format!("the checkpoint has no `{name}`")).help("is this a Llama-family model, with num_hidden_layers matching its weights?")),
+            Some(s) if *s != shape => out.push(ConfigIssue::new(pointer, format!("`{name}` has shape {s:?} but config.json implies {shape:?}")).help("config.json does not describe these weights")),
+            Some(_) => {}
+        }
+    }
+    out
 }
 
 /// Check a base model before anything runs; `targets` are LoRA targets to
@@ -82,8 +121,10 @@ pub fn check(base: &Path, root: &Path, pointer: &str, targets: &[String]) -> Vec
     } else {
         issues.extend(eos_issue(&path, base, pointer));
     }
-    match modules(&path) {
-        Ok(have) => {
+    match tensors(&path) {
+        Ok(shapes) => {
+            issues.extend(shape_issues(&cfg, &shapes, pointer));
+            let have = modules(&shapes);
             for (i, t) in targets.iter().enumerate() {
                 if t != "all-linear" && !have.contains(t) {
                     let linear: Vec<&str> = have.iter().filter(|m| m.ends_with("_proj")).map(String::as_str).collect();
@@ -121,3 +162,24 @@ pub fn materialize(base: &Path, root: &Path, scratch: &Path) -> Result<PathBuf, 
     Ok(out)
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_that_does_not_describe_its_weights_fails_before_loading() {
+        let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/loop/models/tiny");
+        assert!(check(&tiny, Path::new("/"), "/base", &["q_proj".into()]).is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+            std::fs::copy(tiny.join(f), dir.path().join(f)).unwrap();
+        }
+        let mut cfg: Value = serde_json::from_slice(&std::fs::read(tiny.join("config.json")).unwrap()).unwrap();
+        cfg["num_hidden_layers"] = 3.into();
+        std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
+        let issues = check(dir.path(), Path::new("/"), "/base", &[]);
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert!(issues[0].message.contains("no `model.layers.2.mlp.down_proj.weight`"), "{}", issues[0].message);
+    }
+}
