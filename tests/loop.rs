@@ -24,6 +24,11 @@ fn passed_on(results: &Path, prompts: &BTreeSet<String>) -> usize {
     jsonl(&results.join("results.jsonl")).iter().filter(|r| r["variant"] == "tuned" && prompts.contains(r["prompt"].as_str().unwrap()) && r["pass"] == true).count()
 }
 
+fn git(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("git").current_dir(dir).args(["-c", "user.name=t", "-c", "user.email=t@example.com"]).args(args).output().unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+}
+
 fn metric(lock: &serde_json::Value, stage: &str, name: &str) -> f64 {
     lock["stages"][stage]["metrics"][name].as_f64().unwrap_or_else(|| panic!("{stage}.{name} missing: {}", lock["stages"][stage]))
 }
@@ -55,9 +60,13 @@ fn evaluate_fix_retrain_improves_the_fixed_cases_and_reruns_only_what_a_fix_touc
     // retrain repeated the corrected failures.
     assert!(metric(&lock, "retuned", "focused_samples") >= fixed.len() as f64);
 
-    // Save this result for the comparison below, then edit one correction:
-    // its question no longer matches the record it fixed.
+    // Save this result for the comparisons below (as a file and as a git
+    // commit), then edit one correction: its question no longer matches the
+    // record it fixed.
     std::fs::copy(p.join("tailor.lock"), p.join("before.lock")).unwrap();
+    git(p, &["init", "-q"]);
+    git(p, &["add", "tailor.yaml", "tailor.lock", "data"]);
+    git(p, &["commit", "-q", "-m", "first"]);
     let fixes = std::fs::read_to_string(p.join("data/fixes.jsonl")).unwrap();
     let last = fixes.lines().last().unwrap().to_string();
     let edited = last.replacen("\"prompt\": \"", "\"prompt\": \"(edited) ", 1);
@@ -75,6 +84,15 @@ fn evaluate_fix_retrain_improves_the_fixed_cases_and_reruns_only_what_a_fix_touc
     let rerun = ok(p, &["run"]);
     let ran: BTreeSet<&str> = rerun.lines().filter_map(|l| l.strip_prefix("  ok      ")).filter_map(|l| l.split_whitespace().next()).collect();
     assert_eq!(ran, branch.into_iter().collect(), "{rerun}");
+    git(p, &["commit", "-q", "-am", "edited a fix"]);
+    let by_git = run_in(p, &["compare", "HEAD~1", "HEAD"]);
+    assert!(by_git.status.success(), "{}", text(&by_git.stderr));
+    let by_file = run_in(p, &["compare", "before.lock", "tailor.lock"]);
+    let strip = |o: &std::process::Output| text(&o.stdout).lines().skip(2).collect::<Vec<_>>().join("\n");
+    assert_eq!(strip(&by_git), strip(&by_file), "git revisions and lock files compare the same");
+    // A parameter set is read from the cache: the defaults are what ran.
+    let same = text(&run_in(p, &["compare", "params:steps=300", "current"]).stdout);
+    assert!(same.contains("parameters: the same") && !same.contains("changed"), "{same}");
 
     // A gate the model misses stops the stage with its numbers (exit 1).
     let out = run_in(p, &["run", "--set", "stages.examined.gate.exact_match=>= 0.999"]);
