@@ -89,6 +89,7 @@ pub fn run(b: &Bench) -> Result<serde_json::Value, String> {
         init: None,
         oversample: None,
         save_optimizer: false,
+        group_by_length: false,
     };
     let t_load = Instant::now();
     let built = build(&job, Device::Cpu)?;

@@ -168,10 +168,25 @@ impl Dataset {
         o
     }
 
+    /// Tokens in a row.
+    pub fn row_len(&self, r: usize) -> usize {
+        self.rows[r].iter().map(|&s| self.offsets[s + 1] - self.offsets[s]).sum()
+    }
+
+    /// Sort each run of `group` rows of an epoch's order by length, longest
+    /// first, so that batches cut from it pad little (Hugging Face's
+    /// `group_by_length`); the order between runs stays shuffled.
+    pub fn group_by_length(&self, mut order: Vec<usize>, group: usize) -> Vec<usize> {
+        for chunk in order.chunks_mut(group.max(1)) {
+            chunk.sort_by_key(|&r| std::cmp::Reverse(self.row_len(r)));
+        }
+        order
+    }
+
     /// Build a batch from row indices. The loss mask is shifted by one: the
     /// value at position t says whether token t+1 is a trained target.
     pub fn batch(&self, rows: &[usize], device: Device) -> Batch {
-        let lens: Vec<usize> = rows.iter().map(|&r| self.rows[r].iter().map(|&s| self.offsets[s + 1] - self.offsets[s]).sum()).collect();
+        let lens: Vec<usize> = rows.iter().map(|&r| self.row_len(r)).collect();
         let t = lens.iter().copied().max().unwrap_or(1).max(1);
         let b = rows.len();
         let mut ids = vec![0i64; b * t];

@@ -186,6 +186,9 @@ pub struct Job {
     /// Write the optimizer state beside the result (for a later retrain).
     #[serde(default)]
     pub save_optimizer: bool,
+    /// Batch rows of similar length together (less padding).
+    #[serde(default)]
+    pub group_by_length: bool,
 }
 
 fn yes() -> bool {
@@ -399,6 +402,9 @@ pub fn train(job: &Job) -> Result<serde_json::Value, String> {
         let (epoch, w) = (st.step / steps_per_epoch, st.step % steps_per_epoch);
         if epoch != order_epoch {
             order = train.order(job.seed, epoch as u64, true);
+            if job.group_by_length {
+                order = train.group_by_length(order, per_step * 50);
+            }
             order_epoch = epoch;
         }
         let window = &order[(w * per_step).min(order.len())..((w + 1) * per_step).min(order.len())];

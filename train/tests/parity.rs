@@ -140,6 +140,7 @@ fn job(tmp: &Path, method: Method, steps: usize, seed: u64) -> Job {
         init: None,
         oversample: None,
         save_optimizer: false,
+        group_by_length: false,
     }
 }
 
@@ -286,4 +287,28 @@ fn bfloat16_training_learns_and_qlora_merges_into_a_loadable_model() {
     peft::load(&mut quantized, &q.out.join("adapter"), Device::Cpu).unwrap();
     let want = tch::no_grad(|| quantized.forward(&ids, None, Attend::Causal, false).unwrap());
     assert!(max_diff(&got, &want) < 1e-4, "merged vs NF4 + adapter: {}", max_diff(&got, &want));
+}
+
+#[test]
+fn grouping_by_length_sorts_within_runs_and_keeps_every_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rows: Vec<(Vec<u32>, Vec<u8>)> = (0..10u32).map(|s| (vec![1; (s as usize * 7) % 13 + 2], vec![1; (s as usize * 7) % 13 + 2])).collect();
+    write_split(&tmp.path().join("s"), &rows);
+    let data = Dataset::open(&tmp.path().join("s")).unwrap();
+    let order = data.order(3, 0, true);
+    let grouped = data.group_by_length(order.clone(), 4);
+    let mut a = order.clone();
+    let mut b = grouped.clone();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "every row once");
+    for (run, orig) in grouped.chunks(4).zip(order.chunks(4)) {
+        let lens: Vec<usize> = run.iter().map(|&r| data.row_len(r)).collect();
+        assert!(lens.windows(2).all(|w| w[0] >= w[1]), "{lens:?}");
+        let mut x = run.to_vec();
+        let mut y = orig.to_vec();
+        x.sort();
+        y.sort();
+        assert_eq!(x, y, "rows stay in their run");
+    }
 }

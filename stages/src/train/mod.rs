@@ -80,7 +80,7 @@ pub fn job(m: &Method, h: &Hyper, base: &Path, ctx: &StageContext<'_>, out: &Pat
         "grad_accum": h.grad_accum, "warmup_steps": h.warmup_steps, "schedule": h.schedule,
         "weight_decay": h.weight_decay, "max_grad_norm": h.max_grad_norm, "seed": h.seed,
         "eval_every": h.eval_every, "merge": h.merge, "threads": h.threads,
-        "checkpoint_every": h.checkpoint_every, "checkpoint_dir": ctx.state_dir()?,
+        "checkpoint_every": h.checkpoint_every, "checkpoint_dir": ctx.state_dir()?, "group_by_length": h.group_by_length,
         "save_optimizer": m.method != MethodCfg::Full,
     }))
 }

@@ -185,6 +185,10 @@ pub struct Hyper {
     /// Write a checkpoint every N steps; a killed run resumes from the last
     /// one and ends with the same weights as an uninterrupted run.
     pub checkpoint_every: Option<usize>,
+    /// Batch samples of similar length together, so batches pad less
+    /// (within runs of 50 optimizer steps' worth of rows, longest first).
+    #[serde(default)]
+    pub group_by_length: bool,
 }
 
 fn default_lr() -> f64 {
