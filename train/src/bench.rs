@@ -16,7 +16,7 @@ use crate::data::{Dataset, Rng, masked_loss};
 use crate::model::Attend;
 use crate::optim::{AdamW, AdamWConfig};
 use crate::peft::LoraSpec;
-use crate::trainer::{DeviceSpec, Dtype, Job, Method, Schedule, build, peak_rss_mib};
+use crate::trainer::{Job, Method, build, peak_rss_mib};
 
 /// Benchmark settings (the peer script's flags).
 #[derive(Debug, Clone)]
@@ -61,36 +61,8 @@ fn median(v: &[f64]) -> f64 {
 pub fn run(b: &Bench) -> Result<serde_json::Value, String> {
     tch::set_num_threads(b.threads as i32);
     let rss_start = peak_rss_mib();
-    let job = Job {
-        base: b.model.clone(),
-        train: PathBuf::new(),
-        validation: None,
-        out: PathBuf::new(),
-        method: b.method,
-        lora: Some(LoraSpec { r: b.r, alpha: b.alpha, dropout: 0.0, targets: b.targets.clone(), rslora: false }),
-        double_quant: true,
-        dtype: Dtype::Float32,
-        device: DeviceSpec::Cpu,
-        lr: b.lr,
-        epochs: 1,
-        max_steps: Some(b.steps),
-        batch_size: b.batch,
-        grad_accum: 1,
-        warmup_steps: 0,
-        schedule: Schedule::Constant,
-        weight_decay: 0.0,
-        max_grad_norm: 0.0,
-        seed: b.seed,
-        eval_every: None,
-        merge: false,
-        threads: Some(b.threads),
-        checkpoint_every: None,
-        checkpoint_dir: None,
-        init: None,
-        oversample: None,
-        save_optimizer: false,
-        group_by_length: false,
-    };
+    let lora = Some(LoraSpec { r: b.r, alpha: b.alpha, dropout: 0.0, targets: b.targets.clone(), rslora: false });
+    let job = Job { lr: b.lr, max_steps: Some(b.steps), batch_size: b.batch, seed: b.seed, threads: Some(b.threads), ..Job::with_defaults(b.model.clone(), PathBuf::new(), PathBuf::new(), b.method, lora) };
     let t_load = Instant::now();
     let built = build(&job, Device::Cpu)?;
     let load_s = t_load.elapsed().as_secs_f64();

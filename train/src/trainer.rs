@@ -196,6 +196,42 @@ fn yes() -> bool {
 }
 
 impl Job {
+    /// A job with the usual defaults (float32 on the CPU, constant learning
+    /// rate 2e-4 without warm-up, one epoch, batch 4, no clipping, seed 0,
+    /// no checkpoints) for callers that set only what they measure.
+    pub fn with_defaults(base: PathBuf, train: PathBuf, out: PathBuf, method: Method, lora: Option<LoraSpec>) -> Job {
+        Job {
+            base,
+            train,
+            validation: None,
+            out,
+            method,
+            lora,
+            double_quant: true,
+            dtype: Dtype::Float32,
+            device: DeviceSpec::Cpu,
+            lr: 2e-4,
+            epochs: 1,
+            max_steps: None,
+            batch_size: 4,
+            grad_accum: 1,
+            warmup_steps: 0,
+            schedule: Schedule::Constant,
+            weight_decay: 0.0,
+            max_grad_norm: 0.0,
+            seed: 0,
+            eval_every: None,
+            merge: false,
+            threads: None,
+            checkpoint_every: None,
+            checkpoint_dir: None,
+            init: None,
+            oversample: None,
+            save_optimizer: false,
+            group_by_length: false,
+        }
+    }
+
     /// Identifies the job's settings (not where its files are: an imported
     /// base lands in a new scratch directory on every attempt, and the
     /// checkpoint directory already belongs to one stage fingerprint), for

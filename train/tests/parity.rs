@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use tailor_train::data::Dataset;
 use tailor_train::model::{Attend, Llama};
 use tailor_train::peft::{self, LoraSpec};
-use tailor_train::trainer::{DeviceSpec, Dtype, Job, Method, Schedule, train};
+use tailor_train::trainer::{Dtype, Job, Method, Schedule, train};
 use tch::{Device, Kind, Tensor};
 
 fn fixture(name: &str) -> PathBuf {
@@ -112,35 +112,18 @@ fn job(tmp: &Path, method: Method, steps: usize, seed: u64) -> Job {
     toy_split(&tmp.join("train"), 16, 128);
     let out = tmp.join(format!("out-{method:?}-{seed}-{steps}"));
     std::fs::create_dir_all(&out).unwrap();
+    let lora = Some(LoraSpec { r: 8, alpha: 16.0, dropout: 0.1, targets: vec!["all-linear".into()], rslora: false });
     Job {
-        base: fixture("llama_gqa_tied"),
-        train: tmp.join("train"),
-        validation: None,
-        out,
-        method,
-        lora: Some(LoraSpec { r: 8, alpha: 16.0, dropout: 0.1, targets: vec!["all-linear".into()], rslora: false }),
         lr: if method == Method::Full { 3e-3 } else { 1e-2 },
-        epochs: 1,
         max_steps: Some(steps),
-        batch_size: 4,
         grad_accum: 2,
         warmup_steps: 2,
         schedule: Schedule::Cosine,
         weight_decay: 0.01,
         max_grad_norm: 1.0,
         seed,
-        eval_every: None,
-        merge: false,
         threads: Some(1),
-        double_quant: true,
-        dtype: Dtype::Float32,
-        device: DeviceSpec::Cpu,
-        checkpoint_every: None,
-        checkpoint_dir: None,
-        init: None,
-        oversample: None,
-        save_optimizer: false,
-        group_by_length: false,
+        ..Job::with_defaults(fixture("llama_gqa_tied"), tmp.join("train"), out, method, lora)
     }
 }
 
