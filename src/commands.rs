@@ -96,6 +96,7 @@ pub fn dispatch(cli: Cli) -> u8 {
         }),
         Command::Show { target, limit, export, path } => with_workspace(&cli, &OverrideArgs::default(), |p, ws| show(&registry, p, ws, target, *limit, export.as_deref(), *path, cli.json)),
         Command::Verify { repair } => with_workspace(&cli, &OverrideArgs::default(), |_, ws| verify(ws, *repair, cli.json)),
+        Command::Lock => with_workspace(&cli, &OverrideArgs::default(), |p, ws| rebuild_lock(p, ws)),
         Command::Gc { dry_run } => with_workspace(&cli, &OverrideArgs::default(), |_, ws| gc(ws, *dry_run)),
         Command::Runs => with_workspace(&cli, &OverrideArgs::default(), |_, ws| runs(ws, cli.json)),
         Command::Estimate(a) => estimate(a, cli.json),
@@ -278,15 +279,25 @@ fn show(registry: &tailor_engine::Registry, p: &Pipeline, ws: &Workspace, target
     };
     let lock = match ws.lock() {
         Ok(l) => l,
-        Err(e) => return fail(exit::IO, &e),
+        Err(e) => {
+            eprintln!("warning: {e}\n  showing the result the store holds for the pipeline as configured (`tailor lock` rewrites the lock file from it).");
+            match tailor_engine::exec::cached_lock(p, ws) {
+                Ok(l) => l,
+                Err(e) => return fail(exit::IO, &e.to_string()),
+            }
+        }
     };
     let Some(digest) = lock.stages.get(stage).and_then(|s| s.outputs.get(decl.name)) else {
         return fail(exit::INVALID, &format!("`{stage}` has no recorded result yet; run `tailor run {stage}` first"));
     };
-    let dir = match ws.store.view(digest) {
+    // What is handed out is checked against its digest first (files written
+    // since they were last hashed are hashed again).
+    let mut cache = ws.stat_cache();
+    let dir = match ws.store.checked_view(digest, Some(&mut cache)) {
         Ok(d) => d,
-        Err(e) => return fail(exit::IO, &format!("artifact {digest} is not in the store ({e}); run `tailor run {stage}` to rebuild it")),
+        Err(e) => return fail(exit::IO, &format!("{e}; run `tailor run {stage}` to recompute it (`tailor verify --repair` removes the damaged copy)")),
     };
+    let _ = cache.save();
     if path_only {
         println!("{}", dir.display());
         return exit::OK;
@@ -359,7 +370,7 @@ fn verify(ws: &Workspace, repair: bool, json_out: bool) -> u8 {
                 }
             }
         }
-        Err(e) => rep.problems.push(e),
+        Err(e) => rep.problems.push(format!("{e} — the lock file only records results: `tailor lock` rebuilds it from the store")),
     }
     if json_out {
         println!("{}", json!({"objects": rep.objects, "manifests": rep.manifests, "problems": rep.problems}));
@@ -367,9 +378,32 @@ fn verify(ws: &Workspace, repair: bool, json_out: bool) -> u8 {
         for p in &rep.problems {
             println!("MISMATCH {p}");
         }
-        println!("checked {} objects and {} artifacts: {} problem(s)", rep.objects, rep.manifests, rep.problems.len());
+        println!("checked {} objects, {} artifacts and {} views: {} problem(s)", rep.objects, rep.manifests, rep.views, rep.problems.len());
     }
     if rep.problems.is_empty() { exit::OK } else { exit::MISMATCH }
+}
+
+/// Rewrite `tailor.lock` from the results the store holds for the
+/// pipeline as configured.
+fn rebuild_lock(p: &Pipeline, ws: &Workspace) -> u8 {
+    let _guard = match ws.lock_runs() {
+        Ok(g) => g,
+        Err(e) => return fail(exit::IO, &e.to_string()),
+    };
+    match tailor_engine::exec::cached_lock(p, ws) {
+        Ok(lock) => {
+            let missing: Vec<String> = p.dag.order().into_iter().filter(|n| !lock.stages.contains_key(n)).collect();
+            if let Err(e) = lock.write(&ws.lock_path) {
+                return fail(exit::IO, &e);
+            }
+            eprintln!("wrote {} with {} of {} stages from the store", ws.lock_path.display(), lock.stages.len(), p.stages.len());
+            if !missing.is_empty() {
+                eprintln!("not in the store for this configuration (run them to record them): {}", missing.join(", "));
+            }
+            exit::OK
+        }
+        Err(e) => fail(exit::IO, &e.to_string()),
+    }
 }
 
 fn gc(ws: &Workspace, dry_run: bool) -> u8 {

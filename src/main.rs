@@ -128,6 +128,9 @@ pub enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// Rewrite tailor.lock from the results the store holds for the pipeline
+    /// as configured (after the lock file was damaged or lost).
+    Lock,
     /// Delete store entries the lock file does not reference.
     Gc {
         /// Only say what would be deleted.

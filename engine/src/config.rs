@@ -32,6 +32,10 @@ pub struct PipelineHeader {
     /// overridable with `tailor run -p NAME=VALUE`.
     #[serde(default)]
     pub params: BTreeMap<String, Value>,
+    /// Files that stages read from outside the project directory (absolute
+    /// paths, `..`, symlinks leading out): `warn` (default), `allow` or `deny`.
+    #[serde(default)]
+    pub outside_paths: crate::paths::OutsidePaths,
     /// The stages, by name. Each has a `kind` (collect, clean, format, train,
     /// evaluate, retrain) and that kind's settings. Stages refer to each
     /// other's outputs by name (`input: raw`, `data: formatted.validation`).

@@ -77,7 +77,32 @@ struct Entry {
     digest: String,
 }
 
-fn stat_key(md: &fs::Metadata) -> (u64, u64, u64, i64, i64) {
+/// Device, inode, size, mtime and ctime (ns) of a file.
+pub type StatKey = (u64, u64, u64, i64, i64);
+
+/// Absolute path → stat of every file under some paths.
+pub type Snapshot = std::collections::BTreeMap<String, StatKey>;
+
+/// The stat of a file, or of every file under a directory (a missing path
+/// gives nothing). Two snapshots are equal only if no file was written,
+/// replaced, added or removed in between.
+pub fn stat_snapshot(path: &Path) -> Snapshot {
+    let mut out = Snapshot::new();
+    let Ok(md) = fs::metadata(path) else { return out };
+    if md.is_dir() {
+        for rel in list_files(path).unwrap_or_default() {
+            let f = path.join(rel);
+            if let Ok(md) = fs::metadata(&f) {
+                out.insert(key(&f), stat_key(&md));
+            }
+        }
+    } else {
+        out.insert(key(path), stat_key(&md));
+    }
+    out
+}
+
+fn stat_key(md: &fs::Metadata) -> StatKey {
     let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
     (md.dev(), md.ino(), md.len(), ns(md.mtime(), md.mtime_nsec()), ns(md.ctime(), md.ctime_nsec()))
 }

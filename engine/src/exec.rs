@@ -8,7 +8,7 @@
 //! failed stage stops its dependents; independent branches finish. Stage
 //! panics are caught and reported as failures of that stage.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -17,13 +17,13 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::digest::StatCache;
+use crate::digest::{Snapshot, StatCache, stat_snapshot};
 use crate::fingerprint::{DirtyReason, ENGINE_CACHE_VERSION, Fingerprint, StageRecord, diff};
 use crate::lockfile::{Lock, LockedStage};
 use crate::pipeline::{Pipeline, StageNode};
 use crate::report::Reporter;
 use crate::stage::{ArtifactView, StageContext};
-use crate::store::write_atomic;
+use crate::store::{Damage, write_atomic};
 use crate::workspace::Workspace;
 
 /// How to run.
@@ -174,6 +174,7 @@ fn fingerprint(s: &StageNode, inputs: BTreeMap<String, String>, files: BTreeMap<
         engine: ENGINE_CACHE_VERSION,
         kind: s.kind.clone(),
         version: s.version,
+        implementation: s.implementation.clone(),
         config: s.config.clone(),
         inputs,
         files,
@@ -186,9 +187,42 @@ fn read_record(ws: &Workspace, fp: &str) -> Option<StageRecord> {
     serde_json::from_slice(&bytes).ok()
 }
 
-/// A usable cached record: present, and every output still in the store.
-fn cached(ws: &Workspace, fp: &str) -> Option<StageRecord> {
-    read_record(ws, fp).filter(|r| r.outputs.values().all(|d| ws.store.has_artifact(d)))
+/// What the store holds for a fingerprint.
+enum Lookup {
+    /// A record whose outputs are all present and intact.
+    Hit(StageRecord),
+    /// No record, or outputs gone (garbage-collected, deleted).
+    Miss,
+    /// A record whose outputs are damaged: recompute.
+    Damaged(String),
+}
+
+/// A usable cached record: present, and every output in the store with
+/// the content its digest names (checked through the stat cache: files
+/// written since they were hashed are hashed again). With `repair`, the
+/// damaged objects are removed so that the rerun restores them.
+fn lookup(ws: &Workspace, fp: &str, cache: &mut StatCache, repair: bool) -> Lookup {
+    let Some(rec) = read_record(ws, fp) else { return Lookup::Miss };
+    for d in rec.outputs.values() {
+        match ws.store.check_artifact(d, Some(cache)) {
+            Ok(_) => {}
+            Err(Damage::Missing(_)) => return Lookup::Miss,
+            Err(Damage::Corrupt { message, objects }) => {
+                if repair {
+                    ws.store.quarantine(&objects);
+                }
+                return Lookup::Damaged(message);
+            }
+        }
+    }
+    Lookup::Hit(rec)
+}
+
+fn hit(l: Lookup) -> Option<StageRecord> {
+    match l {
+        Lookup::Hit(r) => Some(r),
+        _ => None,
+    }
 }
 
 /// Reasons relative to the lock file's record of the same stage.
@@ -206,15 +240,15 @@ fn reasons_vs_lock(ws: &Workspace, lock: &Lock, name: &str, new: &Fingerprint, u
 /// What `tailor run` would do, and why, without running anything.
 pub fn plan(p: &Pipeline, ws: &Workspace, opts: &RunOptions) -> Result<Vec<PlanEntry>, EngineError> {
     let selected = selection(p, &opts.targets)?;
-    let lock = ws.lock().map_err(EngineError::Io)?;
+    let lock = ws.lock_or_recover();
     let mut cache = ws.stat_cache();
     let files = file_digests(p, ws, &selected, &mut cache)?;
-    let _ = cache.save();
+    let chosen: HashSet<&str> = selected.iter().map(String::as_str).collect();
     let forced: BTreeSet<&String> = if opts.force { selected.iter().filter(|s| opts.targets.is_empty() || opts.targets.contains(s)).collect() } else { BTreeSet::new() };
     let mut outputs: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut entries = Vec::new();
     for s in &p.stages {
-        if !selected.contains(&s.name) {
+        if !chosen.contains(s.name.as_str()) {
             entries.push(PlanEntry { name: s.name.clone(), kind: s.kind.clone(), status: "not-selected", fingerprint: None, reasons: vec![], notes: vec![] });
         }
     }
@@ -240,8 +274,12 @@ pub fn plan(p: &Pipeline, ws: &Workspace, opts: &RunOptions) -> Result<Vec<PlanE
         let notes = s.prepared.notes(&ws.root, &dirs);
         let fp = fingerprint(s, inputs, files.get(name).cloned().unwrap_or_default());
         let digest = fp.digest();
-        let hit = if unknown.is_empty() { cached(ws, &digest) } else { None };
-        let entry = match hit {
+        let found = if unknown.is_empty() { lookup(ws, &digest, &mut cache, false) } else { Lookup::Miss };
+        let damaged = match &found {
+            Lookup::Damaged(m) => Some(m.clone()),
+            _ => None,
+        };
+        let entry = match hit(found) {
             Some(rec) if !forced.contains(name) => {
                 let mut reasons = vec![];
                 if let Some(c) = rec.check.as_ref().filter(|c| !c.passed) {
@@ -251,7 +289,11 @@ pub fn plan(p: &Pipeline, ws: &Workspace, opts: &RunOptions) -> Result<Vec<PlanE
                 PlanEntry { name: name.clone(), kind: s.kind.clone(), status: "up-to-date", fingerprint: Some(digest), reasons, notes }
             }
             _ => {
-                let mut reasons: Vec<DirtyReason> = if forced.contains(name) { vec![DirtyReason::Forced] } else { reasons_vs_lock(ws, &lock, name, &fp, &unknown) };
+                let mut reasons: Vec<DirtyReason> = match damaged {
+                    _ if forced.contains(name) => vec![DirtyReason::Forced],
+                    Some(m) => vec![DirtyReason::OutputsDamaged(m)],
+                    None => reasons_vs_lock(ws, &lock, name, &fp, &unknown),
+                };
                 reasons.extend(waiting.iter().map(|w| DirtyReason::Upstream { stage: w.clone() }));
                 let status = if unknown.is_empty() || reasons.iter().any(|r| !matches!(r, DirtyReason::Upstream { .. })) { "will-run" } else { "may-run" };
                 PlanEntry {
@@ -265,6 +307,9 @@ pub fn plan(p: &Pipeline, ws: &Workspace, opts: &RunOptions) -> Result<Vec<PlanE
             }
         };
         entries.push(entry);
+    }
+    if let Err(e) = cache.save() {
+        tracing::debug!("could not save the stat cache: {e}");
     }
     Ok(entries)
 }
@@ -283,7 +328,7 @@ pub fn cached_lock(p: &Pipeline, ws: &Workspace) -> Result<Lock, EngineError> {
         let Some(s) = p.stage(name) else { continue };
         let Some(inputs) = s.inputs.iter().map(|b| outputs.get(&b.stage).and_then(|o| o.get(&b.output)).map(|d| (b.role.clone(), d.clone()))).collect::<Option<BTreeMap<_, _>>>() else { continue };
         let fp = fingerprint(s, inputs, files.get(name).cloned().unwrap_or_default());
-        if let Some(rec) = cached(ws, &fp.digest()) {
+        if let Some(rec) = hit(lookup(ws, &fp.digest(), &mut cache, false)) {
             outputs.insert(name.clone(), rec.outputs.clone());
             lock.stages.insert(name.clone(), locked(s, &rec));
         }
@@ -296,6 +341,9 @@ struct Job {
     fp: Fingerprint,
     digest: String,
     lineage: Value,
+    /// The stage's external files (directories expanded) as they were when
+    /// their digests were taken: the stage must have read exactly those bytes.
+    files: Snapshot,
 }
 
 /// What a finished (or cached) stage means for the rest of the run.
@@ -321,21 +369,37 @@ fn verdict(p: &Pipeline, name: &str, rec: &StageRecord) -> Verdict {
     }
 }
 
-/// The lineage node of a stage: kind, fingerprint, config, files, and the
-/// nodes of its inputs' producers.
-fn lineage_of(s: &StageNode, fp: &Fingerprint, digest: &str, known: &BTreeMap<String, Value>) -> Value {
+/// The lineage node of a stage: kind, fingerprint, config, files, and for
+/// each input the artifact and the name of the stage that made it. Nodes
+/// are kept flat; [`lineage_tree`] nests them only for a stage that runs,
+/// so a no-op run over a long chain does no quadratic copying.
+fn lineage_of(s: &StageNode, fp: &Fingerprint, digest: &str) -> Value {
     let inputs: serde_json::Map<String, Value> = s
         .inputs
         .iter()
-        .map(|b| (b.role.clone(), serde_json::json!({"artifact": fp.inputs.get(&b.role), "output": b.output, "from": known.get(&b.stage).cloned().unwrap_or(Value::Null)})))
+        .map(|b| (b.role.clone(), serde_json::json!({"artifact": fp.inputs.get(&b.role), "output": b.output, "from": b.stage})))
         .collect();
     serde_json::json!({"kind": s.kind, "fingerprint": digest, "config": s.config, "files": lock_files(&fp.files), "inputs": inputs})
+}
+
+/// A stage's lineage with every upstream node nested under `from`.
+fn lineage_tree(name: &str, flat: &BTreeMap<String, Value>) -> Value {
+    let Some(node) = flat.get(name) else { return Value::Null };
+    let mut node = node.clone();
+    if let Some(inputs) = node.get_mut("inputs").and_then(Value::as_object_mut) {
+        for input in inputs.values_mut() {
+            let from = input["from"].as_str().unwrap_or_default().to_string();
+            input["from"] = lineage_tree(&from, flat);
+        }
+    }
+    node
 }
 
 /// Mutable state of one run.
 struct RunState<'a> {
     p: &'a Pipeline,
-    selected: &'a [String],
+    chosen: HashSet<&'a str>,
+    position: HashMap<&'a str, usize>,
     pending: BTreeMap<String, usize>,
     ready: Vec<String>,
     outputs: BTreeMap<String, BTreeMap<String, String>>,
@@ -347,7 +411,7 @@ struct RunState<'a> {
 impl RunState<'_> {
     /// Mark every selected descendant of `name` (not yet decided) with `o`.
     fn close_descendants(&mut self, name: &str, rep: &Reporter, o: impl Fn(&str) -> Outcome) {
-        for d in descendants(self.p, name, self.selected) {
+        for d in descendants(self.p, name, &self.chosen) {
             self.close(&d, rep, o(&d));
         }
     }
@@ -404,22 +468,27 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
         tracing::info!(stale, "removed leftovers of an interrupted run");
     }
     let selected = selection(p, &opts.targets)?;
-    let mut lock = ws.lock().map_err(EngineError::Io)?;
+    let mut lock = ws.lock_or_recover();
     let mut cache = ws.stat_cache();
+    // Stat every input before hashing it: a file written after this moment
+    // is caught when its stage ends (see `execute`).
+    let snapshots: BTreeMap<String, Snapshot> = selected
+        .iter()
+        .filter_map(|n| p.stage(n).map(|s| (n.clone(), s.prepared.spec().files.iter().flat_map(|f| stat_snapshot(&ws.root.join(&f.path))).collect())))
+        .collect();
     let files = file_digests(p, ws, &selected, &mut cache)?;
-    if let Err(e) = cache.save() {
-        tracing::warn!("could not save the stat cache: {e}");
-    }
     let forced: BTreeSet<String> = if opts.force { selected.iter().filter(|s| opts.targets.is_empty() || opts.targets.contains(s)).cloned().collect() } else { BTreeSet::new() };
     let jobs = opts.jobs.max(1);
 
+    let chosen: HashSet<&str> = selected.iter().map(String::as_str).collect();
+    let position: HashMap<&str, usize> = selected.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
     let mut pending: BTreeMap<String, usize> = BTreeMap::new();
     for name in &selected {
-        let parents: BTreeSet<String> = p.dag.parents(name).into_iter().filter(|x| selected.contains(x)).collect();
+        let parents: BTreeSet<String> = p.dag.parents(name).into_iter().filter(|x| chosen.contains(x.as_str())).collect();
         pending.insert(name.clone(), parents.len());
     }
     let ready: Vec<String> = selected.iter().filter(|n| pending[*n] == 0).cloned().collect();
-    let mut st = RunState { p, selected: &selected, pending, ready, outputs: BTreeMap::new(), outcomes: BTreeMap::new(), order: Vec::new(), lineage: BTreeMap::new() };
+    let mut st = RunState { p, chosen, position, pending, ready, outputs: BTreeMap::new(), outcomes: BTreeMap::new(), order: Vec::new(), lineage: BTreeMap::new() };
     let mut ran_now: BTreeSet<String> = BTreeSet::new();
     let mut running = 0usize;
     let mut job_reasons: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -434,10 +503,14 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
                 let inputs: BTreeMap<String, String> = s.inputs.iter().map(|b| (b.role.clone(), st.outputs.get(&b.stage).and_then(|o| o.get(&b.output)).cloned().unwrap_or_default())).collect();
                 let fp = fingerprint(s, inputs, files.get(&name).cloned().unwrap_or_default());
                 let digest = fp.digest();
-                let lineage = lineage_of(s, &fp, &digest, &st.lineage);
-                st.lineage.insert(name.clone(), lineage.clone());
+                st.lineage.insert(name.clone(), lineage_of(s, &fp, &digest));
+                let mut damaged = None;
                 if !forced.contains(&name) {
-                    if let Some(rec) = cached(ws, &digest) {
+                    let found = lookup(ws, &digest, &mut cache, true);
+                    if let Lookup::Damaged(m) = &found {
+                        damaged = Some(m.clone());
+                    }
+                    if let Some(rec) = hit(found) {
                         let cutoff = s.inputs.iter().any(|b| ran_now.contains(&b.stage));
                         rep.line(&format!("  cached  {name} ({}){}", s.kind, if cutoff { ": upstream reran with identical output" } else { "" }));
                         st.outputs.insert(name.clone(), rec.outputs.clone());
@@ -445,7 +518,7 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
                         st.order.push(name.clone());
                         if st.settle(&name, &rec, rep) {
                             st.outcomes.insert(name.clone(), Outcome::Cached { fingerprint: digest, cutoff });
-                            release(&name, p, &selected, &mut st.pending, &mut st.ready);
+                            st.release(&name);
                         }
                         continue;
                     }
@@ -454,24 +527,23 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
                     st.ready.insert(0, name);
                     break;
                 }
-                let reasons: Vec<String> = if forced.contains(&name) { vec![DirtyReason::Forced.to_string()] } else { reasons_vs_lock(ws, &lock, &name, &fp, &[]).iter().map(ToString::to_string).collect() };
+                let reasons: Vec<String> = match damaged {
+                    _ if forced.contains(&name) => vec![DirtyReason::Forced.to_string()],
+                    Some(m) => vec![DirtyReason::OutputsDamaged(m).to_string()],
+                    None => reasons_vs_lock(ws, &lock, &name, &fp, &[]).iter().map(ToString::to_string).collect(),
+                };
                 rep.line(&format!("  run     {name} ({}): {}", s.kind, reasons.join("; ")));
                 job_reasons.insert(name.clone(), reasons.clone());
-                let job = Job { name: name.clone(), fp, digest, lineage };
+                let job = Job { name: name.clone(), fp, digest, lineage: lineage_tree(&name, &st.lineage), files: snapshots.get(&name).cloned().unwrap_or_default() };
                 let tx = tx.clone();
-                let views: Result<BTreeMap<String, ArtifactView>, String> = s
-                    .inputs
-                    .iter()
-                    .map(|b| {
-                        let d = st.outputs.get(&b.stage).and_then(|o| o.get(&b.output)).cloned().unwrap_or_default();
-                        let dir = ws.store.view(&d).map_err(|e| format!("materialising {}.{}: {e}", b.stage, b.output))?;
-                        Ok((b.role.clone(), ArtifactView { kind: b.kind.clone(), digest: d, dir, producer: format!("{}.{}", b.stage, b.output) }))
-                    })
-                    .collect();
+                let bound: Vec<(String, String, String)> =
+                    s.inputs.iter().map(|b| (b.role.clone(), b.kind.clone(), format!("{}.{}", b.stage, b.output))).collect();
+                let digests: Vec<String> = s.inputs.iter().map(|b| st.outputs.get(&b.stage).and_then(|o| o.get(&b.output)).cloned().unwrap_or_default()).collect();
                 running += 1;
                 let rep = rep.clone();
                 scope.spawn(move || {
-                    let result = views.and_then(|v| execute(ws, s, &job, &v, &rep));
+                    let result = input_views(ws, &bound, &digests).and_then(|v| execute(ws, s, &job, &v, &rep));
+                    // The receiver lives until every job has reported.
                     let _ = tx.send((job.name.clone(), result));
                 });
             }
@@ -492,7 +564,7 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
                     ran_now.insert(name.clone());
                     if st.settle(&name, &rec, rep) {
                         st.outcomes.insert(name.clone(), Outcome::Ran { fingerprint: rec.fingerprint.clone(), reasons, seconds: rec.seconds, metrics: rec.metrics.clone() });
-                        release(&name, p, &selected, &mut st.pending, &mut st.ready);
+                        st.release(&name);
                     }
                 }
                 Err(error) => {
@@ -505,6 +577,9 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
         }
     });
     let RunState { order, mut outcomes, .. } = st;
+    if let Err(e) = cache.save() {
+        tracing::warn!("could not save the stat cache: {e}");
+    }
 
     lock.version = 1;
     lock.pipeline = p.header.name.clone();
@@ -549,34 +624,72 @@ fn lock_files(files: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     BTreeMap::from([(format!("({} files)", files.len()), crate::digest::hash_bytes(listing.as_bytes()))])
 }
 
-fn release(name: &str, p: &Pipeline, selected: &[String], pending: &mut BTreeMap<String, usize>, ready: &mut Vec<String>) {
-    for c in p.dag.children(name) {
-        if !selected.contains(&c) {
-            continue;
-        }
-        if let Some(n) = pending.get_mut(&c) {
-            if *n != usize::MAX {
-                *n -= 1;
-                if *n == 0 {
-                    ready.push(c);
-                    // Keep the queue in topological (file) order.
-                    ready.sort_by_key(|r| selected.iter().position(|x| x == r));
+impl RunState<'_> {
+    /// A stage is done: its children that wait on nothing else become ready.
+    fn release(&mut self, name: &str) {
+        for c in self.p.dag.children(name) {
+            if !self.chosen.contains(c.as_str()) {
+                continue;
+            }
+            if let Some(n) = self.pending.get_mut(&c) {
+                if *n != usize::MAX {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.ready.push(c);
+                        // Keep the queue in topological (file) order.
+                        let position = &self.position;
+                        self.ready.sort_by_key(|r| position.get(r.as_str()).copied().unwrap_or(usize::MAX));
+                    }
                 }
             }
         }
     }
 }
 
-fn descendants(p: &Pipeline, name: &str, selected: &[String]) -> Vec<String> {
+fn descendants(p: &Pipeline, name: &str, selected: &HashSet<&str>) -> Vec<String> {
     let mut out = Vec::new();
+    let mut seen = HashSet::new();
     let mut stack = p.dag.children(name);
     while let Some(n) = stack.pop() {
-        if selected.contains(&n) && !out.contains(&n) {
+        if selected.contains(n.as_str()) && seen.insert(n.clone()) {
             stack.extend(p.dag.children(&n));
             out.push(n);
         }
     }
     out
+}
+
+/// The input artifacts of a stage about to run, each checked byte for byte
+/// against its digest: a stage never consumes damaged content.
+fn input_views(ws: &Workspace, bound: &[(String, String, String)], digests: &[String]) -> Result<BTreeMap<String, ArtifactView>, String> {
+    bound
+        .iter()
+        .zip(digests)
+        .map(|((role, kind, producer), d)| {
+            let dir = ws.store.checked_view(d, None).map_err(|e| match e {
+                Damage::Corrupt { message, objects } => {
+                    ws.store.quarantine(&objects);
+                    format!("input `{role}` ({producer}) is damaged in the store: {message}; run again and `{producer}` is recomputed")
+                }
+                Damage::Missing(m) => format!("input `{role}` ({producer}) is not in the store: {m}; run again and it is recomputed"),
+            })?;
+            Ok((role.clone(), ArtifactView { kind: kind.clone(), digest: d.clone(), dir, producer: producer.clone() }))
+        })
+        .collect()
+}
+
+/// Run the test hook `TAILOR_FAULT_BEFORE_STAGE=STAGE=COMMAND`, if set for
+/// this stage: a shell command run after the stage's inputs were hashed and
+/// before it starts, so that tests can change the world at that moment.
+fn fault_hook(stage: &str, root: &std::path::Path) {
+    let Ok(spec) = std::env::var("TAILOR_FAULT_BEFORE_STAGE") else { return };
+    let Some((target, cmd)) = spec.split_once('=') else { return };
+    if target == stage {
+        match std::process::Command::new("sh").arg("-c").arg(cmd).current_dir(root).status() {
+            Ok(st) if st.success() => {}
+            other => tracing::warn!("TAILOR_FAULT_BEFORE_STAGE hook for `{stage}` failed: {other:?}"),
+        }
+    }
 }
 
 /// Run one stage in a scratch directory and move its outputs into the store.
@@ -588,8 +701,22 @@ fn execute(ws: &Workspace, s: &StageNode, job: &Job, inputs: &BTreeMap<String, A
     let bar = rep.bar(&s.name);
     let state = ws.store.state_dir(&job.digest);
     let mut ctx = StageContext { name: &s.name, root: &ws.root, inputs, out_root: scratch.join("out"), outputs: s.outputs, progress: bar.clone(), state: state.clone(), lineage: job.lineage.clone() };
+    fault_hook(&s.name, &ws.root);
     let result = catch_unwind(AssertUnwindSafe(|| s.prepared.run(&mut ctx)));
     rep.done(&bar);
+    // The result is stored under the digests taken at the start of the run:
+    // if a file changed since, the stage may have read other bytes.
+    let after: Snapshot = s.prepared.spec().files.iter().flat_map(|f| stat_snapshot(&ws.root.join(&f.path))).collect();
+    let mut changed: Vec<&String> = job.files.iter().filter(|(k, v)| after.get(*k) != Some(v)).map(|(k, _)| k).collect();
+    changed.extend(after.keys().filter(|k| !job.files.contains_key(*k)));
+    if !changed.is_empty() && result.as_ref().is_ok_and(|r| r.is_ok()) {
+        let _ = std::fs::remove_dir_all(&scratch);
+        let shown: Vec<String> = changed.iter().map(|c| std::path::Path::new(c.as_str()).strip_prefix(&ws.root).map_or_else(|_| c.to_string(), |r| r.display().to_string())).collect();
+        return Err(format!(
+            "{} changed while the stage ran (after its digest was taken), so the stage may have read other bytes than its fingerprint says; nothing was stored — run again",
+            shown.join(", ")
+        ));
+    }
     let outcome = match result {
         Ok(Ok(o)) => o,
         Ok(Err(e)) => return Err(e.to_string()),

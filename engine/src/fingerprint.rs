@@ -3,7 +3,8 @@
 //! | field            | what feeds it                                        |
 //! |------------------|------------------------------------------------------|
 //! | `engine`         | the engine's cache format version                    |
-//! | `kind`, `version`| stage kind and its implementation version            |
+//! | `kind`, `version`| stage kind and its manual implementation version     |
+//! | `implementation` | digest of the stage kind's code (build time)          |
 //! | `config`         | the resolved config (params and overrides applied)   |
 //! | `inputs`         | digest of every upstream artifact, by input role     |
 //! | `files`          | digest of every external file or directory it reads  |
@@ -24,7 +25,7 @@ use serde_json::Value;
 use crate::digest::hash_bytes;
 
 /// Bumped when the store or fingerprint layout changes.
-pub const ENGINE_CACHE_VERSION: u32 = 1;
+pub const ENGINE_CACHE_VERSION: u32 = 2;
 
 /// Everything a stage's output depends on.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -35,6 +36,9 @@ pub struct Fingerprint {
     pub kind: String,
     /// Stage implementation version.
     pub version: u32,
+    /// Stage implementation identity (manual version + code digest).
+    #[serde(default)]
+    pub implementation: String,
     /// Resolved configuration.
     pub config: Value,
     /// Input role → artifact digest.
@@ -125,6 +129,13 @@ pub enum DirtyReason {
         /// New version.
         new: u32,
     },
+    /// The stage kind's code changed (same manual version).
+    Implementation {
+        /// Old identity.
+        old: String,
+        /// New identity.
+        new: String,
+    },
     /// The engine's cache format changed.
     Engine,
     /// An environment entry changed.
@@ -148,6 +159,13 @@ pub enum DirtyReason {
     },
     /// The record exists but its artifacts are gone from the store.
     OutputsMissing,
+    /// The record exists but its artifacts are damaged.
+    OutputsDamaged(String),
+}
+
+fn short(id: &str) -> &str {
+    let code = id.rsplit('+').next().unwrap_or(id);
+    &code[..code.len().min(8)]
 }
 
 fn show(v: &Option<Value>) -> String {
@@ -172,11 +190,13 @@ impl fmt::Display for DirtyReason {
             DirtyReason::Input { role } => write!(f, "input `{role}` changed"),
             DirtyReason::File { path, change } => write!(f, "{path} {change}"),
             DirtyReason::Version { old, new } => write!(f, "stage implementation changed (v{old} → v{new})"),
+            DirtyReason::Implementation { old, new } => write!(f, "stage implementation changed (code {} → {})", short(old), short(new)),
             DirtyReason::Engine => write!(f, "engine cache format changed"),
             DirtyReason::Env { key, old, new } => write!(f, "environment {key} changed {} → {}", old.as_deref().unwrap_or("(unset)"), new.as_deref().unwrap_or("(unset)")),
             DirtyReason::Kind { old } => write!(f, "stage kind changed (was {old})"),
             DirtyReason::Upstream { stage } => write!(f, "upstream `{stage}` will rerun"),
-            DirtyReason::OutputsMissing => write!(f, "cached result was garbage-collected"),
+            DirtyReason::OutputsMissing => write!(f, "cached result is no longer in the store"),
+            DirtyReason::OutputsDamaged(m) => write!(f, "cached result is damaged ({m}); recomputing it"),
         }
     }
 }
@@ -192,6 +212,8 @@ pub fn diff(old: &Fingerprint, new: &Fingerprint, unknown_inputs: &[String]) -> 
         out.push(DirtyReason::Kind { old: old.kind.clone() });
     } else if old.version != new.version {
         out.push(DirtyReason::Version { old: old.version, new: new.version });
+    } else if old.implementation != new.implementation {
+        out.push(DirtyReason::Implementation { old: old.implementation.clone(), new: new.implementation.clone() });
     }
     diff_values("", &old.config, &new.config, &mut out);
     for (role, d) in &new.inputs {
@@ -245,7 +267,7 @@ mod tests {
     use serde_json::json;
 
     fn fp(config: Value) -> Fingerprint {
-        Fingerprint { engine: 1, kind: "train".into(), version: 1, config, inputs: BTreeMap::new(), files: BTreeMap::new(), env: BTreeMap::new() }
+        Fingerprint { engine: 1, kind: "train".into(), version: 1, implementation: "v1+abc".into(), config, inputs: BTreeMap::new(), files: BTreeMap::new(), env: BTreeMap::new() }
     }
 
     #[test]

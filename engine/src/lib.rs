@@ -16,6 +16,7 @@ pub mod digest;
 pub mod exec;
 pub mod fingerprint;
 pub mod lockfile;
+pub mod paths;
 pub mod pipeline;
 pub mod report;
 pub mod rounds;

@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::config::{Overrides, PipelineHeader, apply_overrides, resolve_params};
 use crate::dag::Dag;
 use crate::diag::{Diagnostic, did_you_mean, render_all};
+use crate::paths::OutsidePaths;
 use crate::rounds::{Loop, unroll};
 use crate::schema::{pipeline_schema, validate};
 use crate::stage::{OutputDecl, PreparedStage, Registry};
@@ -37,6 +38,8 @@ pub struct StageNode {
     pub kind: String,
     /// Implementation version of the kind.
     pub version: u32,
+    /// Implementation identity of the kind (version and code digest).
+    pub implementation: String,
     /// The resolved config, without `kind` (what gets fingerprinted).
     pub config: Value,
     /// Bound inputs.
@@ -109,6 +112,18 @@ impl LoadError {
 #[tracing::instrument(skip(registry, overrides))]
 pub fn load(file: &Path, registry: &Registry, overrides: &Overrides) -> Result<Pipeline, LoadError> {
     let shown = file.display().to_string();
+    // A directory, FIFO or device is named as such (reading /dev/zero or a
+    // pipe would never end); a huge file is no pipeline.
+    const MAX_PIPELINE_BYTES: u64 = 16 << 20;
+    let not_file = crate::paths::not_a_file(file)
+        .or_else(|| std::fs::metadata(file).ok().filter(|m| m.len() > MAX_PIPELINE_BYTES).map(|m| format!("is {} bytes; a pipeline file is at most {MAX_PIPELINE_BYTES}", m.len())));
+    if let Some(what) = not_file {
+        return Err(LoadError {
+            file: shown.clone(),
+            source: String::new(),
+            diagnostics: vec![Diagnostic::error(format!("cannot read pipeline file: `{shown}` {what}")).help("pass the pipeline with `-f FILE` (default: tailor.yaml or pipeline.yaml in the current directory)")],
+        });
+    }
     let source = std::fs::read_to_string(file).map_err(|e| LoadError {
         file: shown.clone(),
         source: String::new(),
@@ -159,7 +174,7 @@ pub fn load(file: &Path, registry: &Registry, overrides: &Overrides) -> Result<P
         let kind = config.as_object_mut().and_then(|m| m.remove("kind")).and_then(|k| k.as_str().map(str::to_string)).unwrap_or_default();
         let Some(stage) = registry.get(&kind) else { continue };
         match stage.prepare(&config, &root) {
-            Ok(prepared) => nodes.push((name.clone(), kind, stage.version(), config, stage.outputs(), prepared)),
+            Ok(prepared) => nodes.push((name.clone(), kind, stage.version(), stage.implementation(), config, stage.outputs(), prepared)),
             Err(issues) => {
                 for i in issues {
                     let p = format!("{ptr}{}", i.pointer);
@@ -186,7 +201,7 @@ pub fn load(file: &Path, registry: &Registry, overrides: &Overrides) -> Result<P
     let mut dag = Dag::new(nodes.iter().map(|n| n.0.as_str()));
     let mut stages = Vec::new();
     let mut edge_spans = BTreeMap::new();
-    for (name, kind, version, config, outputs, prepared) in nodes {
+    for (name, kind, version, implementation, config, outputs, prepared) in nodes {
         let ptr = format!("/stages/{}", escape(&name));
         let mut inputs = Vec::new();
         for input in &prepared.spec().inputs {
@@ -246,7 +261,22 @@ pub fn load(file: &Path, registry: &Registry, overrides: &Overrides) -> Result<P
             dag.edge(&up, &name, &input.role);
             inputs.push(Binding { role: input.role.clone(), stage: up, output: decl.name.to_string(), kind: decl.kind.to_string() });
         }
-        stages.push(StageNode { name, kind, version, config, inputs, outputs, prepared });
+        for f in &prepared.spec().files {
+            let Some(real) = crate::paths::outside(&root, &f.path) else { continue };
+            let span = doc.spans.value(&format!("{ptr}{}", f.pointer));
+            let what = format!("stage `{name}` reads `{}`, outside the project directory ({})", f.path.display(), real.display());
+            let why = "results would depend on a file that is not kept with the pipeline";
+            match header.outside_paths {
+                OutsidePaths::Allow => {}
+                OutsidePaths::Warn => diags.push(
+                    Diagnostic::warning(what).at(span).label("outside the project").help(format!("{why}: move it into the project, or say `outside_paths: allow` at the top of the file (`deny` refuses such paths)")),
+                ),
+                OutsidePaths::Deny => diags.push(
+                    Diagnostic::error(what).at(span).label("outside the project").help(format!("{why}; this pipeline says `outside_paths: deny`: move the file into the project")),
+                ),
+            }
+        }
+        stages.push(StageNode { name, kind, version, implementation, config, inputs, outputs, prepared });
     }
     // A round starts after the previous round's `until` stage has decided
     // whether another round is needed (an ordering edge, not an input).

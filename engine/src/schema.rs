@@ -301,9 +301,16 @@ fn convert(err: &ValidationError<'_>, schema: &Value, doc: &Value, spans: &SpanM
             );
         }
         ValidationErrorKind::PropertyNames { .. } => {
+            // Name the offending key and point at it.
+            let valid = |k: &str| k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            let bad = instance.as_object().and_then(|m| m.keys().find(|k| !valid(k)).cloned());
+            let (what, span) = match &bad {
+                Some(k) => (format!("invalid name `{k}` in `{at}`"), spans.key(&format!("{ptr}/{}", crate::yaml::escape(k)))),
+                None => (format!("invalid name in `{at}`"), spans.node(&ptr, instance)),
+            };
             out.push(
-                Diagnostic::error(format!("invalid name in `{at}`"))
-                    .at(spans.node(&ptr, instance))
+                Diagnostic::error(what)
+                    .at(span)
                     .help("stage names start with a letter or `_` and use letters, digits, `_` and `-`"),
             );
         }

@@ -225,6 +225,11 @@ pub trait Stage: Send + Sync + 'static {
     const KIND: &'static str;
     /// Bump whenever the same inputs and config would give different output.
     const VERSION: u32;
+    /// The identity of the code behind this kind: a digest of its sources
+    /// computed at build time (the built-in stages take it from their
+    /// crate's build script). It enters every fingerprint, so a result is
+    /// never served to code that did not produce it.
+    const IMPLEMENTATION: &'static str;
     /// One line describing the stage.
     const ABOUT: &'static str;
     /// The outputs; the first is the default when a reference names no output.
@@ -272,6 +277,8 @@ pub trait DynStage: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Implementation version.
     fn version(&self) -> u32;
+    /// Implementation identity: the manual version and the code digest.
+    fn implementation(&self) -> String;
     /// One-line description.
     fn about(&self) -> &'static str;
     /// Declared outputs.
@@ -311,6 +318,9 @@ impl<S: Stage> DynStage for Kind<S> {
     }
     fn version(&self) -> u32 {
         S::VERSION
+    }
+    fn implementation(&self) -> String {
+        format!("v{}+{}", S::VERSION, S::IMPLEMENTATION)
     }
     fn about(&self) -> &'static str {
         S::ABOUT

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::digest::{hash_bytes, hash_file, list_files};
+use crate::digest::{StatCache, hash_bytes, hash_file, list_files};
 
 /// One file of an artifact.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -95,8 +95,34 @@ pub struct VerifyReport {
     pub objects: usize,
     /// Manifests checked.
     pub manifests: usize,
+    /// Views checked.
+    pub views: usize,
     /// One line per problem.
     pub problems: Vec<String>,
+}
+
+/// Why an artifact cannot be served.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Damage {
+    /// Part of it is not in the store (garbage-collected or deleted).
+    #[error("{0}")]
+    Missing(String),
+    /// Some of its content is not what its digest says.
+    #[error("{message}")]
+    Corrupt {
+        /// What is wrong, in words.
+        message: String,
+        /// The objects whose content is wrong (to [`Store::quarantine`]).
+        objects: Vec<String>,
+    },
+}
+
+fn short(d: &str) -> String {
+    d[..d.len().min(12)].to_string()
+}
+
+fn rel_string(rel: &Path) -> String {
+    rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
 }
 
 /// Handle on a `.tailor/` directory.
@@ -174,8 +200,7 @@ impl Store {
                 let digest = hash_file(&src)?;
                 let size = fs::metadata(&src)?.len();
                 self.put_file(&src, &digest)?;
-                let path = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
-                Ok(ManifestFile { path, digest, size })
+                Ok(ManifestFile { path: rel_string(rel), digest, size })
             })
             .collect();
         let files = files.into_iter().collect::<io::Result<Vec<_>>>()?;
@@ -250,6 +275,126 @@ impl Store {
         }
     }
 
+    /// Check an artifact before it is served: its manifest is the one its
+    /// digest names, and every object it lists is present with the content
+    /// its name says. With a stat cache, files whose stat is unchanged since
+    /// they were last hashed are not read again (any write changes mtime and
+    /// ctime); without one, every byte is hashed. Corrupt objects are
+    /// removed, together with every view that links to them, so that no
+    /// copy of bad content stays reachable and the producing stage reruns.
+    pub fn check_artifact(&self, digest: &str, cache: Option<&mut StatCache>) -> Result<Manifest, Damage> {
+        let path = self.manifest_path(digest);
+        let bytes = fs::read(&path).map_err(|e| Damage::Missing(format!("artifact {digest}: manifest unreadable ({e})")))?;
+        if hash_bytes(&bytes) != digest {
+            return Err(Damage::Corrupt { message: format!("artifact {digest}: its manifest does not match its digest"), objects: vec![format!("manifest:{digest}")] });
+        }
+        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| Damage::Corrupt { message: format!("artifact {digest}: manifest unreadable ({e})"), objects: vec![format!("manifest:{digest}")] })?;
+        let objects: Vec<PathBuf> = m.files.iter().map(|f| self.object_path(&f.digest)).collect();
+        if let Some(f) = m.files.iter().zip(&objects).find(|(_, o)| !o.exists()) {
+            return Err(Damage::Missing(format!("artifact {digest}: file {} (object {}) is missing", f.0.path, f.0.digest)));
+        }
+        let found: Vec<io::Result<String>> = match cache {
+            Some(c) => match c.digest_many(&objects) {
+                Ok(d) => d.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e)],
+            },
+            None => objects.par_iter().map(|o| hash_file(o)).collect(),
+        };
+        let mut bad = Vec::new();
+        let mut objects = Vec::new();
+        for (f, got) in m.files.iter().zip(found) {
+            match got {
+                Ok(d) if d == f.digest => continue,
+                Ok(d) => bad.push(format!("{} (object {} has content {})", f.path, short(&f.digest), short(&d))),
+                Err(e) => bad.push(format!("{} (object {} unreadable: {e})", f.path, short(&f.digest))),
+            }
+            objects.push(f.digest.clone());
+        }
+        if bad.is_empty() {
+            return Ok(m);
+        }
+        Err(Damage::Corrupt { message: format!("artifact {} is damaged: {}", short(digest), bad.join(", ")), objects })
+    }
+
+    /// Remove damaged content found by [`Store::check_artifact`]: the
+    /// objects (or manifests, as `manifest:DIGEST`) and every view that
+    /// links to them, so that no copy stays reachable and the producing
+    /// stage reruns. Call only while holding the run lock.
+    pub fn quarantine(&self, objects: &[String]) {
+        let mut plain = BTreeSet::new();
+        for o in objects {
+            match o.strip_prefix("manifest:") {
+                Some(m) => {
+                    let _ = fs::remove_file(self.manifest_path(m));
+                    self.drop_view(m);
+                }
+                None => {
+                    let _ = fs::remove_file(self.object_path(o));
+                    plain.insert(o.clone());
+                }
+            }
+        }
+        for v in self.views_containing(&plain) {
+            self.drop_view(&v);
+        }
+    }
+
+    /// The artifact as a directory, checked: the view holds exactly the
+    /// manifest's files with the manifest's content (a view whose files
+    /// were replaced or edited is rebuilt from the objects).
+    pub fn checked_view(&self, digest: &str, mut cache: Option<&mut StatCache>) -> Result<PathBuf, Damage> {
+        let m = self.check_artifact(digest, cache.as_deref_mut())?;
+        let dir = self.view(digest).map_err(|e| Damage::Missing(format!("artifact {digest}: {e}")))?;
+        if self.view_matches(&dir, &m, cache) {
+            return Ok(dir);
+        }
+        tracing::warn!("the view of artifact {digest} differs from its manifest; rebuilding it");
+        self.drop_view(digest);
+        self.view(digest).map_err(|e| Damage::Missing(format!("artifact {digest}: {e}")))
+    }
+
+    fn view_matches(&self, dir: &Path, m: &Manifest, cache: Option<&mut StatCache>) -> bool {
+        let Ok(rels) = list_files(dir) else { return false };
+        let listed: Vec<String> = rels.iter().map(|r| rel_string(r)).collect();
+        let want: Vec<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
+        let mut sorted = want.clone();
+        sorted.sort_unstable();
+        if listed.iter().map(String::as_str).collect::<Vec<_>>() != sorted {
+            return false;
+        }
+        let paths: Vec<PathBuf> = m.files.iter().map(|f| dir.join(&f.path)).collect();
+        let got: Vec<String> = match cache {
+            Some(c) => c.digest_many(&paths).unwrap_or_default(),
+            None => paths.par_iter().map(|p| hash_file(p).unwrap_or_default()).collect(),
+        };
+        got.len() == m.files.len() && got.iter().zip(&m.files).all(|(g, f)| *g == f.digest)
+    }
+
+    /// Remove a view (it is rebuilt from the objects on demand).
+    pub fn drop_view(&self, digest: &str) {
+        let dir = self.root.join("views").join(digest);
+        if dir.exists() {
+            let tmp = self.root.join("tmp").join(format!("dropped-view-{}", unique()));
+            // Rename first so that no reader sees a half-deleted view.
+            // (Removing the links needs no write permission on the files,
+            // which are the read-only objects themselves.)
+            if fs::rename(&dir, &tmp).is_ok() {
+                let _ = fs::remove_dir_all(&tmp);
+            } else {
+                let _ = fs::remove_dir_all(&dir);
+            }
+        }
+    }
+
+    /// Digests of the views whose artifacts contain any of `objects`.
+    fn views_containing(&self, objects: &BTreeSet<String>) -> Vec<String> {
+        let Ok(rd) = fs::read_dir(self.root.join("views")) else { return Vec::new() };
+        rd.flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|d| self.manifest(d).map_or(true, |m| m.files.iter().any(|f| objects.contains(&f.digest))))
+            .collect()
+    }
+
     /// Re-hash every object and manifest; report any mismatch or dangling
     /// reference. `delete_bad` removes corrupt entries so the next run
     /// recomputes them.
@@ -257,22 +402,25 @@ impl Store {
         let mut rep = VerifyReport::default();
         let objects = walk_sharded(&self.root.join("objects"))?;
         rep.objects = objects.len();
-        let bad: Vec<String> = objects
+        let bad: Vec<(String, String)> = objects
             .par_iter()
             .filter_map(|(digest, path)| match hash_file(path) {
                 Ok(d) if &d == digest => None,
-                Ok(d) => Some(format!("object {digest} has content {d}")),
-                Err(e) => Some(format!("object {digest} unreadable: {e}")),
+                Ok(d) => Some((digest.clone(), format!("object {digest} has content {d}"))),
+                Err(e) => Some((digest.clone(), format!("object {digest} unreadable: {e}"))),
             })
             .collect();
         if delete_bad {
-            for line in &bad {
-                if let Some(d) = line.split_whitespace().nth(1) {
-                    let _ = fs::remove_file(self.object_path(d));
-                }
+            for (d, _) in &bad {
+                let _ = fs::remove_file(self.object_path(d));
+            }
+            // Views are hard links: a corrupt object is corrupt in every view.
+            let objects: BTreeSet<String> = bad.iter().map(|(d, _)| d.clone()).collect();
+            for v in self.views_containing(&objects) {
+                self.drop_view(&v);
             }
         }
-        rep.problems.extend(bad);
+        rep.problems.extend(bad.into_iter().map(|(_, line)| line));
         for (digest, path) in walk_sharded(&self.root.join("manifests"))? {
             let digest = digest.trim_end_matches(".json").to_string();
             rep.manifests += 1;
@@ -287,6 +435,21 @@ impl Store {
             if let Ok(m) = serde_json::from_slice::<Manifest>(&bytes) {
                 for f in m.files.iter().filter(|f| !self.object_path(&f.digest).exists()) {
                     rep.problems.push(format!("artifact {digest}: file {} (object {}) is missing", f.path, f.digest));
+                }
+            }
+        }
+        // Views are what `tailor show --path` and stages read: each must hold
+        // exactly its manifest's files with the manifest's content.
+        if let Ok(rd) = fs::read_dir(self.root.join("views")) {
+            for e in rd.flatten() {
+                let digest = e.file_name().to_string_lossy().into_owned();
+                rep.views += 1;
+                let ok = self.manifest(&digest).is_ok_and(|m| self.view_matches(&e.path(), &m, None));
+                if !ok {
+                    rep.problems.push(format!("view {digest} differs from its artifact{}", if delete_bad { " (removed; rebuilt on demand)" } else { "" }));
+                    if delete_bad {
+                        self.drop_view(&digest);
+                    }
                 }
             }
         }
@@ -401,9 +564,18 @@ mod tests {
         perm.set_readonly(false);
         fs::set_permissions(&obj, perm).unwrap();
         fs::write(&obj, "corrupt").unwrap();
-        assert_eq!(store.verify(false).unwrap().problems.len(), 1);
+        // The object, and the view that links to it (what `show --path` hands out).
+        let problems = store.verify(false).unwrap().problems;
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[1].starts_with("view "), "{problems:?}");
+        assert!(matches!(store.check_artifact(&d, None), Err(Damage::Corrupt { .. })));
+        // Repair leaves no reachable copy of the bad bytes.
+        let problems = store.verify(true).unwrap().problems;
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(!obj.exists() && !v.exists());
+        assert!(matches!(store.check_artifact(&d, None), Err(Damage::Missing(_))));
         let (removed, _) = store.gc(&BTreeSet::new(), &BTreeSet::new(), false).unwrap();
-        assert!(removed >= 4);
+        assert!(removed >= 2);
         assert!(!store.has_artifact(&d));
     }
 }

@@ -45,6 +45,19 @@ impl Workspace {
         Lock::read(&self.lock_path)
     }
 
+    /// The lock file, or — when it cannot be read — an empty one and a
+    /// warning that says what is wrong and what to do. The lock is a record
+    /// of results, not the truth: the store holds them, a run rewrites it.
+    pub fn lock_or_recover(&self) -> Lock {
+        match self.lock() {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("warning: {e}\n  the lock file only records the last results; continuing without it. `tailor run` rewrites it, `tailor lock` rebuilds it now from the store.");
+                Lock::default()
+            }
+        }
+    }
+
     /// The stat cache.
     pub fn stat_cache(&self) -> StatCache {
         StatCache::load(&self.store.root().join("statcache.json"))

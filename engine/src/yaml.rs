@@ -8,6 +8,11 @@
 //! Plain scalars are typed by the YAML 1.2 core schema (so `yes` stays a
 //! string and `2.0e-4` is a float); quoted scalars are always strings.
 //! Duplicate keys are errors, not silent overwrites.
+//!
+//! Hostile input is bounded: nesting deeper than [`MAX_DEPTH`] and alias
+//! expansion beyond [`MAX_NODES`] values ("billion laughs") are errors at
+//! their position, as are a second document in the file and non-finite
+//! numbers (`.nan`, `.inf`), which no setting accepts.
 
 use std::collections::HashMap;
 
@@ -98,11 +103,18 @@ pub struct Document {
     pub spans: SpanMap,
 }
 
-/// Parse the first document of `src`. Syntax errors and duplicate keys come
-/// back as diagnostics with their position.
+/// Deepest nesting of mappings and sequences accepted (a pipeline needs
+/// fewer than ten levels).
+pub const MAX_DEPTH: usize = 64;
+/// Most values a document may expand to, aliases counted at their full size.
+pub const MAX_NODES: usize = 1_000_000;
+
+/// Parse the one document of `src`. Syntax errors, duplicate keys and the
+/// limits above come back as diagnostics with their position.
 pub fn parse(src: &str) -> Result<Document, Vec<Diagnostic>> {
-    let mut b = Builder { parser: Parser::new_from_str(src), spans: SpanMap::default(), anchors: HashMap::new(), errors: Vec::new(), src };
+    let mut b = Builder { parser: Parser::new_from_str(src), spans: SpanMap::default(), anchors: HashMap::new(), errors: Vec::new(), src, nodes: 0 };
     let value = b.document()?;
+    b.single_document()?;
     if !b.errors.is_empty() {
         return Err(b.errors);
     }
@@ -112,9 +124,16 @@ pub fn parse(src: &str) -> Result<Document, Vec<Diagnostic>> {
 struct Builder<'a> {
     parser: Parser<'a, saphyr_parser::StrInput<'a>>,
     spans: SpanMap,
-    anchors: HashMap<usize, Value>,
+    /// Anchored values and how many values each expands to.
+    anchors: HashMap<usize, (Value, usize)>,
     errors: Vec<Diagnostic>,
     src: &'a str,
+    /// Values built so far (aliases at their full size).
+    nodes: usize,
+}
+
+fn limit_error(message: String, span: Span, help: &str) -> Vec<Diagnostic> {
+    vec![Diagnostic::error(message).at(Some(span)).label("here").help(help)]
 }
 
 fn to_span(s: YSpan, src: &str) -> Span {
@@ -154,27 +173,74 @@ impl<'a> Builder<'a> {
                     if let Event::DocumentEnd = ev {
                         return Ok(Value::Null);
                     }
-                    return self.node(ev, span, "", None);
+                    return self.node(ev, span, "", None, 0);
                 }
                 Event::StreamEnd => return Ok(Value::Null),
-                _ => return self.node(ev, span, "", None),
+                _ => return self.node(ev, span, "", None, 0),
             }
         }
     }
 
-    fn node(&mut self, ev: Event<'a>, span: YSpan, ptr: &str, key: Option<Span>) -> Result<Value, Vec<Diagnostic>> {
+    /// After the first document: nothing but its end and the end of the
+    /// stream (a second document would be silently ignored otherwise).
+    fn single_document(&mut self) -> Result<(), Vec<Diagnostic>> {
+        loop {
+            let (ev, span) = self.next()?;
+            match ev {
+                Event::DocumentEnd | Event::Nothing => {}
+                Event::StreamEnd => return Ok(()),
+                _ => {
+                    return Err(limit_error(
+                        "a second YAML document starts here".into(),
+                        to_span(span, self.src),
+                        "a pipeline file holds one document: remove the extra `---` (and what follows), or move it into a file of its own",
+                    ));
+                }
+            }
+        }
+    }
+
+    fn node(&mut self, ev: Event<'a>, span: YSpan, ptr: &str, key: Option<Span>, depth: usize) -> Result<Value, Vec<Diagnostic>> {
         let vspan = to_span(span, self.src);
+        self.nodes += 1;
+        if depth > MAX_DEPTH {
+            return Err(limit_error(
+                format!("nesting deeper than {MAX_DEPTH} levels"),
+                vspan,
+                "a pipeline file needs only a few levels; this looks like generated or hostile input",
+            ));
+        }
         self.spans.insert(ptr.to_string(), NodeSpan { key, value: vspan });
+        let first = self.nodes;
         match ev {
             Event::Scalar(text, style, anchor, tag) => {
                 let forced_str = tag.as_ref().is_some_and(|t| t.suffix == "str");
+                if style == ScalarStyle::Plain && !forced_str && is_non_finite(&text) {
+                    self.errors.push(
+                        Diagnostic::error(format!("`{text}` is not a finite number"))
+                            .at(Some(vspan))
+                            .label("not allowed here")
+                            .help("no setting accepts NaN or infinity; write a number, or quote it if you meant the text"),
+                    );
+                }
                 let v = if style == ScalarStyle::Plain && !forced_str { resolve_plain(&text) } else { Value::String(text.into_owned()) };
                 if anchor > 0 {
-                    self.anchors.insert(anchor, v.clone());
+                    self.anchors.insert(anchor, (v.clone(), 1));
                 }
                 Ok(v)
             }
-            Event::Alias(id) => Ok(self.anchors.get(&id).cloned().unwrap_or(Value::Null)),
+            Event::Alias(id) => {
+                let (v, size) = self.anchors.get(&id).cloned().unwrap_or((Value::Null, 1));
+                self.nodes += size;
+                if self.nodes > MAX_NODES {
+                    return Err(limit_error(
+                        format!("aliases expand this document to more than {MAX_NODES} values"),
+                        vspan,
+                        "each `*alias` copies its anchor in full; nested aliases multiply (a \"billion laughs\" file). Write the values out, or use `${params.x}` for repeated settings",
+                    ));
+                }
+                Ok(v)
+            }
             Event::SequenceStart(anchor, _) => {
                 let mut items = Vec::new();
                 loop {
@@ -183,11 +249,11 @@ impl<'a> Builder<'a> {
                         break;
                     }
                     let child = format!("{ptr}/{}", items.len());
-                    items.push(self.node(ev, span, &child, None)?);
+                    items.push(self.node(ev, span, &child, None, depth + 1)?);
                 }
                 let v = Value::Array(items);
                 if anchor > 0 {
-                    self.anchors.insert(anchor, v.clone());
+                    self.anchors.insert(anchor, (v.clone(), self.nodes - first + 1));
                 }
                 Ok(v)
             }
@@ -200,14 +266,14 @@ impl<'a> Builder<'a> {
                         Event::Scalar(text, _, _, _) => text.into_owned(),
                         other => {
                             // Complex keys: build them, then use their JSON text.
-                            let v = self.node(other, kspan, &format!("{ptr}/?"), None)?;
+                            let v = self.node(other, kspan, &format!("{ptr}/?"), None, depth + 1)?;
                             v.to_string()
                         }
                     };
                     let key_span = to_span(kspan, self.src);
                     let child = format!("{ptr}/{}", escape(&k));
                     let (vev, vspan) = self.next()?;
-                    let v = self.node(vev, vspan, &child, Some(key_span))?;
+                    let v = self.node(vev, vspan, &child, Some(key_span), depth + 1)?;
                     if map.contains_key(&k) {
                         self.errors.push(
                             Diagnostic::error(format!("duplicate key `{k}`"))
@@ -220,7 +286,7 @@ impl<'a> Builder<'a> {
                 }
                 let v = Value::Object(map);
                 if anchor > 0 {
-                    self.anchors.insert(anchor, v.clone());
+                    self.anchors.insert(anchor, (v.clone(), self.nodes - first + 1));
                 }
                 Ok(v)
             }
@@ -242,6 +308,9 @@ pub fn resolve_plain(s: &str) -> Value {
     if !body.is_empty() && body.bytes().all(|b| b.is_ascii_digit()) {
         if let Ok(i) = s.parse::<i64>() {
             return Value::Number(i.into());
+        }
+        if let Ok(u) = s.strip_prefix('+').unwrap_or(s).parse::<u64>() {
+            return Value::Number(u.into());
         }
     }
     if let Some(hex) = s.strip_prefix("0x") {
@@ -267,6 +336,11 @@ pub fn resolve_plain(s: &str) -> Value {
         }
     }
     Value::String(s.to_string())
+}
+
+/// `.nan`, `.inf`, `-.inf` and their spellings in the core schema.
+fn is_non_finite(s: &str) -> bool {
+    matches!(s.strip_prefix(['+', '-']).unwrap_or(s), ".inf" | ".Inf" | ".INF" | ".nan" | ".NaN" | ".NAN")
 }
 
 /// `(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?`
@@ -328,6 +402,40 @@ mod tests {
         assert_eq!(doc.value, json!({"a": {"b": [1, 2], "c": "3"}}));
         let errs = parse("a: 1\na: 2\n").unwrap_err();
         assert_eq!(errs[0].span.unwrap().line, 2);
+    }
+
+    #[test]
+    fn hostile_input_is_bounded_with_a_position() {
+        // 9,000 nested levels, block or flow style: an error, not a stack overflow.
+        let block = format!("a:\n{}x\n", "- ".repeat(9000));
+        let errs = parse(&block).unwrap_err();
+        assert!(errs[0].message.contains("nesting deeper than 64 levels"), "{}", errs[0].message);
+        assert_eq!(errs[0].span.unwrap().line, 2);
+        let flow = format!("a: {}{}\n", "[".repeat(9000), "]".repeat(9000));
+        let errs = parse(&flow).unwrap_err();
+        assert_eq!(errs[0].span.unwrap().line, 1, "{}", errs[0].message);
+        // A billion laughs: an error long before memory runs out.
+        let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let refs = vec![format!("*a{}", i - 1); 9].join(", ");
+            bomb.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let errs = parse(&bomb).unwrap_err();
+        assert!(errs[0].message.contains("aliases expand"), "{}", errs[0].message);
+        assert!(errs[0].span.unwrap().line > 1);
+        // A second document is not silently ignored.
+        let errs = parse("a: 1\n---\nb: 2\n").unwrap_err();
+        assert!(errs[0].message.contains("second YAML document"));
+        assert_eq!(errs[0].span.unwrap().line, 2);
+        assert!(parse("---\na: 1\n...\n").is_ok());
+        // Non-finite numbers are named as such, where they are.
+        let errs = parse("lr: .nan\nx: -.inf\n").unwrap_err();
+        assert_eq!(errs.len(), 2);
+        assert!(errs[0].message.contains("`.nan` is not a finite number"));
+        assert_eq!((errs[1].span.unwrap().line, errs[1].span.unwrap().col), (2, 4));
+        assert_eq!(parse("q: '.nan'\n").unwrap().value["q"], json!(".nan"));
+        // A u64 is an integer, not a float.
+        assert_eq!(parse("seed: 18446744073709551615\n").unwrap().value["seed"], json!(18446744073709551615u64));
     }
 
     #[test]

@@ -24,6 +24,7 @@ impl Stage for Source {
     type Config = SourceCfg;
     const KIND: &'static str = "source";
     const VERSION: u32 = 1;
+    const IMPLEMENTATION: &'static str = "source-code";
     const ABOUT: &'static str = "read a file";
     const OUTPUTS: &'static [OutputDecl] = TEXT;
     fn spec(c: &SourceCfg, root: &Path) -> Result<StageSpec, Vec<ConfigIssue>> {
@@ -39,8 +40,11 @@ impl Stage for Source {
     }
 }
 
-/// Transforms its input; `note` does not change the output.
-struct Shout;
+/// Transforms its input; `note` does not change the output. `NEW` stands
+/// for the same stage after its code changed (another implementation
+/// identity, same manual version).
+struct ShoutCode<const NEW: bool>;
+type Shout = ShoutCode<false>;
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ShoutCfg {
@@ -57,10 +61,11 @@ struct ShoutCfg {
     #[serde(default)]
     rendezvous: bool,
 }
-impl Stage for Shout {
+impl<const NEW: bool> Stage for ShoutCode<NEW> {
     type Config = ShoutCfg;
     const KIND: &'static str = "shout";
     const VERSION: u32 = 1;
+    const IMPLEMENTATION: &'static str = if NEW { "c0de0002" } else { "c0de0001" };
     const ABOUT: &'static str = "uppercase";
     const OUTPUTS: &'static [OutputDecl] = TEXT;
     fn spec(c: &ShoutCfg, _: &Path) -> Result<StageSpec, Vec<ConfigIssue>> {
@@ -113,6 +118,7 @@ impl Stage for Gate {
     type Config = GateCfg;
     const KIND: &'static str = "gate";
     const VERSION: u32 = 1;
+    const IMPLEMENTATION: &'static str = "gate-code";
     const ABOUT: &'static str = "length gate";
     const OUTPUTS: &'static [OutputDecl] = TEXT;
     fn spec(c: &GateCfg, _: &Path) -> Result<StageSpec, Vec<ConfigIssue>> {
@@ -142,6 +148,13 @@ fn registry() -> Registry {
     r
 }
 
+/// The same kinds after `shout`'s code changed.
+fn registry_after_code_change() -> Registry {
+    let mut r = Registry::new();
+    r.register::<Source>().register::<ShoutCode<true>>().register::<Gate>();
+    r
+}
+
 struct Project {
     dir: tempfile::TempDir,
 }
@@ -165,7 +178,10 @@ impl Project {
         self.run_with(Overrides::default(), RunOptions::default())
     }
     fn plan(&self, ov: Overrides) -> Vec<tailor_engine::PlanEntry> {
-        let p = tailor_engine::load(&self.file(), &registry(), &ov).unwrap();
+        self.plan_in(&registry(), ov)
+    }
+    fn plan_in(&self, reg: &Registry, ov: Overrides) -> Vec<tailor_engine::PlanEntry> {
+        let p = tailor_engine::load(&self.file(), reg, &ov).unwrap();
         let ws = Workspace::open(&p, None).unwrap();
         tailor_engine::plan(&p, &ws, &RunOptions::default()).unwrap()
     }
@@ -193,6 +209,29 @@ fn second_run_runs_nothing_and_param_change_reruns_exactly_the_affected_stage() 
     assert!(plan.iter().filter(|e| e.name != "down").all(|e| e.status == "up-to-date"));
     assert_eq!(ran(&p.run_with(ov.clone(), RunOptions::default())), vec!["down"]);
     assert!(ran(&p.run_with(ov, RunOptions::default())).is_empty());
+}
+
+#[test]
+fn changed_stage_code_is_never_served_from_the_cache() {
+    let p = Project::new(CHAIN);
+    assert_eq!(ran(&p.run()).len(), 4);
+    let plan = p.plan_in(&registry_after_code_change(), Overrides::default());
+    for e in &plan {
+        if e.kind == "shout" {
+            assert_ne!(e.status, "up-to-date", "{e:?}");
+            if e.name != "down" {
+                assert_eq!(e.reasons, vec!["stage implementation changed (code c0de0001 → c0de0002)"], "{e:?}");
+            }
+        } else {
+            assert_eq!(e.status, "up-to-date", "{e:?}");
+        }
+    }
+    let pipeline = tailor_engine::load(&p.file(), &registry_after_code_change(), &Overrides::default()).unwrap();
+    let ws = Workspace::open(&pipeline, None).unwrap();
+    let summary = tailor_engine::run(&pipeline, &ws, &RunOptions { jobs: 1, ..Default::default() }, &Reporter::new(true)).unwrap();
+    assert_eq!(ran(&summary.stages), vec!["down", "side", "up"]);
+    // The old code's results are still in the store: going back is a cache hit.
+    assert!(ran(&p.run()).is_empty());
 }
 
 #[test]

@@ -7,6 +7,11 @@ pub mod collect;
 pub mod estimate;
 pub mod evaluate;
 pub mod format;
+/// Implementation identity of each module, from `build.rs`: a digest of
+/// the module's code and of everything it uses (see the build script).
+pub mod identity {
+    include!(concat!(env!("OUT_DIR"), "/identity.rs"));
+}
 pub mod metric;
 pub mod model;
 pub mod record;
@@ -30,4 +35,26 @@ pub fn registry() -> Registry {
     r.register::<retrain::Retrain>();
     r.register::<evaluate::Evaluate>();
     r
+}
+
+#[cfg(test)]
+mod tests {
+    /// Each stage kind's identity covers the code it runs: the stages that
+    /// start `tailor-train` include the trainer, the data stages do not
+    /// (so a trainer change reruns training, not cleaning).
+    #[test]
+    fn identities_cover_the_code_each_stage_runs() {
+        let generated = include_str!(concat!(env!("OUT_DIR"), "/identity.rs"));
+        let doc = |kind: &str| generated.lines().find(|l| l.starts_with(&format!("/// Identity of `{kind}`:"))).unwrap_or_else(|| panic!("no identity for {kind}")).to_string();
+        for kind in ["train", "retrain", "evaluate"] {
+            assert!(doc(kind).ends_with("and the trainer."), "{}", doc(kind));
+        }
+        for kind in ["collect", "clean", "format"] {
+            assert!(!doc(kind).contains("trainer"), "{}", doc(kind));
+        }
+        assert!(doc("clean").contains("text/minhash.rs") && doc("format").contains("tokenizer.rs"));
+        let ids = [super::identity::COLLECT, super::identity::CLEAN, super::identity::FORMAT, super::identity::TRAIN, super::identity::RETRAIN, super::identity::EVALUATE];
+        let distinct: std::collections::BTreeSet<&str> = ids.iter().copied().collect();
+        assert_eq!(distinct.len(), ids.len());
+    }
 }

@@ -108,6 +108,7 @@ impl Stage for Retrain {
     type Config = RetrainConfig;
     const KIND: &'static str = "retrain";
     const VERSION: u32 = 1;
+    const IMPLEMENTATION: &'static str = crate::identity::RETRAIN;
     const ABOUT: &'static str = "Continue training a train/retrain result on improved data, optionally repeating an evaluation's failures.";
     const OUTPUTS: &'static [OutputDecl] = train::MODEL_OUTPUTS;
 

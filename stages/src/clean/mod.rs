@@ -254,6 +254,7 @@ impl Stage for Clean {
     type Config = CleanConfig;
     const KIND: &'static str = "clean";
     const VERSION: u32 = 1;
+    const IMPLEMENTATION: &'static str = crate::identity::CLEAN;
     const ABOUT: &'static str = "Normalize, filter, deduplicate, redact and style-check records; every removal is kept with its reason.";
     const OUTPUTS: &'static [OutputDecl] = &[
         OutputDecl { name: "records", kind: "records", about: "the records that passed (records.jsonl, stats.json)" },
@@ -267,10 +268,9 @@ impl Stage for Clean {
             match s {
                 Step::Check(c) => {
                     if let Some(p) = &c.schema {
-                        if root.join(p).is_file() {
-                            spec.files.push(FileDecl { path: p.clone(), pointer: format!("/steps/{i}/check/schema") });
-                        } else {
-                            issues.push(ConfigIssue::new(format!("/steps/{i}/check/schema"), format!("schema file `{}` does not exist", p.display())));
+                        match tailor_engine::paths::not_a_file(&root.join(p)) {
+                            None => spec.files.push(FileDecl { path: p.clone(), pointer: format!("/steps/{i}/check/schema") }),
+                            Some(what) => issues.push(ConfigIssue::new(format!("/steps/{i}/check/schema"), format!("schema file `{}` {what}", p.display()))),
                         }
                     }
                     if let Some(r) = &c.regex {

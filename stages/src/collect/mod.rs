@@ -128,7 +128,10 @@ fn expand(root: &Path, pattern: &str) -> Result<Vec<PathBuf>, String> {
     let full = root.join(pattern);
     let text = full.to_str().ok_or("the path is not valid UTF-8")?;
     if !pattern.contains(['*', '?', '[']) {
-        return if full.is_file() { Ok(vec![PathBuf::from(pattern)]) } else { Err(format!("file `{pattern}` does not exist")) };
+        return match tailor_engine::paths::not_a_file(&full) {
+            None => Ok(vec![PathBuf::from(pattern)]),
+            Some(what) => Err(format!("`{pattern}` {what}")),
+        };
     }
     let mut out = Vec::new();
     for entry in glob::glob(text).map_err(|e| format!("bad glob `{pattern}`: {e}"))? {
@@ -148,6 +151,7 @@ impl Stage for Collect {
     type Config = CollectConfig;
     const KIND: &'static str = "collect";
     const VERSION: u32 = 2;
+    const IMPLEMENTATION: &'static str = crate::identity::COLLECT;
     const ABOUT: &'static str = "Read records from JSONL, JSON, CSV/TSV or text files into canonical JSONL.";
     const OUTPUTS: &'static [OutputDecl] = &[
         OutputDecl { name: "records", kind: "records", about: "the collected records (records.jsonl)" },

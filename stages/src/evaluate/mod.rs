@@ -166,6 +166,7 @@ impl Stage for Evaluate {
     type Config = EvaluateConfig;
     const KIND: &'static str = "evaluate";
     const VERSION: u32 = 1;
+    const IMPLEMENTATION: &'static str = crate::identity::EVALUATE;
     const ABOUT: &'static str = "Measure a trained model (and its base) on tokenized data: loss, generation metrics, a gate, review files.";
     const OUTPUTS: &'static [OutputDecl] = &[OutputDecl { name: "results", kind: "evaluation", about: "metrics.json, results.jsonl, review.csv, review.html" }];
 

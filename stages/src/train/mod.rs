@@ -130,6 +130,7 @@ impl Stage for Train {
     type Config = TrainConfig;
     const KIND: &'static str = "train";
     const VERSION: u32 = 2;
+    const IMPLEMENTATION: &'static str = crate::identity::TRAIN;
     const ABOUT: &'static str = "Fine-tune a Llama-family model (full, LoRA or QLoRA) on tokenized data with libtorch.";
     const OUTPUTS: &'static [OutputDecl] = MODEL_OUTPUTS;
 

@@ -145,6 +145,7 @@ pub struct Hyper {
     #[schemars(range(min = 1))]
     pub epochs: usize,
     /// Stop after this many optimizer steps (overrides `epochs`).
+    #[schemars(range(min = 1))]
     pub max_steps: Option<usize>,
     /// Samples (or packs) per micro-batch.
     #[serde(default = "four")]
