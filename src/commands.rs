@@ -94,9 +94,9 @@ pub fn dispatch(cli: Cli) -> u8 {
             print!("{text}");
             exit::OK
         }),
-        Command::Show { target, limit, export, path } => with_workspace(&cli, &OverrideArgs::default(), |p, ws| show(&registry, p, ws, target, *limit, export.as_deref(), *path, cli.json)),
+        Command::Show { target, limit, export, path, ov } => with_workspace(&cli, ov, |p, ws| show(&registry, p, ws, target, *limit, export.as_deref(), *path, cli.json)),
         Command::Verify { repair } => with_workspace(&cli, &OverrideArgs::default(), |_, ws| verify(ws, *repair, cli.json)),
-        Command::Lock => with_workspace(&cli, &OverrideArgs::default(), |p, ws| rebuild_lock(p, ws)),
+        Command::Lock { ov } => with_workspace(&cli, ov, rebuild_lock),
         Command::Gc { dry_run } => with_workspace(&cli, &OverrideArgs::default(), |_, ws| gc(ws, *dry_run)),
         Command::Runs => with_workspace(&cli, &OverrideArgs::default(), |_, ws| runs(ws, cli.json)),
         Command::Estimate(a) => estimate(a, cli.json),

@@ -121,6 +121,8 @@ pub enum Command {
         /// Print only the artifact's directory.
         #[arg(long)]
         path: bool,
+        #[command(flatten)]
+        ov: OverrideArgs,
     },
     /// Re-hash the store and check the lock file against it.
     Verify {
@@ -130,7 +132,10 @@ pub enum Command {
     },
     /// Rewrite tailor.lock from the results the store holds for the pipeline
     /// as configured (after the lock file was damaged or lost).
-    Lock,
+    Lock {
+        #[command(flatten)]
+        ov: OverrideArgs,
+    },
     /// Delete store entries the lock file does not reference.
     Gc {
         /// Only say what would be deleted.

@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::os::unix::fs::FileTypeExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -48,12 +48,12 @@ pub fn not_a_file(path: &Path) -> Option<String> {
     }
 }
 
-/// Where `rel` (as written in the pipeline, relative to `root`) leads when
-/// it leaves the project: an absolute path, a `..` that climbs out, or a
-/// symlink whose target is outside. `None` when it stays inside.
-pub fn outside(root: &Path, rel: &Path) -> Option<PathBuf> {
+/// How `rel` (as written in the pipeline, relative to `root`) leaves the
+/// project — an absolute path, a `..` that climbs out, or a symlink whose
+/// target is outside — in words; `None` when it stays inside.
+pub fn outside(root: &Path, rel: &Path) -> Option<String> {
     if rel.is_absolute() {
-        return Some(rel.to_path_buf());
+        return Some("an absolute path".into());
     }
     let mut depth: i64 = 0;
     for c in rel.components() {
@@ -63,11 +63,11 @@ pub fn outside(root: &Path, rel: &Path) -> Option<PathBuf> {
             _ => {}
         }
         if depth < 0 {
-            return Some(root.join(rel));
+            return Some("`..` climbs out of it".into());
         }
     }
     let (Ok(real_root), Ok(real)) = (fs::canonicalize(root), fs::canonicalize(root.join(rel))) else { return None };
-    (!real.starts_with(&real_root)).then_some(real)
+    (!real.starts_with(&real_root)).then(|| format!("a symlink leads to {}", real.display()))
 }
 
 #[cfg(test)]

@@ -261,10 +261,16 @@ pub fn load(file: &Path, registry: &Registry, overrides: &Overrides) -> Result<P
             dag.edge(&up, &name, &input.role);
             inputs.push(Binding { role: input.role.clone(), stage: up, output: decl.name.to_string(), kind: decl.kind.to_string() });
         }
+        // One diagnostic per setting (a model directory names several files).
+        let mut reported = BTreeSet::new();
         for f in &prepared.spec().files {
             let Some(real) = crate::paths::outside(&root, &f.path) else { continue };
+            if !reported.insert(f.pointer.clone()) {
+                continue;
+            }
             let span = doc.spans.value(&format!("{ptr}{}", f.pointer));
-            let what = format!("stage `{name}` reads `{}`, outside the project directory ({})", f.path.display(), real.display());
+            let shown = doc.value.pointer(&format!("{ptr}{}", f.pointer)).and_then(Value::as_str).map_or_else(|| f.path.display().to_string(), str::to_string);
+            let what = format!("stage `{name}` reads `{shown}`, outside the project directory ({real})");
             let why = "results would depend on a file that is not kept with the pipeline";
             match header.outside_paths {
                 OutsidePaths::Allow => {}

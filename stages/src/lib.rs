@@ -14,6 +14,7 @@ pub mod identity {
 }
 pub mod metric;
 pub mod model;
+pub mod numerics;
 pub mod record;
 pub mod report;
 pub mod retrain;

@@ -33,7 +33,14 @@ pub fn trainer_binary() -> Result<PathBuf, StageError> {
 pub fn run(ctx: &StageContext<'_>, subcommand: &str, job: &Value, job_file: &Path) -> Result<Value, StageError> {
     std::fs::write(job_file, serde_json::to_vec_pretty(job).unwrap_or_default()).ctx(|| format!("writing {}", job_file.display()))?;
     let bin = trainer_binary()?;
-    let mut child = Command::new(&bin).arg(subcommand).arg(job_file).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().ctx(|| format!("starting {}", bin.display()))?;
+    let mut child = Command::new(&bin)
+        .arg(subcommand)
+        .arg(job_file)
+        .envs(crate::numerics::pinned())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ctx(|| format!("starting {}", bin.display()))?;
     // Drain stderr on its own thread so a chatty libtorch cannot block the child.
     let stderr = child.stderr.take();
     let errs = std::thread::spawn(move || {

@@ -208,6 +208,7 @@ impl Stage for Evaluate {
         env.insert("libtorch".into(), "2.13.0".into());
         env.insert("device".into(), format!("{:?}", config.device).to_lowercase());
         env.insert("dtype".into(), format!("{:?}", config.dtype).to_lowercase());
+        env.extend(crate::numerics::env(crate::numerics::threads(config.threads)));
         Ok(StageSpec { inputs, files, env })
     }
 
@@ -242,7 +243,7 @@ impl Stage for Evaluate {
         variants.push(variant("tuned", &model, &base_dir));
         let job = json!({
             "variants": variants,
-            "dtype": config.dtype, "device": config.device, "threads": config.threads,
+            "dtype": config.dtype, "device": config.device, "threads": crate::numerics::threads(config.threads),
             "score": wants_loss.then_some(&data), "prompts": wants_text.then(|| work.join("prompts.jsonl")),
             "eos": eos_ids(&base_dir)?,
             "decoding": {"max_new_tokens": g.max_new_tokens, "temperature": g.temperature, "top_p": g.top_p, "seed": g.seed, "stop": g.stop, "batch_size": g.batch_size},

@@ -57,6 +57,7 @@ pub fn env(h: &Hyper) -> BTreeMap<String, String> {
     env.insert("libtorch".into(), "2.13.0".into());
     env.insert("device".into(), format!("{:?}", h.device).to_lowercase());
     env.insert("dtype".into(), format!("{:?}", h.dtype).to_lowercase());
+    env.extend(crate::numerics::env(crate::numerics::threads(h.threads)));
     env
 }
 
@@ -79,7 +80,7 @@ pub fn job(m: &Method, h: &Hyper, base: &Path, ctx: &StageContext<'_>, out: &Pat
         "lr": h.lr, "epochs": h.epochs, "max_steps": h.max_steps, "batch_size": h.batch_size,
         "grad_accum": h.grad_accum, "warmup_steps": h.warmup_steps, "schedule": h.schedule,
         "weight_decay": h.weight_decay, "max_grad_norm": h.max_grad_norm, "seed": h.seed,
-        "eval_every": h.eval_every, "merge": h.merge, "threads": h.threads,
+        "eval_every": h.eval_every, "merge": h.merge, "threads": crate::numerics::threads(h.threads),
         "checkpoint_every": h.checkpoint_every, "checkpoint_dir": ctx.state_dir()?, "group_by_length": h.group_by_length,
         "save_optimizer": m.method != MethodCfg::Full,
     }))
@@ -154,7 +155,9 @@ impl Stage for Train {
     }
 
     fn notes(config: &TrainConfig, root: &Path, inputs: &BTreeMap<String, PathBuf>) -> Vec<String> {
-        memory::plan_note(&root.join(&config.base), &config.method, &config.hyper, inputs.get("data").map(PathBuf::as_path))
+        let mut notes = memory::plan_note(&root.join(&config.base), &config.method, &config.hyper, inputs.get("data").map(PathBuf::as_path));
+        notes.extend(crate::numerics::note(config.hyper.threads));
+        notes
     }
 
     fn report(_output: &OutputDecl, dir: &Path) -> Option<String> {

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Reproducibility of training bytes: the `tuned` stage of pipelines/loop per
+# method (full, LoRA, QLoRA on the tiny model), trained with 1 and 2 libtorch
+# threads under the pinned kernels (what Tailor runs), and with this CPU's
+# own kernels (AVX-512 where it has them, MKL's automatic path) to stand in
+# for another CPU model. Prints one table row per method: the model
+# artifact's digest per setting and whether they are equal, and the largest
+# |Δweight| between the 1- and 2-thread models.
+#
+#   bash bench/repro.sh [STEPS]        (default 100)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STEPS=${1:-100}
+cargo build --release --quiet --bin tailor --bin tailor-train
+T=$(realpath target/release/tailor)
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+cp -r pipelines/loop "$WORK/loop"
+rm -rf "$WORK/loop/.tailor" "$WORK/loop/tailor.lock"
+cd "$WORK/loop"
+digest() { # method threads [env...] → artifact digest and its directory
+  local m=$1 t=$2; shift 2
+  env "$@" "$T" run tuned -p steps="$STEPS" --set stages.tuned.method="$m" --set stages.tuned.threads="$t" >/dev/null 2>"$WORK/err" || { cat "$WORK/err" >&2; exit 1; }
+  local d
+  d=$("$T" show tuned --path -p steps="$STEPS" --set stages.tuned.method="$m" --set stages.tuned.threads="$t")
+  echo "$(basename "$d") $d"
+}
+maxdiff() { python3 - "$1" "$2" <<'PY'
+import json, struct, sys, glob, os
+def load(d):
+    out = {}
+    for f in glob.glob(os.path.join(d, "**", "*.safetensors"), recursive=True):
+        b = open(f, "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n])
+        for k, v in h.items():
+            if k == "__metadata__" or v["dtype"] != "F32": continue
+            s, e = v["data_offsets"]; raw = b[8 + n + s: 8 + n + e]
+            out[os.path.relpath(f, d) + ":" + k] = struct.unpack(f"<{len(raw)//4}f", raw)
+    return out
+a, b = load(sys.argv[1]), load(sys.argv[2])
+print(max((abs(x - y) for k in a if k in b for x, y in zip(a[k], b[k])), default=float("nan")))
+PY
+}
+printf "| method | 1 thread | 2 threads | 2 threads, native kernels | 1 = 2 threads | max abs diff 1 vs 2 | pinned = native |\n|---|---|---|---|---|---|---|\n"
+for m in full lora qlora; do
+  read -r d1 p1 < <(digest "$m" 1)
+  read -r d2 p2 < <(digest "$m" 2)
+  read -r dn pn < <(digest "$m" 2 MKL_CBWR=AUTO ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=ALL)
+  printf "| %s | %s | %s | %s | %s | %s | %s |\n" "$m" "${d1:0:10}" "${d2:0:10}" "${dn:0:10}" \
+    "$([ "$d1" = "$d2" ] && echo yes || echo no)" "$(maxdiff "$p1" "$p2")" "$([ "$d2" = "$dn" ] && echo yes || echo no)"
+done
