@@ -571,4 +571,57 @@ mod tests {
         assert_eq!(unit("abc", 1), unit("abc", 1));
         assert_ne!(unit("abc", 1), unit("abc", 2));
     }
+
+    fn fuzz_cases() -> u32 {
+        std::env::var("TAILOR_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
+    }
+
+    /// Lines that are often almost JSON records.
+    fn jsonl_lines() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let line = prop_oneof![
+            Just(b"{\"prompt\": \"p\", \"completion\": \"c\"}".to_vec()),
+            Just(b"{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}".to_vec()),
+            Just(b"{\"text\": 3}".to_vec()),
+            Just(b"{\"prompt\": ".to_vec()),
+            Just(b"[1, 2]".to_vec()),
+            Just(b"   ".to_vec()),
+            Just(vec![0xEF, 0xBB, 0xBF]),
+            Just(vec![0xff, 0xfe, b'a']),
+            proptest::collection::vec(any::<u8>(), 0..40),
+        ];
+        proptest::collection::vec(line, 0..30).prop_map(|lines| lines.join(&b"\n"[..]))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: fuzz_cases(), failure_persistence: None, ..proptest::prelude::ProptestConfig::default() })]
+
+        /// JSONL: every non-blank line becomes a record or a reject with its
+        /// line number — nothing is lost silently, nothing panics.
+        #[test]
+        fn jsonl_lines_are_records_or_rejects(bytes in jsonl_lines()) {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("d.jsonl"), &bytes).unwrap();
+            let src: Source = serde_json::from_value(json!({"path": "d.jsonl"})).unwrap();
+            let read = read_file(dir.path(), Path::new("d.jsonl"), &src, OnError::Skip).unwrap();
+            let lines = bytes.split(|b| *b == b'\n').enumerate().filter(|(i, l)| {
+                let l = if *i == 0 { l.strip_prefix(&[0xEF, 0xBB, 0xBF][..]).unwrap_or(l) } else { l };
+                !std::str::from_utf8(l).is_ok_and(|t| t.trim().is_empty())
+            }).count();
+            proptest::prop_assert_eq!(read.records.len() + read.rejects.len(), lines);
+        }
+
+        /// CSV, TSV, JSON arrays and text: any bytes give records and
+        /// rejects, never a panic.
+        #[test]
+        fn other_formats_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600), ext in proptest::sample::select(vec!["csv", "tsv", "json", "txt"])) {
+            let dir = tempfile::tempdir().unwrap();
+            let name = format!("d.{ext}");
+            let mut text = if ext == "csv" { b"prompt,completion\n".to_vec() } else if ext == "tsv" { b"prompt\tcompletion\n".to_vec() } else { Vec::new() };
+            text.extend(&bytes);
+            std::fs::write(dir.path().join(&name), &text).unwrap();
+            let src: Source = serde_json::from_value(json!({"path": name})).unwrap();
+            let _ = read_file(dir.path(), Path::new(&name), &src, OnError::Skip).unwrap();
+        }
+    }
 }

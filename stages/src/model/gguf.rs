@@ -434,3 +434,59 @@ fn read_info(h: &mut Header, i: u64) -> Result<TensorInfo, String> {
     };
     Ok(TensorInfo { name, dims, type_id, ty, offset, n_elements, n_bytes })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fuzz_cases() -> u32 {
+        std::env::var("TAILOR_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
+    }
+
+    /// A GGUF-looking header: the magic, a version, counts that are often
+    /// huge, then keys, types and lengths drawn to hit every branch.
+    fn header() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let count = prop_oneof![0u64..4, Just(u64::MAX), Just(1u64 << 40), any::<u64>()];
+        let version = prop_oneof![Just(3u32), Just(2), Just(1), any::<u32>()];
+        let item = prop_oneof![
+            // string key + type + value
+            (0u64..12, proptest::collection::vec(any::<u8>(), 0..12), 0u32..14, proptest::collection::vec(any::<u8>(), 0..24)).prop_map(|(n, k, t, v)| {
+                let mut b = n.to_le_bytes().to_vec();
+                b.extend(k);
+                b.extend(t.to_le_bytes());
+                b.extend(v);
+                b
+            }),
+            // an array header with a huge length
+            (any::<u32>(), any::<u64>()).prop_map(|(t, n)| { let mut b = 9u32.to_le_bytes().to_vec(); b.extend(t.to_le_bytes()); b.extend(n.to_le_bytes()); b }),
+            proptest::collection::vec(any::<u8>(), 0..64),
+        ];
+        (version, count.clone(), count, proptest::collection::vec(item, 0..8)).prop_map(|(v, nt, nk, items)| {
+            let mut b = b"GGUF".to_vec();
+            b.extend(v.to_le_bytes());
+            b.extend(nt.to_le_bytes());
+            b.extend(nk.to_le_bytes());
+            for i in items {
+                b.extend(i);
+            }
+            b
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: fuzz_cases(), failure_persistence: None, ..proptest::prelude::ProptestConfig::default() })]
+
+        /// Any header: parsed or refused with a message; no panic, and no
+        /// allocation sized by a count the file cannot back.
+        #[test]
+        fn open_never_panics(bytes in header()) {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("m.gguf");
+            std::fs::write(&p, &bytes).unwrap();
+            if let Err(e) = Gguf::open(&p) {
+                proptest::prop_assert!(e.contains("m.gguf"), "{}", e);
+            }
+        }
+    }
+}

@@ -182,4 +182,31 @@ mod tests {
         assert_eq!(issues.len(), 1, "{issues:?}");
         assert!(issues[0].message.contains("no `model.layers.2.mlp.down_proj.weight`"), "{}", issues[0].message);
     }
+
+    fn fuzz_cases() -> u32 {
+        std::env::var("TAILOR_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: fuzz_cases(), failure_persistence: None, ..proptest::prelude::ProptestConfig::default() })]
+
+        /// A safetensors header of any length field and JSON-ish body: shapes
+        /// or an error naming the file, never a panic or a huge allocation.
+        #[test]
+        fn header_shapes_never_panic(len in proptest::prop_oneof![0u64..300, proptest::prelude::Just(u64::MAX), proptest::prelude::any::<u64>()], body in proptest::prop_oneof![
+            "\\PC{0,200}",
+            proptest::prelude::Just("{\"a.weight\": {\"dtype\": \"F32\", \"shape\": [2, 18446744073709551615], \"data_offsets\": [0, 8]}}".to_string()),
+            proptest::prelude::Just("{\"a\": {\"shape\": \"x\"}, \"__metadata__\": {}}".to_string()),
+        ], exact in proptest::prelude::any::<bool>()) {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("model.safetensors");
+            let n = if exact { body.len() as u64 } else { len };
+            let mut bytes = n.to_le_bytes().to_vec();
+            bytes.extend(body.as_bytes());
+            std::fs::write(&p, &bytes).unwrap();
+            if let Err(e) = header_shapes(&p) {
+                proptest::prop_assert!(e.contains("model.safetensors"), "{}", e);
+            }
+        }
+    }
 }
