@@ -187,3 +187,49 @@ fn one_and_two_threads_give_identical_results() {
     }
     assert_eq!(locks[0], locks[1]);
 }
+
+/// The thread count changes training bits, so it is in the fingerprint: the
+/// same pipeline planned on one CPU (taskset) and on all of them gives the
+/// `train` stage two fingerprints and says why; the data stages keep theirs.
+#[test]
+fn the_thread_count_is_part_of_a_training_fingerprint() {
+    let work = example("loop");
+    let dir = work.path();
+    ok(dir, &["run", "formatted"]);
+    let plan = |one_cpu: bool| -> serde_json::Value {
+        let mut c = if one_cpu {
+            let mut c = std::process::Command::new("taskset");
+            c.args(["-c", "0", env!("CARGO_BIN_EXE_tailor")]);
+            c
+        } else {
+            tailor()
+        };
+        let out = c.current_dir(dir).args(["plan", "--json", "tuned"]).env_remove("TAILOR_STORE").output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let fp = |v: &serde_json::Value, stage: &str| v.as_array().unwrap().iter().find(|e| e["name"] == stage).unwrap()["fingerprint"].clone();
+    let (all, one) = (plan(false), plan(true));
+    assert_eq!(fp(&all, "formatted"), fp(&one, "formatted"));
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+        assert!(fp(&all, "tuned").is_string());
+        assert_ne!(fp(&all, "tuned"), fp(&one, "tuned"), "one fingerprint for two thread counts");
+    }
+    let notes = all.as_array().unwrap().iter().find(|e| e["name"] == "tuned").unwrap()["notes"].to_string();
+    assert!(notes.contains("thread count"), "{notes}");
+}
+
+/// A file outside the project is read with a warning by default.
+#[test]
+fn files_outside_the_project_warn_by_default() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("p");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(tmp.path().join("outside.jsonl"), "{\"prompt\": \"a\", \"completion\": \"b\"}\n").unwrap();
+    std::fs::write(project.join("tailor.yaml"), "version: 1\nname: p\nstages:\n  raw: {kind: collect, sources: [{path: ../outside.jsonl}]}\n").unwrap();
+    let out = run_in(&project, &["validate"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("warning: stage `raw` reads `../outside.jsonl`, outside the project directory"), "{err}");
+    assert!(err.contains("outside_paths: allow"), "{err}");
+}

@@ -14,7 +14,7 @@ mod common;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -36,6 +36,21 @@ fn run_cmd(dir: &Path, name: &str, extra: &[&str]) -> std::process::Output {
     run_in(dir, &args)
 }
 
+/// `tailor run` that must succeed; returns its stderr.
+fn run_ok(dir: &Path) -> String {
+    let out = run_cmd(dir, "run", &[]);
+    assert!(out.status.success(), "tailor run failed:\n{}", text(&out.stderr));
+    text(&out.stderr)
+}
+
+/// `pipelines/loop` in a scratch directory, run to the end, and its lock.
+fn finished_loop() -> (tempfile::TempDir, String) {
+    let work = example("loop");
+    run_ok(work.path());
+    let lock = std::fs::read_to_string(work.path().join("tailor.lock")).unwrap();
+    (work, lock)
+}
+
 /// splitmix64: a fixed sequence for a seed.
 struct Rng(u64);
 
@@ -54,13 +69,6 @@ impl Rng {
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn run_args(extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = vec!["run".into()];
-    v.extend(PARAMS.iter().map(|s| s.to_string()));
-    v.extend(extra.iter().map(|s| s.to_string()));
-    v
 }
 
 /// Every regular file under `dir` (recursively).
@@ -95,9 +103,7 @@ fn verify_answers(dir: &Path, after: &str) {
 
 /// Run to the end; the lock must be the reference and the store must verify.
 fn recovers(dir: &Path, want: &str, after: &str) {
-    let args = run_args(&[]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = run_in(dir, &args);
+    let out = run_cmd(dir, "run", &[]);
     assert!(out.status.success(), "run after {after} failed:\n{}", text(&out.stderr));
     let got = std::fs::read_to_string(dir.join("tailor.lock")).unwrap();
     assert_eq!(got, want, "the lock after {after} differs from an uninterrupted run\n{}", text(&out.stderr));
@@ -169,42 +175,44 @@ fn random_kills_and_store_damage_always_recover_to_the_uninterrupted_result() {
     let damages = env_or("TAILOR_FAULT_STORE", 25);
     let mut rng = Rng(seed);
 
-    // The uninterrupted result, and how long a run from nothing takes.
-    let reference = example("loop");
-    let args = run_args(&[]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let t0 = Instant::now();
-    ok(reference.path(), &args);
-    let full = t0.elapsed();
-    let want = std::fs::read_to_string(reference.path().join("tailor.lock")).unwrap();
+    // The uninterrupted result.
+    let (reference, want) = finished_loop();
     let stages: Vec<String> = lock(reference.path())["stages"].as_object().unwrap().keys().cloned().collect();
 
     let work = example("loop");
     let dir = work.path();
-    // Kills count only when they land while the run is going; a run that
-    // finished first is one more recovery checked, not a kill.
+    // Kills are placed by the run's own progress lines (`run X`, `ok X`),
+    // not by wall time, which varies with load: after the k-th line, plus
+    // up to 300 ms. They count only when they land while the run is going;
+    // a run that finished first is one more recovery checked.
     let (mut landed, mut attempts) = (0, 0);
     while landed < kills {
         attempts += 1;
-        assert!(attempts <= kills * 4, "only {landed} of {attempts} kills landed while the run was going");
+        assert!(attempts <= kills * 3, "only {landed} of {attempts} kills landed while the run was going");
         // Start from nothing, or make one stage (and what follows) run again.
-        let (extra, window): (Vec<String>, u64) = if rng.below(2) == 0 {
+        let (extra, lines): (Vec<String>, u64) = if rng.below(2) == 0 {
             let _ = std::fs::remove_dir_all(dir.join(".tailor"));
-            (vec![], full.as_millis() as u64)
+            (vec![], 2 * stages.len() as u64)
         } else {
-            (vec!["--force".into(), stages[rng.below(stages.len() as u64) as usize].clone()], full.as_millis() as u64 / 3)
+            (vec!["--force".into(), stages[rng.below(stages.len() as u64) as usize].clone()], 3)
         };
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-        let delay = Duration::from_millis(rng.below(window + 1));
-        let mut child = tailor().current_dir(dir).args(run_args(&extra)).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0).spawn().unwrap();
+        let (k, delay) = (1 + rng.below(lines), Duration::from_millis(rng.below(300)));
+        let mut child = tailor().current_dir(dir).args(cmd("run", &extra)).stdout(Stdio::null()).stderr(Stdio::piped()).process_group(0).spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        // (The reader stays open until the kill: a closed pipe would make
+        // `tailor` fail on its next progress line instead.)
+        let mut progress = std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok).filter(|l| l.starts_with("  run ") || l.starts_with("  ok "));
+        let reached = progress.by_ref().take(k as usize).count() as u64 == k;
         std::thread::sleep(delay);
-        if child.try_wait().unwrap().is_none() {
+        if reached && child.try_wait().unwrap().is_none() {
             landed += 1;
         }
         // SIGKILL the whole group: tailor and any tailor-train it started.
         let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
         let _ = child.wait();
-        let after = format!("attempt {attempts} ({:?} into `run {}`, seed {seed})", delay, extra.join(" "));
+        drop(progress);
+        let after = format!("attempt {attempts} (line {k} + {delay:?} of `run {}`, seed {seed})", extra.join(" "));
         verify_answers(dir, &after);
         recovers(dir, &want, &after);
     }
@@ -223,12 +231,8 @@ fn random_kills_and_store_damage_always_recover_to_the_uninterrupted_result() {
 /// leaves no copy that `show --path` could hand out.
 #[test]
 fn a_corrupt_cached_model_is_never_served() {
-    let work = example("loop");
+    let (work, want) = finished_loop();
     let dir = work.path();
-    let args = run_args(&[]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    ok(dir, &args);
-    let want = std::fs::read_to_string(dir.join("tailor.lock")).unwrap();
     let model = PathBuf::from(text(&run_cmd(dir, "show", &["tuned", "--path"]).stdout).trim());
     let weights = files_under(&model).into_iter().find(|p| p.extension().is_some_and(|e| e == "safetensors")).expect("a safetensors file in the model");
     writable(&weights);
@@ -245,7 +249,7 @@ fn a_corrupt_cached_model_is_never_served() {
     let v = run_in(dir, &["verify", "--repair"]);
     assert_eq!(v.status.code(), Some(3), "{}", text(&v.stdout));
     assert!(!weights.exists() || std::fs::read(&weights).unwrap() != bytes, "the corrupt bytes are still reachable at {}", weights.display());
-    let rerun = ok(dir, &args);
+    let rerun = run_ok(dir);
     assert!(rerun.contains("run     tuned"), "{rerun}");
     assert_eq!(std::fs::read_to_string(dir.join("tailor.lock")).unwrap(), want);
     assert!(run_in(dir, &["verify"]).status.success());
@@ -256,13 +260,10 @@ fn a_corrupt_cached_model_is_never_served() {
 /// and once the file is back the result is the uninterrupted one.
 #[test]
 fn an_input_edited_during_the_run_never_enters_the_cache() {
+    let (_reference, want) = finished_loop();
     let work = example("loop");
     let dir = work.path();
-    let args = run_args(&[]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let reference = example("loop");
-    ok(reference.path(), &args);
-    let want = std::fs::read_to_string(reference.path().join("tailor.lock")).unwrap();
+    let args = cmd("run", &[]);
 
     let original = std::fs::read_to_string(dir.join("data/probe.jsonl")).unwrap();
     let hook = "probe_raw=printf '{\"prompt\": \"appended\", \"completion\": \"x\"}\\n' >> data/probe.jsonl";
@@ -274,7 +275,7 @@ fn an_input_edited_during_the_run_never_enters_the_cache() {
     std::fs::write(dir.join("data/probe.jsonl"), &original).unwrap();
     let plan = text(&run_cmd(dir, "plan", &[]).stdout);
     assert!(plan.lines().any(|l| l.contains("probe_raw") && !l.contains("up-to-date")), "{plan}");
-    ok(dir, &args);
+    run_ok(dir);
     assert_eq!(std::fs::read_to_string(dir.join("tailor.lock")).unwrap(), want);
 }
 
@@ -282,12 +283,8 @@ fn an_input_edited_during_the_run_never_enters_the_cache() {
 /// store, `tailor lock` rebuilds it.
 #[test]
 fn a_damaged_lock_file_is_rebuilt_from_the_store() {
-    let work = example("loop");
+    let (work, want) = finished_loop();
     let dir = work.path();
-    let args = run_args(&[]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    ok(dir, &args);
-    let want = std::fs::read_to_string(dir.join("tailor.lock")).unwrap();
     std::fs::write(dir.join("tailor.lock"), "version: 1\nstages: {tuned: [\n").unwrap();
     let status = run_cmd(dir, "status", &[]);
     assert!(status.status.success(), "{}", text(&status.stderr));
