@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${1:-100}
-cargo build --release --quiet --bin tailor --bin tailor-train
+cargo build --release --quiet --workspace --bins
 T=$(realpath target/release/tailor)
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT

@@ -16,7 +16,7 @@ PY=.venv/bin/python
 T=target/release/tailor-train
 OUT=peer-train
 mkdir -p "$OUT"
-[ -x "$T" ] || cargo build --release --bin tailor-train
+[ -x "$T" ] || cargo build --release -p tailor-train
 [ -d "$OUT/tiny-llama" ] || $PY $PEER --make-tiny "$OUT/tiny-llama" >/dev/null
 [ -d "$OUT/smollm2-hf" ] || $PY ../shared/bench/gguf_to_hf.py .models/SmolLM2-135M-Instruct.Q4_1.gguf --out "$OUT/smollm2-hf" >/dev/null
 

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-cargo build --release --quiet
+cargo build --release --quiet --workspace
 T=target/release/tailor
 P=pipelines/quickstart/tailor.yaml
 echo "== tailor validate"; $T -f $P validate

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 /// Modules that launch `tailor-train`: their identity includes the trainer.
 const TRAINER_USERS: &[&str] = &["runner"];
 /// The trainer's sources, relative to this crate.
-const TRAINER_SOURCES: &[&str] = &["../train/src", "../train/csrc", "../train/build.rs", "../train/Cargo.toml", "../src/bin/tailor-train.rs"];
+const TRAINER_SOURCES: &[&str] = &["../train/src", "../train/csrc", "../train/build.rs", "../train/Cargo.toml"];
 
 fn main() {
     let src = Path::new("src");

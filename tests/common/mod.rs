@@ -13,9 +13,12 @@ pub fn tailor() -> Command {
     c
 }
 
-/// The `tailor-train` binary.
+/// The `tailor-train` binary (package `tailor-train`, built beside `tailor`
+/// by `cargo test --workspace`).
 pub fn trainer() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tailor-train"))
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_tailor")).with_file_name("tailor-train");
+    assert!(bin.exists(), "{} is missing: build the workspace (`cargo test --workspace` builds it)", bin.display());
+    Command::new(bin)
 }
 
 /// The repository root.
