@@ -353,25 +353,10 @@ fn verify(ws: &Workspace, repair: bool, json_out: bool) -> u8 {
         Ok(g) => g,
         Err(e) => return fail(exit::IO, &e.to_string()),
     };
-    let mut rep = match ws.store.verify(repair) {
+    let rep = match ws.verify(repair) {
         Ok(r) => r,
         Err(e) => return fail(exit::IO, &e.to_string()),
     };
-    match ws.lock() {
-        Ok(lock) => {
-            for (name, s) in &lock.stages {
-                for (o, d) in &s.outputs {
-                    if !ws.store.has_artifact(d) {
-                        rep.problems.push(format!("tailor.lock: {name}.{o} = {d} is not in the store (run `tailor run` to rebuild it)"));
-                    }
-                }
-                if !ws.store.record_path(&s.fingerprint).exists() {
-                    rep.problems.push(format!("tailor.lock: stage record {} of `{name}` is not in the store", s.fingerprint));
-                }
-            }
-        }
-        Err(e) => rep.problems.push(format!("{e} — the lock file only records results: `tailor lock` rebuilds it from the store")),
-    }
     if json_out {
         println!("{}", json!({"objects": rep.objects, "manifests": rep.manifests, "problems": rep.problems}));
     } else {
@@ -462,10 +447,11 @@ fn estimate(a: &crate::EstimateArgs, json_out: bool) -> u8 {
                 Ok(v) => v,
                 Err(e) => return fail(exit::INVALID, &format!("{}: {e}", dir.join("config.json").display())),
             };
-            let f = |k: &str| cfg[k].as_f64().unwrap_or(0.0);
-            let (h, l, i, v) = (f("hidden_size"), f("num_hidden_layers"), f("intermediate_size"), f("vocab_size"));
-            let params = v * h * if cfg["tie_word_embeddings"] == true { 1.0 } else { 2.0 } + l * (4.0 * h * h + 3.0 * h * i);
-            Shape { params, hidden: h, layers: l, ffn: i, heads: f("num_attention_heads").max(1.0) }
+            // The same shape (GQA, norms, tied embeddings) as the plan's memory note.
+            match Shape::from_config(&cfg) {
+                Some(s) => s,
+                None => return fail(exit::INVALID, &format!("{}: not a Llama-family config (hidden_size, num_hidden_layers, intermediate_size, vocab_size)", dir.join("config.json").display())),
+            }
         }
         (None, Some(p)) => Shape::from_params(p),
         (None, None) => return fail(exit::INVALID, "give --params or --model"),

@@ -233,3 +233,20 @@ fn files_outside_the_project_warn_by_default() {
     assert!(err.contains("warning: stage `raw` reads `../outside.jsonl`, outside the project directory"), "{err}");
     assert!(err.contains("outside_paths: allow"), "{err}");
 }
+
+/// `tailor estimate --model` counts parameters with the plan's formula
+/// (GQA, norms, tied embeddings): for the tiny model, exactly the number
+/// of weights in its safetensors file.
+#[test]
+fn estimate_from_a_model_counts_its_real_parameters() {
+    let model = repo().join("pipelines/loop/models/tiny");
+    let out = tailor().args(["--json", "estimate", "--method", "full", "--gpu", "a100-80gb", "--model"]).arg(&model).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let counted = rows[0]["estimate"]["trainable"].as_f64().unwrap();
+    let bytes = std::fs::read(model.join("model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let real: u64 = header.as_object().unwrap().iter().filter(|(k, _)| *k != "__metadata__").map(|(_, t)| t["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).product::<u64>()).sum();
+    assert_eq!(counted as u64, real, "{rows}");
+}

@@ -58,6 +58,28 @@ impl Workspace {
         }
     }
 
+    /// Re-hash the store (see [`Store::verify`]) and check the lock file
+    /// against it: every locked output and stage record must be present.
+    pub fn verify(&self, repair: bool) -> io::Result<crate::store::VerifyReport> {
+        let mut rep = self.store.verify(repair)?;
+        match self.lock() {
+            Ok(lock) => {
+                for (name, s) in &lock.stages {
+                    for (o, d) in &s.outputs {
+                        if !self.store.has_artifact(d) {
+                            rep.problems.push(format!("tailor.lock: {name}.{o} = {d} is not in the store (run `tailor run` to rebuild it)"));
+                        }
+                    }
+                    if !self.store.record_path(&s.fingerprint).exists() {
+                        rep.problems.push(format!("tailor.lock: stage record {} of `{name}` is not in the store", s.fingerprint));
+                    }
+                }
+            }
+            Err(e) => rep.problems.push(format!("{e} — the lock file only records results: `tailor lock` rebuilds it from the store")),
+        }
+        Ok(rep)
+    }
+
     /// The stat cache.
     pub fn stat_cache(&self) -> StatCache {
         StatCache::load(&self.store.root().join("statcache.json"))
