@@ -190,7 +190,7 @@ fn read_record(ws: &Workspace, fp: &str) -> Option<StageRecord> {
 /// What the store holds for a fingerprint.
 enum Lookup {
     /// A record whose outputs are all present and intact.
-    Hit(StageRecord),
+    Hit(Box<StageRecord>),
     /// No record, or outputs gone (garbage-collected, deleted).
     Miss,
     /// A record whose outputs are damaged: recompute.
@@ -215,12 +215,12 @@ fn lookup(ws: &Workspace, fp: &str, cache: &mut StatCache, repair: bool) -> Look
             }
         }
     }
-    Lookup::Hit(rec)
+    Lookup::Hit(Box::new(rec))
 }
 
 fn hit(l: Lookup) -> Option<StageRecord> {
     match l {
-        Lookup::Hit(r) => Some(r),
+        Lookup::Hit(r) => Some(*r),
         _ => None,
     }
 }
@@ -631,8 +631,8 @@ impl RunState<'_> {
             if !self.chosen.contains(c.as_str()) {
                 continue;
             }
-            if let Some(n) = self.pending.get_mut(&c) {
-                if *n != usize::MAX {
+            if let Some(n) = self.pending.get_mut(&c)
+                && *n != usize::MAX {
                     *n -= 1;
                     if *n == 0 {
                         self.ready.push(c);
@@ -641,7 +641,6 @@ impl RunState<'_> {
                         self.ready.sort_by_key(|r| position.get(r.as_str()).copied().unwrap_or(usize::MAX));
                     }
                 }
-            }
         }
     }
 }

@@ -252,7 +252,7 @@ pub fn load(file: &Path, registry: &Registry, overrides: &Overrides) -> Result<P
                 .at(span)
                 .label(format!("this is a `{}` artifact", decl.kind));
                 if !producers.is_empty() {
-                    d = d.help(format!("{} {} produce {}; put one between `{up}` and `{name}`", producers.join(" or "), if producers.len() == 1 { "stages" } else { "stages" }, input.accepts.join(" or ")));
+                    d = d.help(format!("{} stages produce {}; put one between `{up}` and `{name}`", producers.join(" or "), input.accepts.join(" or ")));
                 }
                 diags.push(d);
                 continue;

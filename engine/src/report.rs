@@ -51,6 +51,6 @@ impl Reporter {
     /// Remove a finished bar.
     pub fn done(&self, bar: &ProgressBar) {
         bar.finish_and_clear();
-        let _ = self.multi.remove(bar);
+        self.multi.remove(bar);
     }
 }

@@ -87,7 +87,7 @@ fn expand(doc: &mut Document, name: &str, v: &Value, outer: &Map<String, Value>)
     for k in v.as_object().map(|m| m.keys().cloned().collect::<Vec<_>>()).unwrap_or_default() {
         if !["rounds", "until", "stages"].contains(&k.as_str()) {
             let mut d = Diagnostic::error(format!("unknown key `{k}` in loop `{name}`")).at(doc.spans.key(&format!("{ptr}/{}", escape(&k)))).label("not a loop key");
-            d = match did_you_mean(&k, ["rounds", "until", "stages"].into_iter()) {
+            d = match did_you_mean(&k, ["rounds", "until", "stages"]) {
                 Some(s) => d.help(format!("did you mean `{s}`?")),
                 None => d.help("a loop has `rounds`, `until` and `stages`"),
             };
@@ -103,15 +103,14 @@ fn expand(doc: &mut Document, name: &str, v: &Value, outer: &Map<String, Value>)
         diags.push(Diagnostic::error(format!("loop `{name}` has no `stages`")).at(doc.spans.key(&ptr)).help("put the stages of one round under `stages:`"));
     }
     let until = v.get("until").and_then(Value::as_str).map(str::to_string);
-    if let Some(u) = &until {
-        if !body.contains_key(u) {
+    if let Some(u) = &until
+        && !body.contains_key(u) {
             let mut d = Diagnostic::error(format!("`until: {u}` is not a stage of loop `{name}`")).at(doc.spans.value(&format!("{ptr}/until")));
             if let Some(s) = did_you_mean(u, body.keys().map(String::as_str)) {
                 d = d.help(format!("did you mean `{s}`?"));
             }
             diags.push(d);
         }
-    }
     let (Some(rounds), true) = (rounds, diags.is_empty()) else { return Err(diags) };
     let mut lp = Loop { name: name.to_string(), rounds: Vec::new(), until };
     let mut unrolled = Vec::new();

@@ -313,16 +313,14 @@ pub fn resolve_plain(s: &str) -> Value {
             return Value::Number(u.into());
         }
     }
-    if let Some(hex) = s.strip_prefix("0x") {
-        if let Ok(i) = i64::from_str_radix(hex, 16) {
+    if let Some(hex) = s.strip_prefix("0x")
+        && let Ok(i) = i64::from_str_radix(hex, 16) {
             return Value::Number(i.into());
         }
-    }
-    if let Some(oct) = s.strip_prefix("0o") {
-        if let Ok(i) = i64::from_str_radix(oct, 8) {
+    if let Some(oct) = s.strip_prefix("0o")
+        && let Ok(i) = i64::from_str_radix(oct, 8) {
             return Value::Number(i.into());
         }
-    }
     match body {
         ".inf" | ".Inf" | ".INF" => {
             return Value::String(if neg { "-inf".into() } else { "inf".into() });
@@ -330,11 +328,10 @@ pub fn resolve_plain(s: &str) -> Value {
         ".nan" | ".NaN" | ".NAN" => return Value::String("nan".into()),
         _ => {}
     }
-    if is_float(body) {
-        if let Some(n) = s.parse::<f64>().ok().and_then(Number::from_f64) {
+    if is_float(body)
+        && let Some(n) = s.parse::<f64>().ok().and_then(Number::from_f64) {
             return Value::Number(n);
         }
-    }
     Value::String(s.to_string())
 }
 

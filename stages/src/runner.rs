@@ -61,7 +61,7 @@ pub fn run(ctx: &StageContext<'_>, subcommand: &str, job: &Value, job_file: &Pat
     let err = errs.join().unwrap_or_default();
     let status = child.wait().ctx(|| "waiting for the trainer".into())?;
     if !status.success() {
-        let msg = err.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or("the trainer failed without a message").trim_start_matches("error: ");
+        let msg = err.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("the trainer failed without a message").trim_start_matches("error: ");
         return Err(StageError::msg(msg.to_string()));
     }
     Ok(done)

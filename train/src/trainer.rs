@@ -474,24 +474,22 @@ pub fn train(job: &Job) -> Result<serde_json::Value, String> {
         // The log is part of the (content-addressed) result, so it holds
         // only what is reproducible; throughput goes to stdout alone.
         let mut rec = json!({"event": "step", "step": st.step, "steps": total, "epoch": epoch, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm, "tokens": tokens});
-        if let (Some(v), Some(every)) = (&val, job.eval_every) {
-            if st.step % every == 0 || st.step == total {
+        if let (Some(v), Some(every)) = (&val, job.eval_every)
+            && (st.step % every == 0 || st.step == total) {
                 let l = evaluate(&model, v, job.batch_size, device)?;
                 rec["val_loss"] = json!(l);
                 st.last_val = Some(l);
             }
-        }
         let line = rec.to_string();
         writeln!(log, "{line}").map_err(|e| e.to_string())?;
         st.log.push(line);
         rec["tokens_per_s"] = json!(tps);
         emit(rec);
-        if let (Some(dir), Some(every)) = (&job.checkpoint_dir, job.checkpoint_every) {
-            if every > 0 && st.step % every == 0 && st.step < total {
+        if let (Some(dir), Some(every)) = (&job.checkpoint_dir, job.checkpoint_every)
+            && every > 0 && st.step % every == 0 && st.step < total {
                 let at = checkpoint::save(dir, &key, &st, &opt.state())?;
                 emit(json!({"event": "checkpoint", "step": st.step, "dir": at}));
             }
-        }
     }
     if let (Some(v), None) = (&val, st.last_val) {
         st.last_val = Some(evaluate(&model, v, job.batch_size, device)?);

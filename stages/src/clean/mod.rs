@@ -273,11 +273,10 @@ impl Stage for Clean {
                             Some(what) => issues.push(ConfigIssue::new(format!("/steps/{i}/check/schema"), format!("schema file `{}` {what}", p.display()))),
                         }
                     }
-                    if let Some(r) = &c.regex {
-                        if let Err(e) = regex::Regex::new(r) {
+                    if let Some(r) = &c.regex
+                        && let Err(e) = regex::Regex::new(r) {
                             issues.push(ConfigIssue::new(format!("/steps/{i}/check/regex"), format!("invalid regular expression: {}", e.to_string().lines().last().unwrap_or("").trim_start_matches("error: "))));
                         }
-                    }
                 }
                 Step::Filter(f) => {
                     let wants = f.min_tokens.is_some() || f.max_tokens.is_some();
@@ -336,9 +335,9 @@ impl Stage for Clean {
     }
 
     fn show(output: &OutputDecl, dir: &Path, w: &mut dyn std::io::Write, limit: usize) -> std::io::Result<bool> {
-        if output.kind == "records" {
-            if let Ok(bytes) = std::fs::read(dir.join("stats.json")) {
-                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+        if output.kind == "records"
+            && let Ok(bytes) = std::fs::read(dir.join("stats.json"))
+                && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
                     writeln!(w, "{} in → {} kept, {} rejected", v["input"], v["kept"], v["rejected"])?;
                     writeln!(w, "{:<10} {:>8} {:>8} {:>8} {:>8}", "step", "in", "changed", "removed", "flagged")?;
                     for s in v["steps"].as_array().into_iter().flatten() {
@@ -350,8 +349,6 @@ impl Stage for Clean {
                     }
                     writeln!(w)?;
                 }
-            }
-        }
         crate::show::records_or_rejects(output, dir, w, limit)
     }
 }

@@ -95,12 +95,11 @@ fn normalize_all(records: &mut [Record], o: &NormalizeOptions) -> usize {
         .map(|r| {
             let mut changed = false;
             for t in r.body.texts_mut() {
-                if let std::borrow::Cow::Owned(n) = normalize(t, o) {
-                    if n != *t {
+                if let std::borrow::Cow::Owned(n) = normalize(t, o)
+                    && n != *t {
                         *t = n;
                         changed = true;
                     }
-                }
             }
             usize::from(changed)
         })
@@ -301,24 +300,21 @@ fn check(records: &mut Vec<Record>, rejects: &mut Vec<Reject>, st: &mut StepStat
                 match serde_json::from_str::<Value>(t) {
                     Err(e) => return Some(format!("not valid JSON ({e})")),
                     Ok(v) => {
-                        if let Some(s) = &schema {
-                            if let Some(err) = s.iter_errors(&v).next() {
+                        if let Some(s) = &schema
+                            && let Some(err) = s.iter_errors(&v).next() {
                                 return Some(format!("fails the JSON Schema ({} at `{}`)", err, err.instance_path().as_str()));
                             }
-                        }
                     }
                 }
             }
-            if let Some(re) = &re {
-                if !re.is_match(t) {
+            if let Some(re) = &re
+                && !re.is_match(t) {
                     return Some(format!("does not match /{}/", re.as_str()));
                 }
-            }
-            if let Some(end) = &c.ends_with {
-                if !t.ends_with(end.as_str()) {
+            if let Some(end) = &c.ends_with
+                && !t.ends_with(end.as_str()) {
                     return Some(format!("does not end with {end:?}"));
                 }
-            }
             None
         })
         .collect();

@@ -211,11 +211,10 @@ impl Stage for Collect {
             rejects.extend(fr.rejects);
             for (line, body, own) in fr.records {
                 let base = body_id(&body);
-                if let Some(p) = s.sample {
-                    if unit(&base, s.seed) >= p {
+                if let Some(p) = s.sample
+                    && unit(&base, s.seed) >= p {
                         continue;
                     }
-                }
                 if s.limit.is_some_and(|l| taken[*si] >= l) {
                     break;
                 }

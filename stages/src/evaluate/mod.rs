@@ -176,11 +176,10 @@ impl Stage for Evaluate {
         for (i, e) in &schemas {
             issues.push(ConfigIssue::new(format!("/metrics/{i}"), e.clone()));
         }
-        if schemas.is_empty() {
-            if let Err(e) = metric::Scorer::new(&config.metrics, root) {
+        if schemas.is_empty()
+            && let Err(e) = metric::Scorer::new(&config.metrics, root) {
                 issues.push(ConfigIssue::new(format!("/metrics/{}", e.index()), String::from(e)));
             }
-        }
         if config.compare_to.is_some() && config.compare_with.is_some() {
             issues.push(ConfigIssue::new("/compare_with", "give `compare_to: base` or `compare_with: STAGE`, not both"));
         }

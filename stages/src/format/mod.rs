@@ -213,11 +213,10 @@ impl Stage for Format {
                 if config.template == Template::Tokenizer && t.config.chat_template.is_none() {
                     issues.push(ConfigIssue::new("/template", "the tokenizer has no `chat_template`").help("pick a built-in template (chatml, llama3, alpaca, completion, plain) or set `chat_template:`"));
                 }
-                if let Some(src) = &config.chat_template {
-                    if let Err(e) = Jinja::new(src, None, None) {
+                if let Some(src) = &config.chat_template
+                    && let Err(e) = Jinja::new(src, None, None) {
                         issues.push(ConfigIssue::new("/chat_template", e));
                     }
-                }
             }
             Err(e) => issues.push(ConfigIssue::new("/tokenizer", e).help("point `tokenizer:` at a tokenizer.json or a model directory; `tailor tokenizer train` makes one")),
         }

@@ -104,7 +104,7 @@ impl GgmlType {
     /// of blocks (or the size overflows).
     pub fn bytes_for(self, n: u64) -> Option<u64> {
         let bs = self.block_size() as u64;
-        if n % bs != 0 {
+        if !n.is_multiple_of(bs) {
             return None;
         }
         (n / bs).checked_mul(self.type_size() as u64)
@@ -176,7 +176,7 @@ pub(super) fn half(b: &[u8], at: usize) -> f32 {
 /// `dst.len()` is not a whole number of blocks) an error says so.
 pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), String> {
     let (bs, ts) = (ty.block_size(), ty.type_size());
-    if dst.len() % bs != 0 || src.len() != dst.len() / bs * ts {
+    if !dst.len().is_multiple_of(bs) || src.len() != dst.len() / bs * ts {
         return Err(format!(
             "{} data of {} bytes cannot hold {} values ({} values per {}-byte block)",
             ty.name(), src.len(), dst.len(), bs, ts

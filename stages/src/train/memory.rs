@@ -66,11 +66,10 @@ pub fn plan_note(base: &Path, m: &MethodSettings, h: &Hyper, data: Option<&Path>
         if e.seq_known { "" } else { ", assumed until the data exists" },
         e.bytes * 8.0
     );
-    if h.device != DeviceCfg::Cuda {
-        if let Some(avail) = available_memory() {
+    if h.device != DeviceCfg::Cuda
+        && let Some(avail) = available_memory() {
             line.push_str(&if mm.total() < avail * 0.9 { format!(" — fits in the {:.1} GiB available", gib(avail)) } else { format!(" — does NOT fit in the {:.1} GiB available: lower batch_size or max_tokens, or use qlora", gib(avail)) });
         }
-    }
     vec![line]
 }
 
