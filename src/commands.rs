@@ -94,7 +94,9 @@ pub fn dispatch(cli: Cli) -> u8 {
             print!("{text}");
             exit::OK
         }),
-        Command::Show { target, limit, export, path, ov } => with_workspace(&cli, ov, |p, ws| show(&registry, p, ws, target, *limit, export.as_deref(), *path, cli.json)),
+        Command::Show { target, limit, export, path, ov } => {
+            with_workspace(&cli, ov, |p, ws| show(&registry, p, ws, target, *limit, export.as_deref(), *path, cli.json))
+        }
         Command::Verify { repair } => with_workspace(&cli, &OverrideArgs::default(), |_, ws| verify(ws, *repair, cli.json)),
         Command::Lock { ov } => with_workspace(&cli, ov, rebuild_lock),
         Command::Gc { dry_run } => with_workspace(&cli, &OverrideArgs::default(), |_, ws| gc(ws, *dry_run)),
@@ -127,13 +129,15 @@ pub fn dispatch(cli: Cli) -> u8 {
                 Err(e) => fail(exit::INVALID, &e),
             }
         }),
-        Command::Compare { a, b } => with_workspace(&cli, &OverrideArgs::default(), |p, ws| match crate::insight::compare_text(a, b, p, ws, &registry, cli.json) {
-            Ok(text) => {
-                print!("{text}");
-                exit::OK
-            }
-            Err(e) => fail(exit::INVALID, &e),
-        }),
+        Command::Compare { a, b } => {
+            with_workspace(&cli, &OverrideArgs::default(), |p, ws| match crate::insight::compare_text(a, b, p, ws, &registry, cli.json) {
+                Ok(text) => {
+                    print!("{text}");
+                    exit::OK
+                }
+                Err(e) => fail(exit::INVALID, &e),
+            })
+        }
         Command::Tokenizer(crate::TokenizerCmd::Train { files, vocab, out }) => {
             let texts = match tailor_stages::tokenizer::texts_from_files(files) {
                 Ok(t) => t,
@@ -241,7 +245,13 @@ fn schema(registry: &tailor_engine::Registry, write: Option<&Path>, check: Optio
                 Ok(have) if have == want => {}
                 Ok(have) => {
                     let first = have.lines().zip(want.lines()).position(|(a, b)| a != b).unwrap_or(have.lines().count().min(want.lines().count()));
-                    stale.push(format!("{} differs from line {}:\n  committed: {}\n  generated: {}", p.display(), first + 1, have.lines().nth(first).unwrap_or("(end)"), want.lines().nth(first).unwrap_or("(end)")));
+                    stale.push(format!(
+                        "{} differs from line {}:\n  committed: {}\n  generated: {}",
+                        p.display(),
+                        first + 1,
+                        have.lines().nth(first).unwrap_or("(end)"),
+                        want.lines().nth(first).unwrap_or("(end)")
+                    ));
                 }
                 Err(_) => stale.push(format!("{} is missing", p.display())),
             }
@@ -261,7 +271,16 @@ fn schema(registry: &tailor_engine::Registry, write: Option<&Path>, check: Optio
 }
 
 #[allow(clippy::too_many_arguments)]
-fn show(registry: &tailor_engine::Registry, p: &Pipeline, ws: &Workspace, target: &str, limit: usize, export: Option<&Path>, path_only: bool, json_out: bool) -> u8 {
+fn show(
+    registry: &tailor_engine::Registry,
+    p: &Pipeline,
+    ws: &Workspace,
+    target: &str,
+    limit: usize,
+    export: Option<&Path>,
+    path_only: bool,
+    json_out: bool,
+) -> u8 {
     let (stage, output) = match target.split_once('.') {
         Some((s, o)) => (s, Some(o)),
         None => (target, None),
@@ -443,14 +462,23 @@ fn estimate(a: &crate::EstimateArgs, json_out: bool) -> u8 {
     };
     let shape = match (&a.model, a.params) {
         (Some(dir), _) => {
-            let cfg: serde_json::Value = match std::fs::read(dir.join("config.json")).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())) {
-                Ok(v) => v,
-                Err(e) => return fail(exit::INVALID, &format!("{}: {e}", dir.join("config.json").display())),
-            };
+            let cfg: serde_json::Value =
+                match std::fs::read(dir.join("config.json")).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())) {
+                    Ok(v) => v,
+                    Err(e) => return fail(exit::INVALID, &format!("{}: {e}", dir.join("config.json").display())),
+                };
             // The same shape (GQA, norms, tied embeddings) as the plan's memory note.
             match Shape::from_config(&cfg) {
                 Some(s) => s,
-                None => return fail(exit::INVALID, &format!("{}: not a Llama-family config (hidden_size, num_hidden_layers, intermediate_size, vocab_size)", dir.join("config.json").display())),
+                None => {
+                    return fail(
+                        exit::INVALID,
+                        &format!(
+                            "{}: not a Llama-family config (hidden_size, num_hidden_layers, intermediate_size, vocab_size)",
+                            dir.join("config.json").display()
+                        ),
+                    );
+                }
             }
         }
         (None, Some(p)) => Shape::from_params(p),
@@ -468,7 +496,18 @@ fn estimate(a: &crate::EstimateArgs, json_out: bool) -> u8 {
         if let Some(p) = a.price {
             g.price = p;
         }
-        let r = Request { shape, method, lora_r: a.lora_r, lora_targets: a.lora_targets, seq: a.seq, batch: a.batch, tokens: a.tokens, epochs: a.epochs, gpu: g, mfu: a.mfu };
+        let r = Request {
+            shape,
+            method,
+            lora_r: a.lora_r,
+            lora_targets: a.lora_targets,
+            seq: a.seq,
+            batch: a.batch,
+            tokens: a.tokens,
+            epochs: a.epochs,
+            gpu: g,
+            mfu: a.mfu,
+        };
         rows.push((g, est::estimate(&r)));
     }
     if json_out {
@@ -476,7 +515,18 @@ fn estimate(a: &crate::EstimateArgs, json_out: bool) -> u8 {
         return exit::OK;
     }
     let e0 = &rows[0].1;
-    println!("{:.2}B parameters, {:?}: {:.1}M trainable; weights {:.1} GiB, gradients {:.1} GiB, optimizer {:.1} GiB, activations {:.1} GiB per GPU (seq {}, batch {}, checkpointing)", shape.params / 1e9, method, e0.trainable / 1e6, e0.weights_gib, e0.gradients_gib, e0.optimizer_gib, e0.activations_gib, a.seq, a.batch);
+    println!(
+        "{:.2}B parameters, {:?}: {:.1}M trainable; weights {:.1} GiB, gradients {:.1} GiB, optimizer {:.1} GiB, activations {:.1} GiB per GPU (seq {}, batch {}, checkpointing)",
+        shape.params / 1e9,
+        method,
+        e0.trainable / 1e6,
+        e0.weights_gib,
+        e0.gradients_gib,
+        e0.optimizer_gib,
+        e0.activations_gib,
+        a.seq,
+        a.batch
+    );
     println!("{:<10} {:>6} {:>10} {:>10} {:>10}", "gpu", "gpus", "GiB/gpu", "hours", "cost $");
     for (g, e) in &rows {
         if e.gpus == 0 {

@@ -19,7 +19,8 @@ use tailor_engine::{Overrides, Pipeline, Workspace};
 
 /// Recorded runs, oldest first.
 pub fn run_files(ws: &Workspace) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(ws.store.root().join("runs")).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(ws.store.root().join("runs")).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
     files.sort();
     files
 }
@@ -33,7 +34,8 @@ fn git_lock(lock_path: &Path, rev: &str) -> Result<Lock, String> {
     }
     let top = PathBuf::from(String::from_utf8_lossy(&top.stdout).trim());
     let rel = abs.strip_prefix(&top).unwrap_or(&abs).display().to_string();
-    let out = std::process::Command::new("git").arg("-C").arg(&top).arg("show").arg(format!("{rev}:{rel}")).output().map_err(|e| format!("running git: {e}"))?;
+    let out =
+        std::process::Command::new("git").arg("-C").arg(&top).arg("show").arg(format!("{rev}:{rel}")).output().map_err(|e| format!("running git: {e}"))?;
     if !out.status.success() {
         return Err(format!("git has no {rel} at `{rev}`: {} (is the lock file committed?)", String::from_utf8_lossy(&out.stderr).trim()));
     }
@@ -52,7 +54,8 @@ pub fn side(spec: &str, p: &Pipeline, ws: &Workspace, registry: &tailor_engine::
         let idx = if i < 0 { files.len() as i64 + i } else { i - 1 };
         let f = usize::try_from(idx).ok().and_then(|k| files.get(k)).ok_or_else(|| format!("`{spec}`: there are {} recorded runs", files.len()))?;
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(f).map_err(|e| e.to_string())?).map_err(|e| format!("{}: {e}", f.display()))?;
-        let lock: Lock = serde_json::from_value(v["lock"].clone()).map_err(|_| format!("{}: this run record holds no lock (recorded by an older Tailor)", f.display()))?;
+        let lock: Lock =
+            serde_json::from_value(v["lock"].clone()).map_err(|_| format!("{}: this run record holds no lock (recorded by an older Tailor)", f.display()))?;
         return Ok(Side { label: format!("{spec} ({})", f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()), lock });
     }
     if let Some(kv) = spec.strip_prefix("params:") {
@@ -74,7 +77,13 @@ pub fn compare_text(a: &str, b: &str, p: &Pipeline, ws: &Workspace, registry: &t
     Ok(if json { serde_json::to_string_pretty(&c).unwrap_or_default() } else { c.render_text() })
 }
 
-const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ccc}h3{font-size:1.05em}h4{font-size:.95em;color:#444}table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top;font-size:13px}.kv th{background:#f6f6f6}.fail{background:#fff4f2}.ok{background:#f4fbf4}.m{color:#666}svg{max-width:100%;height:auto}";
+const STYLE: &str = concat!(
+    "body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}h1{font-size:1.5em}",
+    "h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ccc}h3{font-size:1.05em}h4{font-size:.95em;color:#444}",
+    "table{border-collapse:collapse;margin:.5em 0}",
+    "td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top;font-size:13px}",
+    ".kv th{background:#f6f6f6}.fail{background:#fff4f2}.ok{background:#f4fbf4}.m{color:#666}svg{max-width:100%;height:auto}",
+);
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
@@ -84,13 +93,24 @@ fn esc(s: &str) -> String {
 pub fn report_html(p: &Pipeline, ws: &Workspace, registry: &tailor_engine::Registry, comparison: Option<(&str, &str)>) -> Result<String, String> {
     let lock = ws.lock()?;
     let plan = tailor_engine::plan(p, ws, &tailor_engine::RunOptions::default()).map_err(|e| e.to_string())?;
-    let status: std::collections::BTreeMap<String, String> = plan.iter().map(|e| (e.name.clone(), if e.status == "up-to-date" { "cached".to_string() } else { e.status.to_string() })).collect();
-    let mut h = format!("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Tailor report: {0}</title><style>{STYLE}</style></head><body><h1>Tailor report: {0}</h1>", esc(&p.header.name));
+    let status: std::collections::BTreeMap<String, String> =
+        plan.iter().map(|e| (e.name.clone(), if e.status == "up-to-date" { "cached".to_string() } else { e.status.to_string() })).collect();
+    let mut h = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Tailor report: {0}</title><style>{STYLE}</style></head><body><h1>Tailor report: {0}</h1>",
+        esc(&p.header.name)
+    );
     if let Some(d) = &p.header.description {
         let _ = write!(h, "<p>{}</p>", esc(d));
     }
     let params: Vec<String> = p.header.params.iter().map(|(k, v)| format!("{k} = {v}")).collect();
-    let _ = write!(h, "<p class=\"m\">pipeline {} · params: {} · {} stages, {} with results</p>", esc(&p.file.display().to_string()), esc(&params.join(", ")), p.stages.len(), lock.stages.len());
+    let _ = write!(
+        h,
+        "<p class=\"m\">pipeline {} · params: {} · {} stages, {} with results</p>",
+        esc(&p.file.display().to_string()),
+        esc(&params.join(", ")),
+        p.stages.len(),
+        lock.stages.len()
+    );
     let _ = write!(h, "<h2 id=\"dag\">Pipeline</h2>{}", p.dag.render_svg(&p.kinds(), &status));
     for name in p.dag.order() {
         let Some(s) = p.stage(&name) else { continue };
@@ -99,7 +119,11 @@ pub fn report_html(p: &Pipeline, ws: &Workspace, registry: &tailor_engine::Regis
             h.push_str("<p class=\"m\">no result yet: run <code>tailor run</code></p>");
             continue;
         };
-        let metrics: Vec<String> = l.metrics.iter().map(|(k, v)| format!("{k} {}", v.as_f64().map_or_else(|| v.to_string(), |f| if f.fract() == 0.0 { format!("{f:.0}") } else { format!("{f:.4}") }))).collect();
+        let metrics: Vec<String> = l
+            .metrics
+            .iter()
+            .map(|(k, v)| format!("{k} {}", v.as_f64().map_or_else(|| v.to_string(), |f| if f.fract() == 0.0 { format!("{f:.0}") } else { format!("{f:.4}") })))
+            .collect();
         let _ = write!(h, "<p class=\"m\">fingerprint {} · {}</p>", &l.fingerprint[..12.min(l.fingerprint.len())], esc(&metrics.join(" · ")));
         let Some(kind) = registry.get(&s.kind) else { continue };
         for o in kind.outputs() {
@@ -116,8 +140,17 @@ pub fn report_html(p: &Pipeline, ws: &Workspace, registry: &tailor_engine::Regis
     h.push_str("<h2 id=\"runs\">Runs</h2><table><tr><th>run</th><th>params</th><th>stages</th></tr>");
     for f in run_files(ws).iter().rev().take(50) {
         let Ok(v) = std::fs::read(f).map_err(|_| ()).and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).map_err(|_| ())) else { continue };
-        let stages = v["stages"].as_array().map(|a| a.iter().map(|s| format!("{} {}", s[0].as_str().unwrap_or(""), s[1]["status"].as_str().unwrap_or(""))).collect::<Vec<_>>().join(", ")).unwrap_or_default();
-        let _ = write!(h, "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", esc(&f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()), esc(&v["params"].to_string()), esc(&stages));
+        let stages = v["stages"]
+            .as_array()
+            .map(|a| a.iter().map(|s| format!("{} {}", s[0].as_str().unwrap_or(""), s[1]["status"].as_str().unwrap_or(""))).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default();
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()),
+            esc(&v["params"].to_string()),
+            esc(&stages)
+        );
     }
     h.push_str("</table></body></html>\n");
     Ok(h)

@@ -86,7 +86,8 @@ fn quickstart_runs_then_reruns_nothing_then_reruns_only_what_a_param_touches() {
     let third = run_in(tmp.path(), &["run", "-p", "near_threshold=0.9", "--json"]);
     assert!(third.status.success());
     let summary: serde_json::Value = serde_json::from_slice(&third.stdout).unwrap();
-    let statuses: Vec<(String, String)> = summary["stages"].as_array().unwrap().iter().map(|s| (s[0].as_str().unwrap().to_string(), s[1]["status"].as_str().unwrap().to_string())).collect();
+    let statuses: Vec<(String, String)> =
+        summary["stages"].as_array().unwrap().iter().map(|s| (s[0].as_str().unwrap().to_string(), s[1]["status"].as_str().unwrap().to_string())).collect();
     assert_eq!(statuses[..2], [("raw".to_string(), "cached".to_string()), ("cleaned".to_string(), "ran".to_string())], "{statuses:?}");
     assert_eq!(statuses[2].0, "formatted");
 
@@ -247,6 +248,12 @@ fn estimate_from_a_model_counts_its_real_parameters() {
     let bytes = std::fs::read(model.join("model.safetensors")).unwrap();
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    let real: u64 = header.as_object().unwrap().iter().filter(|(k, _)| *k != "__metadata__").map(|(_, t)| t["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).product::<u64>()).sum();
+    let real: u64 = header
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .map(|(_, t)| t["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).product::<u64>())
+        .sum();
     assert_eq!(counted as u64, real, "{rows}");
 }

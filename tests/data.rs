@@ -100,7 +100,8 @@ fn collect_names_file_and_line_for_every_bad_input() {
         }
     }
     // An empty file is not an error, but it is reported.
-    let dir = scratch_with(&[("empty.jsonl", &bad.join("empty.jsonl"))], "version: 1\nname: e\nstages:\n  raw: {kind: collect, sources: [{path: empty.jsonl}]}\n");
+    let dir =
+        scratch_with(&[("empty.jsonl", &bad.join("empty.jsonl"))], "version: 1\nname: e\nstages:\n  raw: {kind: collect, sources: [{path: empty.jsonl}]}\n");
     let (_, out) = run(&dir.path().join("tailor.yaml"));
     assert!(matches!(&out[0].1, Outcome::Ran { metrics, .. } if metrics["records"] == 0));
 }
@@ -163,7 +164,8 @@ fn adding_a_record_never_moves_another_across_the_split() {
 fn parquet_sources_are_read_with_mapping_and_nested_fields() {
     for file in ["qa_snappy.parquet", "qa_gzip.parquet"] {
         let from = fixtures().join("parquet").join(file);
-        let yaml = format!("version: 1\nname: pq\nstages:\n  raw: {{kind: collect, sources: [{{path: {file}, map: {{prompt: question, completion: answer}}}}]}}\n");
+        let yaml =
+            format!("version: 1\nname: pq\nstages:\n  raw: {{kind: collect, sources: [{{path: {file}, map: {{prompt: question, completion: answer}}}}]}}\n");
         let dir = scratch_with(&[(file, &from)], &yaml);
         let (ws, out) = run(&dir.path().join("tailor.yaml"));
         assert!(matches!(&out[0].1, Outcome::Ran { metrics, .. } if metrics["records"] == 3), "{file}: {out:?}");

@@ -98,7 +98,12 @@ fn writable(p: &Path) {
 fn verify_answers(dir: &Path, after: &str) {
     let out = run_in(dir, &["verify"]);
     let code = out.status.code();
-    assert!(code == Some(0) || (code == Some(3) && text(&out.stdout).contains("MISMATCH")), "verify after {after}: exit {code:?}\n{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        code == Some(0) || (code == Some(3) && text(&out.stdout).contains("MISMATCH")),
+        "verify after {after}: exit {code:?}\n{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
 }
 
 /// Run to the end; the lock must be the reference and the store must verify.
@@ -202,7 +207,8 @@ fn random_kills_and_store_damage_always_recover_to_the_uninterrupted_result() {
         let stderr = child.stderr.take().unwrap();
         // (The reader stays open until the kill: a closed pipe would make
         // `tailor` fail on its next progress line instead.)
-        let mut progress = std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok).filter(|l| l.starts_with("  run ") || l.starts_with("  ok "));
+        let mut progress =
+            std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok).filter(|l| l.starts_with("  run ") || l.starts_with("  ok "));
         let reached = progress.by_ref().take(k as usize).count() as u64 == k;
         std::thread::sleep(delay);
         if reached && child.try_wait().unwrap().is_none() {

@@ -21,7 +21,10 @@ fn fixed_prompts(dir: &Path) -> BTreeSet<String> {
 
 /// How many of the given prompts the evaluated model got right.
 fn passed_on(results: &Path, prompts: &BTreeSet<String>) -> usize {
-    jsonl(&results.join("results.jsonl")).iter().filter(|r| r["variant"] == "tuned" && prompts.contains(r["prompt"].as_str().unwrap()) && r["pass"] == true).count()
+    jsonl(&results.join("results.jsonl"))
+        .iter()
+        .filter(|r| r["variant"] == "tuned" && prompts.contains(r["prompt"].as_str().unwrap()) && r["pass"] == true)
+        .count()
 }
 
 fn git(dir: &Path, args: &[&str]) {

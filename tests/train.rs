@@ -30,7 +30,26 @@ fn project_with(targets: &str, settings: &str) -> tempfile::TempDir {
     std::fs::write(
         p.join("tailor.yaml"),
         format!(
-            "version: 1\nname: t\nstages:\n  raw: {{kind: collect, sources: [{{path: data/ja.jsonl}}]}}\n  fmt: {{kind: format, input: raw, tokenizer: models/tiny, template: chatml, max_tokens: 64, split: {{validation: 0.1}}}}\n  tuned:\n    kind: train\n    data: fmt.train\n    validation: fmt.validation\n    base: models/tiny\n    method: lora\n    lora: {{r: 4, alpha: 8, targets: {targets}}}\n    lr: 5.0e-3\n    {settings}\n    batch_size: 8\n    threads: 1\n"
+            concat!(
+                "version: 1\n",
+                "name: t\n",
+                "stages:\n",
+                "  raw: {{kind: collect, sources: [{{path: data/ja.jsonl}}]}}\n",
+                "  fmt: {{kind: format, input: raw, tokenizer: models/tiny, template: chatml, max_tokens: 64, split: {{validation: 0.1}}}}\n",
+                "  tuned:\n",
+                "    kind: train\n",
+                "    data: fmt.train\n",
+                "    validation: fmt.validation\n",
+                "    base: models/tiny\n",
+                "    method: lora\n",
+                "    lora: {{r: 4, alpha: 8, targets: {targets}}}\n",
+                "    lr: 5.0e-3\n",
+                "    {settings}\n",
+                "    batch_size: 8\n",
+                "    threads: 1\n",
+            ),
+            targets = targets,
+            settings = settings,
         ),
     )
     .unwrap();
@@ -49,7 +68,11 @@ fn lora_training_lowers_the_loss_and_writes_a_peft_adapter() {
     assert!(model.join("adapter/adapter_model.safetensors").exists());
     let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(model.join("adapter/adapter_config.json")).unwrap()).unwrap();
     assert_eq!(cfg["target_modules"], serde_json::json!(["down_proj", "q_proj", "v_proj"]));
-    let losses: Vec<f64> = std::fs::read_to_string(model.join("log.jsonl")).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap()).collect();
+    let losses: Vec<f64> = std::fs::read_to_string(model.join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
+        .collect();
     assert_eq!(losses.len(), 25);
     assert!(losses[22..].iter().sum::<f64>() < losses[..3].iter().sum::<f64>(), "loss did not decrease: {losses:?}");
     // Nothing changed: nothing reruns.

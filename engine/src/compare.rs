@@ -176,7 +176,14 @@ impl Comparison {
         s.push_str("<table><tr><th>stage</th><th>status</th><th>what differs</th><th>metric</th><th>A</th><th>B</th><th>change</th></tr>");
         for st in &self.stages {
             let rows = st.metrics.len().max(1);
-            let _ = write!(s, "<tr><td rowspan=\"{rows}\">{} <i>{}</i></td><td rowspan=\"{rows}\">{}</td><td rowspan=\"{rows}\">{}</td>", e(&st.name), e(&st.kind), st.status, e(&st.changes.join("; ")));
+            let _ = write!(
+                s,
+                "<tr><td rowspan=\"{rows}\">{} <i>{}</i></td><td rowspan=\"{rows}\">{}</td><td rowspan=\"{rows}\">{}</td>",
+                e(&st.name),
+                e(&st.kind),
+                st.status,
+                e(&st.changes.join("; "))
+            );
             if st.metrics.is_empty() {
                 s.push_str("<td></td><td></td><td></td><td></td></tr>");
             }

@@ -155,9 +155,7 @@ pub fn resolve_params(doc: &mut Document) -> (Vec<Diagnostic>, BTreeSet<String>)
                         }
                     }
                     _ => {
-                        let mut d = Diagnostic::error(format!("`${{{expr}}}` does not resolve"))
-                            .at(doc.spans.value(ptr))
-                            .label("unknown parameter");
+                        let mut d = Diagnostic::error(format!("`${{{expr}}}` does not resolve")).at(doc.spans.value(ptr)).label("unknown parameter");
                         d = if expr.starts_with("params.") {
                             match did_you_mean(name, params.keys().map(String::as_str)) {
                                 Some(s) => d.help(format!("did you mean `${{params.{s}}}`?")),
@@ -232,10 +230,8 @@ mod tests {
     #[test]
     fn overrides() {
         let mut d = doc("params: {lr: 1}\nstages:\n  a: {x: 1, l: [1, 2]}\n");
-        let ov = Overrides {
-            params: vec![("lr".into(), "1e-4".into())],
-            sets: vec![("stages.a.x".into(), "[a, b]".into()), ("stages.a.l.1".into(), "5".into())],
-        };
+        let ov =
+            Overrides { params: vec![("lr".into(), "1e-4".into())], sets: vec![("stages.a.x".into(), "[a, b]".into()), ("stages.a.l.1".into(), "5".into())] };
         assert!(apply_overrides(&mut d, &ov).is_empty());
         assert_eq!(d.value["params"]["lr"], json!(0.0001));
         assert_eq!(d.value["stages"]["a"], json!({"x": ["a", "b"], "l": [1, 5]}));

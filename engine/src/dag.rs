@@ -8,10 +8,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use petgraph::Direction;
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
-use petgraph::Direction;
 
 /// A directed acyclic graph of stage names.
 #[derive(Debug, Clone, Default)]
@@ -166,12 +166,20 @@ impl Dag {
         }
         let width = 20.0 + (depth.values().max().copied().unwrap_or(0) + 1) as f64 * (w + gx) - gx;
         let height = 20.0 + rows.values().max().copied().unwrap_or(1) as f64 * (h + gy) - gy;
-        let mut out = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width:.0} {height:.0}\" width=\"{width:.0}\" height=\"{height:.0}\" font-family=\"sans-serif\" font-size=\"12\">\n");
+        let mut out = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width:.0} {height:.0}\" width=\"{width:.0}\" height=\"{height:.0}\" font-family=\"sans-serif\" font-size=\"12\">\n"
+        );
         for e in self.graph.edge_references() {
             let (a, b) = (&pos[&self.graph[e.source()]], &pos[&self.graph[e.target()]]);
             let (x1, y1, x2, y2) = (a.0 + w, a.1 + h / 2.0, b.0, b.1 + h / 2.0);
             let dash = if e.weight() == "after" { " stroke-dasharray=\"4 3\"" } else { "" };
-            let _ = writeln!(out, "<path d=\"M{x1:.0},{y1:.0} C{:.0},{y1:.0} {:.0},{y2:.0} {x2:.0},{y2:.0}\" fill=\"none\" stroke=\"#888\"{dash}><title>{}</title></path>", x1 + gx / 2.0, x2 - gx / 2.0, xml(e.weight()));
+            let _ = writeln!(
+                out,
+                "<path d=\"M{x1:.0},{y1:.0} C{:.0},{y1:.0} {:.0},{y2:.0} {x2:.0},{y2:.0}\" fill=\"none\" stroke=\"#888\"{dash}><title>{}</title></path>",
+                x1 + gx / 2.0,
+                x2 - gx / 2.0,
+                xml(e.weight())
+            );
         }
         for n in &order {
             let (x, y) = pos[n];
@@ -183,7 +191,16 @@ impl Dag {
                 Some("skipped" | "not-needed") => "#eeeeee",
                 _ => "#ffffff",
             };
-            let _ = writeln!(out, "<g><rect x=\"{x:.0}\" y=\"{y:.0}\" width=\"{w:.0}\" height=\"{h:.0}\" rx=\"8\" fill=\"{fill}\" stroke=\"#555\"/><text x=\"{:.0}\" y=\"{:.0}\" text-anchor=\"middle\" font-weight=\"bold\">{}</text><text x=\"{:.0}\" y=\"{:.0}\" text-anchor=\"middle\" fill=\"#555\">{}</text></g>", x + w / 2.0, y + 18.0, xml(n), x + w / 2.0, y + 34.0, xml(kind));
+            let _ = writeln!(
+                out,
+                "<g><rect x=\"{x:.0}\" y=\"{y:.0}\" width=\"{w:.0}\" height=\"{h:.0}\" rx=\"8\" fill=\"{fill}\" stroke=\"#555\"/><text x=\"{:.0}\" y=\"{:.0}\" text-anchor=\"middle\" font-weight=\"bold\">{}</text><text x=\"{:.0}\" y=\"{:.0}\" text-anchor=\"middle\" fill=\"#555\">{}</text></g>",
+                x + w / 2.0,
+                y + 18.0,
+                xml(n),
+                x + w / 2.0,
+                y + 34.0,
+                xml(kind)
+            );
         }
         out.push_str("</svg>\n");
         out

@@ -50,13 +50,7 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// A new error with a message and no location.
     pub fn error(message: impl Into<String>) -> Self {
-        Diagnostic {
-            severity: Severity::Error,
-            message: message.into(),
-            span: None,
-            label: String::new(),
-            help: Vec::new(),
-        }
+        Diagnostic { severity: Severity::Error, message: message.into(), span: None, label: String::new(), help: Vec::new() }
     }
 
     /// A new warning with a message and no location.
@@ -120,11 +114,7 @@ impl Diagnostic {
         let _ = writeln!(out, "{num} | {}", text.trim_end());
         // Indent the caret by display columns of the characters before it;
         // tabs keep their width so the caret lines up.
-        let lead: String = text
-            .chars()
-            .take(span.col.saturating_sub(1))
-            .map(|c| if c == '\t' { '\t' } else { ' ' })
-            .collect();
+        let lead: String = text.chars().take(span.col.saturating_sub(1)).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
         let avail = text.chars().count().saturating_sub(span.col.saturating_sub(1));
         let len = span.len.min(avail.max(1)).max(1);
         let caret = "^".repeat(len);
@@ -153,12 +143,7 @@ pub fn render_all(diags: &[Diagnostic], file: &str, source: &str) -> String {
     let warnings = diags.len() - errors;
     let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
     if errors > 0 {
-        let _ = writeln!(
-            out,
-            "{file}: {} ({}); nothing was run",
-            plural(errors, "error"),
-            plural(warnings, "warning")
-        );
+        let _ = writeln!(out, "{file}: {} ({}); nothing was run", plural(errors, "error"), plural(warnings, "warning"));
     } else if warnings > 0 {
         let _ = writeln!(out, "{file}: {}", plural(warnings, "warning"));
     }
@@ -201,12 +186,7 @@ mod tests {
     #[test]
     fn suggestions() {
         let cands = ["learning_rate", "epochs", "seed"];
-        for (word, want) in [
-            ("learnig_rate", Some("learning_rate")),
-            ("epoch", Some("epochs")),
-            ("sed", Some("seed")),
-            ("batch", None),
-        ] {
+        for (word, want) in [("learnig_rate", Some("learning_rate")), ("epoch", Some("epochs")), ("sed", Some("seed")), ("batch", None)] {
             assert_eq!(did_you_mean(word, cands), want, "{word}");
         }
     }

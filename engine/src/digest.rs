@@ -158,9 +158,10 @@ impl StatCache {
                 let md = fs::metadata(f).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", f.display())))?;
                 let (dev, ino, size, mtime_ns, ctime_ns) = stat_key(&md);
                 if let Some(e) = self.entries.get(&key(f))
-                    && (e.dev, e.ino, e.size, e.mtime_ns, e.ctime_ns) == (dev, ino, size, mtime_ns, ctime_ns) {
-                        return Ok((f.clone(), None, e.digest.clone()));
-                    }
+                    && (e.dev, e.ino, e.size, e.mtime_ns, e.ctime_ns) == (dev, ino, size, mtime_ns, ctime_ns)
+                {
+                    return Ok((f.clone(), None, e.digest.clone()));
+                }
                 let digest = hash_file(f).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", f.display())))?;
                 let racy = now - mtime_ns.max(ctime_ns) < 2_000_000_000;
                 let entry = (!racy).then(|| Entry { dev, ino, size, mtime_ns, ctime_ns, digest: digest.clone() });

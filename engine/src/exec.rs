@@ -163,7 +163,13 @@ fn file_digests(p: &Pipeline, ws: &Workspace, names: &[String], cache: &mut Stat
     let mut out = BTreeMap::new();
     for n in names {
         let Some(s) = p.stage(n) else { continue };
-        let files = s.prepared.spec().files.iter().map(|f| (f.path.display().to_string(), by_path.get(ws.root.join(&f.path).as_os_str()).cloned().unwrap_or_default())).collect();
+        let files = s
+            .prepared
+            .spec()
+            .files
+            .iter()
+            .map(|f| (f.path.display().to_string(), by_path.get(ws.root.join(&f.path).as_os_str()).cloned().unwrap_or_default()))
+            .collect();
         out.insert(n.clone(), files);
     }
     Ok(out)
@@ -244,7 +250,8 @@ pub fn plan(p: &Pipeline, ws: &Workspace, opts: &RunOptions) -> Result<Vec<PlanE
     let mut cache = ws.stat_cache();
     let files = file_digests(p, ws, &selected, &mut cache)?;
     let chosen: HashSet<&str> = selected.iter().map(String::as_str).collect();
-    let forced: BTreeSet<&String> = if opts.force { selected.iter().filter(|s| opts.targets.is_empty() || opts.targets.contains(s)).collect() } else { BTreeSet::new() };
+    let forced: BTreeSet<&String> =
+        if opts.force { selected.iter().filter(|s| opts.targets.is_empty() || opts.targets.contains(s)).collect() } else { BTreeSet::new() };
     let mut outputs: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut entries = Vec::new();
     for s in &p.stages {
@@ -270,7 +277,8 @@ pub fn plan(p: &Pipeline, ws: &Workspace, opts: &RunOptions) -> Result<Vec<PlanE
             }
         }
         // Upstream artifacts that already exist, for the stage's notes.
-        let dirs: BTreeMap<String, PathBuf> = inputs.iter().filter(|(_, d)| !d.is_empty()).filter_map(|(r, d)| ws.store.view(d).ok().map(|p| (r.clone(), p))).collect();
+        let dirs: BTreeMap<String, PathBuf> =
+            inputs.iter().filter(|(_, d)| !d.is_empty()).filter_map(|(r, d)| ws.store.view(d).ok().map(|p| (r.clone(), p))).collect();
         let notes = s.prepared.notes(&ws.root, &dirs);
         let fp = fingerprint(s, inputs, files.get(name).cloned().unwrap_or_default());
         let digest = fp.digest();
@@ -326,7 +334,14 @@ pub fn cached_lock(p: &Pipeline, ws: &Workspace) -> Result<Lock, EngineError> {
     let mut outputs: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for name in &order {
         let Some(s) = p.stage(name) else { continue };
-        let Some(inputs) = s.inputs.iter().map(|b| outputs.get(&b.stage).and_then(|o| o.get(&b.output)).map(|d| (b.role.clone(), d.clone()))).collect::<Option<BTreeMap<_, _>>>() else { continue };
+        let Some(inputs) = s
+            .inputs
+            .iter()
+            .map(|b| outputs.get(&b.stage).and_then(|o| o.get(&b.output)).map(|d| (b.role.clone(), d.clone())))
+            .collect::<Option<BTreeMap<_, _>>>()
+        else {
+            continue;
+        };
         let fp = fingerprint(s, inputs, files.get(name).cloned().unwrap_or_default());
         if let Some(rec) = hit(lookup(ws, &fp.digest(), &mut cache, false)) {
             outputs.insert(name.clone(), rec.outputs.clone());
@@ -374,11 +389,8 @@ fn verdict(p: &Pipeline, name: &str, rec: &StageRecord) -> Verdict {
 /// are kept flat; [`lineage_tree`] nests them only for a stage that runs,
 /// so a no-op run over a long chain does no quadratic copying.
 fn lineage_of(s: &StageNode, fp: &Fingerprint, digest: &str) -> Value {
-    let inputs: serde_json::Map<String, Value> = s
-        .inputs
-        .iter()
-        .map(|b| (b.role.clone(), serde_json::json!({"artifact": fp.inputs.get(&b.role), "output": b.output, "from": b.stage})))
-        .collect();
+    let inputs: serde_json::Map<String, Value> =
+        s.inputs.iter().map(|b| (b.role.clone(), serde_json::json!({"artifact": fp.inputs.get(&b.role), "output": b.output, "from": b.stage}))).collect();
     serde_json::json!({"kind": s.kind, "fingerprint": digest, "config": s.config, "files": lock_files(&fp.files), "inputs": inputs})
 }
 
@@ -447,7 +459,8 @@ impl RunState<'_> {
             }
             Verdict::Converged { loop_name, round } => {
                 rep.line(&format!("          {name}: check passed; loop `{loop_name}` ends after round {round}"));
-                let later: Vec<String> = self.p.loops.iter().filter(|l| l.name == loop_name).flat_map(|l| l.rounds.iter().skip(round).flat_map(|r| r.values().cloned())).collect();
+                let later: Vec<String> =
+                    self.p.loops.iter().filter(|l| l.name == loop_name).flat_map(|l| l.rounds.iter().skip(round).flat_map(|r| r.values().cloned())).collect();
                 let reason = format!("loop `{loop_name}` ended after round {round}");
                 for s in &later {
                     self.close(s, rep, Outcome::NotNeeded { reason: reason.clone() });
@@ -477,7 +490,8 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
         .filter_map(|n| p.stage(n).map(|s| (n.clone(), s.prepared.spec().files.iter().flat_map(|f| stat_snapshot(&ws.root.join(&f.path))).collect())))
         .collect();
     let files = file_digests(p, ws, &selected, &mut cache)?;
-    let forced: BTreeSet<String> = if opts.force { selected.iter().filter(|s| opts.targets.is_empty() || opts.targets.contains(s)).cloned().collect() } else { BTreeSet::new() };
+    let forced: BTreeSet<String> =
+        if opts.force { selected.iter().filter(|s| opts.targets.is_empty() || opts.targets.contains(s)).cloned().collect() } else { BTreeSet::new() };
     let jobs = opts.jobs.max(1);
 
     let chosen: HashSet<&str> = selected.iter().map(String::as_str).collect();
@@ -488,7 +502,8 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
         pending.insert(name.clone(), parents.len());
     }
     let ready: Vec<String> = selected.iter().filter(|n| pending[*n] == 0).cloned().collect();
-    let mut st = RunState { p, chosen, position, pending, ready, outputs: BTreeMap::new(), outcomes: BTreeMap::new(), order: Vec::new(), lineage: BTreeMap::new() };
+    let mut st =
+        RunState { p, chosen, position, pending, ready, outputs: BTreeMap::new(), outcomes: BTreeMap::new(), order: Vec::new(), lineage: BTreeMap::new() };
     let mut ran_now: BTreeSet<String> = BTreeSet::new();
     let mut running = 0usize;
     let mut job_reasons: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -500,7 +515,8 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
             while !st.ready.is_empty() {
                 let name = st.ready.remove(0);
                 let Some(s) = p.stage(&name) else { continue };
-                let inputs: BTreeMap<String, String> = s.inputs.iter().map(|b| (b.role.clone(), st.outputs.get(&b.stage).and_then(|o| o.get(&b.output)).cloned().unwrap_or_default())).collect();
+                let inputs: BTreeMap<String, String> =
+                    s.inputs.iter().map(|b| (b.role.clone(), st.outputs.get(&b.stage).and_then(|o| o.get(&b.output)).cloned().unwrap_or_default())).collect();
                 let fp = fingerprint(s, inputs, files.get(&name).cloned().unwrap_or_default());
                 let digest = fp.digest();
                 st.lineage.insert(name.clone(), lineage_of(s, &fp, &digest));
@@ -534,11 +550,13 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
                 };
                 rep.line(&format!("  run     {name} ({}): {}", s.kind, reasons.join("; ")));
                 job_reasons.insert(name.clone(), reasons.clone());
-                let job = Job { name: name.clone(), fp, digest, lineage: lineage_tree(&name, &st.lineage), files: snapshots.get(&name).cloned().unwrap_or_default() };
+                let job =
+                    Job { name: name.clone(), fp, digest, lineage: lineage_tree(&name, &st.lineage), files: snapshots.get(&name).cloned().unwrap_or_default() };
                 let tx = tx.clone();
                 let bound: Vec<(String, String, String)> =
                     s.inputs.iter().map(|b| (b.role.clone(), b.kind.clone(), format!("{}.{}", b.stage, b.output))).collect();
-                let digests: Vec<String> = s.inputs.iter().map(|b| st.outputs.get(&b.stage).and_then(|o| o.get(&b.output)).cloned().unwrap_or_default()).collect();
+                let digests: Vec<String> =
+                    s.inputs.iter().map(|b| st.outputs.get(&b.stage).and_then(|o| o.get(&b.output)).cloned().unwrap_or_default()).collect();
                 running += 1;
                 let rep = rep.clone();
                 scope.spawn(move || {
@@ -557,13 +575,17 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
             match result {
                 Ok(rec) => {
                     let reasons = job_reasons.remove(&name).unwrap_or_default();
-                    let shown: Vec<String> = rec.metrics.iter().map(|(k, v)| format!("{k}={}", v.as_str().map_or_else(|| v.to_string(), str::to_string))).collect();
+                    let shown: Vec<String> =
+                        rec.metrics.iter().map(|(k, v)| format!("{k}={}", v.as_str().map_or_else(|| v.to_string(), str::to_string))).collect();
                     rep.line(&format!("  ok      {name} in {:.1}s  {}", rec.seconds, shown.join(" ")));
                     st.outputs.insert(name.clone(), rec.outputs.clone());
                     lock.stages.insert(name.clone(), locked(s, &rec));
                     ran_now.insert(name.clone());
                     if st.settle(&name, &rec, rep) {
-                        st.outcomes.insert(name.clone(), Outcome::Ran { fingerprint: rec.fingerprint.clone(), reasons, seconds: rec.seconds, metrics: rec.metrics.clone() });
+                        st.outcomes.insert(
+                            name.clone(),
+                            Outcome::Ran { fingerprint: rec.fingerprint.clone(), reasons, seconds: rec.seconds, metrics: rec.metrics.clone() },
+                        );
                         st.release(&name);
                     }
                 }
@@ -609,7 +631,14 @@ fn locked(s: &StageNode, rec: &StageRecord) -> LockedStage {
         .iter()
         .map(|b| (b.role.clone(), format!("{}.{}@{}", b.stage, b.output, rec.inputs.inputs.get(&b.role).cloned().unwrap_or_default())))
         .collect();
-    LockedStage { kind: s.kind.clone(), fingerprint: rec.fingerprint.clone(), inputs, files: lock_files(&rec.inputs.files), outputs: rec.outputs.clone(), metrics: rec.metrics.clone() }
+    LockedStage {
+        kind: s.kind.clone(),
+        fingerprint: rec.fingerprint.clone(),
+        inputs,
+        files: lock_files(&rec.inputs.files),
+        outputs: rec.outputs.clone(),
+        metrics: rec.metrics.clone(),
+    }
 }
 
 /// Files as the lock file shows them: one line each for a handful, one
@@ -632,15 +661,16 @@ impl RunState<'_> {
                 continue;
             }
             if let Some(n) = self.pending.get_mut(&c)
-                && *n != usize::MAX {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.ready.push(c);
-                        // Keep the queue in topological (file) order.
-                        let position = &self.position;
-                        self.ready.sort_by_key(|r| position.get(r.as_str()).copied().unwrap_or(usize::MAX));
-                    }
+                && *n != usize::MAX
+            {
+                *n -= 1;
+                if *n == 0 {
+                    self.ready.push(c);
+                    // Keep the queue in topological (file) order.
+                    let position = &self.position;
+                    self.ready.sort_by_key(|r| position.get(r.as_str()).copied().unwrap_or(usize::MAX));
                 }
+            }
         }
     }
 }
@@ -699,7 +729,16 @@ fn execute(ws: &Workspace, s: &StageNode, job: &Job, inputs: &BTreeMap<String, A
     let scratch = ws.store.scratch(&s.name).map_err(|e| format!("creating scratch directory: {e}"))?;
     let bar = rep.bar(&s.name);
     let state = ws.store.state_dir(&job.digest);
-    let mut ctx = StageContext { name: &s.name, root: &ws.root, inputs, out_root: scratch.join("out"), outputs: s.outputs, progress: bar.clone(), state: state.clone(), lineage: job.lineage.clone() };
+    let mut ctx = StageContext {
+        name: &s.name,
+        root: &ws.root,
+        inputs,
+        out_root: scratch.join("out"),
+        outputs: s.outputs,
+        progress: bar.clone(),
+        state: state.clone(),
+        lineage: job.lineage.clone(),
+    };
     fault_hook(&s.name, &ws.root);
     let result = catch_unwind(AssertUnwindSafe(|| s.prepared.run(&mut ctx)));
     rep.done(&bar);
@@ -710,7 +749,10 @@ fn execute(ws: &Workspace, s: &StageNode, job: &Job, inputs: &BTreeMap<String, A
     changed.extend(after.keys().filter(|k| !job.files.contains_key(*k)));
     if !changed.is_empty() && result.as_ref().is_ok_and(|r| r.is_ok()) {
         let _ = std::fs::remove_dir_all(&scratch);
-        let shown: Vec<String> = changed.iter().map(|c| std::path::Path::new(c.as_str()).strip_prefix(&ws.root).map_or_else(|_| c.to_string(), |r| r.display().to_string())).collect();
+        let shown: Vec<String> = changed
+            .iter()
+            .map(|c| std::path::Path::new(c.as_str()).strip_prefix(&ws.root).map_or_else(|_| c.to_string(), |r| r.display().to_string()))
+            .collect();
         return Err(format!(
             "{} changed while the stage ran (after its digest was taken), so the stage may have read other bytes than its fingerprint says; nothing was stored — run again",
             shown.join(", ")
@@ -720,7 +762,11 @@ fn execute(ws: &Workspace, s: &StageNode, job: &Job, inputs: &BTreeMap<String, A
         Ok(Ok(o)) => o,
         Ok(Err(e)) => return Err(e.to_string()),
         Err(panic) => {
-            let msg = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "unknown panic".into());
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
             return Err(format!("internal error (panic): {msg}; please report it"));
         }
     };
@@ -735,7 +781,15 @@ fn execute(ws: &Workspace, s: &StageNode, job: &Job, inputs: &BTreeMap<String, A
         outputs.insert(o.name.to_string(), d);
     }
     let _ = std::fs::remove_dir_all(&scratch);
-    let rec = StageRecord { fingerprint: job.digest.clone(), inputs: job.fp.clone(), outputs, metrics: outcome.metrics, seconds: start.elapsed().as_secs_f64(), created: now(), check: outcome.check };
+    let rec = StageRecord {
+        fingerprint: job.digest.clone(),
+        inputs: job.fp.clone(),
+        outputs,
+        metrics: outcome.metrics,
+        seconds: start.elapsed().as_secs_f64(),
+        created: now(),
+        check: outcome.check,
+    };
     let bytes = serde_json::to_vec_pretty(&rec).map_err(|e| e.to_string())?;
     write_atomic(&ws.store.record_path(&job.digest), &bytes).map_err(|e| format!("writing stage record: {e}"))?;
     // The result is stored: what an interrupted attempt kept to resume from is not needed any more.

@@ -192,7 +192,9 @@ impl fmt::Display for DirtyReason {
             DirtyReason::Version { old, new } => write!(f, "stage implementation changed (v{old} → v{new})"),
             DirtyReason::Implementation { old, new } => write!(f, "stage implementation changed (code {} → {})", short(old), short(new)),
             DirtyReason::Engine => write!(f, "engine cache format changed"),
-            DirtyReason::Env { key, old, new } => write!(f, "environment {key} changed {} → {}", old.as_deref().unwrap_or("(unset)"), new.as_deref().unwrap_or("(unset)")),
+            DirtyReason::Env { key, old, new } => {
+                write!(f, "environment {key} changed {} → {}", old.as_deref().unwrap_or("(unset)"), new.as_deref().unwrap_or("(unset)"))
+            }
             DirtyReason::Kind { old } => write!(f, "stage kind changed (was {old})"),
             DirtyReason::Upstream { stage } => write!(f, "upstream `{stage}` will rerun"),
             DirtyReason::OutputsMissing => write!(f, "cached result is no longer in the store"),
@@ -256,7 +258,9 @@ fn diff_values(path: &str, old: &Value, new: &Value, out: &mut Vec<DirtyReason>)
                 diff_values(&join(&i.to_string()), x, y, out);
             }
         }
-        (a, b) if a != b => out.push(DirtyReason::Config { path: if path.is_empty() { "config".into() } else { path.to_string() }, old: Some(a.clone()), new: Some(b.clone()) }),
+        (a, b) if a != b => {
+            out.push(DirtyReason::Config { path: if path.is_empty() { "config".into() } else { path.to_string() }, old: Some(a.clone()), new: Some(b.clone()) })
+        }
         _ => {}
     }
 }
@@ -267,7 +271,16 @@ mod tests {
     use serde_json::json;
 
     fn fp(config: Value) -> Fingerprint {
-        Fingerprint { engine: 1, kind: "train".into(), version: 1, implementation: "v1+abc".into(), config, inputs: BTreeMap::new(), files: BTreeMap::new(), env: BTreeMap::new() }
+        Fingerprint {
+            engine: 1,
+            kind: "train".into(),
+            version: 1,
+            implementation: "v1+abc".into(),
+            config,
+            inputs: BTreeMap::new(),
+            files: BTreeMap::new(),
+            env: BTreeMap::new(),
+        }
     }
 
     #[test]

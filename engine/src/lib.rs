@@ -31,7 +31,9 @@ pub use diag::{Diagnostic, Span};
 pub use exec::{Outcome, PlanEntry, RunOptions, RunSummary, plan, run};
 pub use pipeline::{LoadError, Pipeline, load};
 pub use report::Reporter;
-pub use stage::{ArtifactView, Check, ConfigIssue, FileDecl, InputDecl, IoContext, OutputDecl, Registry, Stage, StageContext, StageError, StageOutcome, StageSpec};
+pub use stage::{
+    ArtifactView, Check, ConfigIssue, FileDecl, InputDecl, IoContext, OutputDecl, Registry, Stage, StageContext, StageError, StageOutcome, StageSpec,
+};
 pub use workspace::Workspace;
 
 /// The engine's version, recorded in run records.

@@ -115,19 +115,29 @@ pub fn load(file: &Path, registry: &Registry, overrides: &Overrides) -> Result<P
     // A directory, FIFO or device is named as such (reading /dev/zero or a
     // pipe would never end); a huge file is no pipeline.
     const MAX_PIPELINE_BYTES: u64 = 16 << 20;
-    let not_file = crate::paths::not_a_file(file)
-        .or_else(|| std::fs::metadata(file).ok().filter(|m| m.len() > MAX_PIPELINE_BYTES).map(|m| format!("is {} bytes; a pipeline file is at most {MAX_PIPELINE_BYTES}", m.len())));
+    let not_file = crate::paths::not_a_file(file).or_else(|| {
+        std::fs::metadata(file)
+            .ok()
+            .filter(|m| m.len() > MAX_PIPELINE_BYTES)
+            .map(|m| format!("is {} bytes; a pipeline file is at most {MAX_PIPELINE_BYTES}", m.len()))
+    });
     if let Some(what) = not_file {
         return Err(LoadError {
             file: shown.clone(),
             source: String::new(),
-            diagnostics: vec![Diagnostic::error(format!("cannot read pipeline file: `{shown}` {what}")).help("pass the pipeline with `-f FILE` (default: tailor.yaml or pipeline.yaml in the current directory)")],
+            diagnostics: vec![
+                Diagnostic::error(format!("cannot read pipeline file: `{shown}` {what}"))
+                    .help("pass the pipeline with `-f FILE` (default: tailor.yaml or pipeline.yaml in the current directory)"),
+            ],
         });
     }
     let source = std::fs::read_to_string(file).map_err(|e| LoadError {
         file: shown.clone(),
         source: String::new(),
-        diagnostics: vec![Diagnostic::error(format!("cannot read pipeline file: {e}")).help("pass the pipeline with `-f FILE` (default: tailor.yaml or pipeline.yaml in the current directory)")],
+        diagnostics: vec![
+            Diagnostic::error(format!("cannot read pipeline file: {e}"))
+                .help("pass the pipeline with `-f FILE` (default: tailor.yaml or pipeline.yaml in the current directory)"),
+        ],
     })?;
     let root = file.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from("."));
     let fail = |diagnostics: Vec<Diagnostic>, source: &str| LoadError { file: shown.clone(), source: source.to_string(), diagnostics };
@@ -138,11 +148,7 @@ pub fn load(file: &Path, registry: &Registry, overrides: &Overrides) -> Result<P
     let (param_errs, used) = resolve_params(&mut doc);
     diags.extend(param_errs);
     diags.extend(validate(&pipeline_schema(registry), &doc.value, &doc.spans));
-    let broken: BTreeSet<String> = diags
-        .iter()
-        .filter_map(|d| d.span)
-        .flat_map(|s| stage_at_line(&doc.value, &doc.spans, s.line))
-        .collect();
+    let broken: BTreeSet<String> = diags.iter().filter_map(|d| d.span).flat_map(|s| stage_at_line(&doc.value, &doc.spans, s.line)).collect();
     let header: Option<PipelineHeader> = serde_json::from_value(doc.value.clone()).ok();
     let Some(header) = header else {
         if diags.is_empty() {
@@ -213,7 +219,8 @@ pub fn load(file: &Path, registry: &Registry, overrides: &Overrides) -> Result<P
             // Inside a loop round, a body stage's name means that round's copy.
             let up = loops.iter().find_map(|l| l.position(&name).and_then(|(r, _)| l.rounds[r - 1].get(&up).cloned())).unwrap_or(up);
             let Some((up_kind, up_outputs)) = outputs_of.get(&up) else {
-                let mut d = Diagnostic::error(format!("stage `{name}` reads `{}`, but there is no stage `{up}`", input.reference)).at(span).label("unknown stage");
+                let mut d =
+                    Diagnostic::error(format!("stage `{name}` reads `{}`, but there is no stage `{up}`", input.reference)).at(span).label("unknown stage");
                 d = match did_you_mean(&up, outputs_of.keys().map(String::as_str)) {
                     Some(s) => d.help(format!("did you mean `{s}`?")),
                     None => d.help(format!("stages in this pipeline: {}", outputs_of.keys().cloned().collect::<Vec<_>>().join(", "))),
@@ -237,11 +244,8 @@ pub fn load(file: &Path, registry: &Registry, overrides: &Overrides) -> Result<P
                 continue;
             };
             if !input.accepts.contains(&decl.kind) {
-                let producers: Vec<String> = registry
-                    .kinds()
-                    .filter(|k| k.outputs().iter().any(|o| input.accepts.contains(&o.kind)))
-                    .map(|k| format!("`{}`", k.kind()))
-                    .collect();
+                let producers: Vec<String> =
+                    registry.kinds().filter(|k| k.outputs().iter().any(|o| input.accepts.contains(&o.kind))).map(|k| format!("`{}`", k.kind())).collect();
                 let mut d = Diagnostic::error(format!(
                     "stage `{name}` ({kind}) needs {} for `{}`, but `{}` is {}",
                     input.accepts.join(" or "),
@@ -275,10 +279,16 @@ pub fn load(file: &Path, registry: &Registry, overrides: &Overrides) -> Result<P
             match header.outside_paths {
                 OutsidePaths::Allow => {}
                 OutsidePaths::Warn => diags.push(
-                    Diagnostic::warning(what).at(span).label("outside the project").help(format!("{why}: move it into the project, or say `outside_paths: allow` at the top of the file (`deny` refuses such paths)")),
+                    Diagnostic::warning(what)
+                        .at(span)
+                        .label("outside the project")
+                        .help(format!("{why}: move it into the project, or say `outside_paths: allow` at the top of the file (`deny` refuses such paths)")),
                 ),
                 OutsidePaths::Deny => diags.push(
-                    Diagnostic::error(what).at(span).label("outside the project").help(format!("{why}; this pipeline says `outside_paths: deny`: move the file into the project")),
+                    Diagnostic::error(what)
+                        .at(span)
+                        .label("outside the project")
+                        .help(format!("{why}; this pipeline says `outside_paths: deny`: move the file into the project")),
                 ),
             }
         }

@@ -66,7 +66,11 @@ pub fn unroll(doc: &mut Document) -> (Vec<Loop>, Vec<Diagnostic>) {
             Ok((lp, unrolled)) => {
                 for (n, s) in unrolled {
                     if stages.contains_key(&n) || out.contains_key(&n) {
-                        diags.push(Diagnostic::error(format!("loop `{name}` unrolls into `{n}`, which is already a stage")).at(doc.spans.key(&format!("/stages/{}", escape(name)))).help("rename the body stage or the other stage"));
+                        diags.push(
+                            Diagnostic::error(format!("loop `{name}` unrolls into `{n}`, which is already a stage"))
+                                .at(doc.spans.key(&format!("/stages/{}", escape(name))))
+                                .help("rename the body stage or the other stage"),
+                        );
                     }
                     out.insert(n, s);
                 }
@@ -86,7 +90,8 @@ fn expand(doc: &mut Document, name: &str, v: &Value, outer: &Map<String, Value>)
     let mut diags = Vec::new();
     for k in v.as_object().map(|m| m.keys().cloned().collect::<Vec<_>>()).unwrap_or_default() {
         if !["rounds", "until", "stages"].contains(&k.as_str()) {
-            let mut d = Diagnostic::error(format!("unknown key `{k}` in loop `{name}`")).at(doc.spans.key(&format!("{ptr}/{}", escape(&k)))).label("not a loop key");
+            let mut d =
+                Diagnostic::error(format!("unknown key `{k}` in loop `{name}`")).at(doc.spans.key(&format!("{ptr}/{}", escape(&k)))).label("not a loop key");
             d = match did_you_mean(&k, ["rounds", "until", "stages"]) {
                 Some(s) => d.help(format!("did you mean `{s}`?")),
                 None => d.help("a loop has `rounds`, `until` and `stages`"),
@@ -96,7 +101,9 @@ fn expand(doc: &mut Document, name: &str, v: &Value, outer: &Map<String, Value>)
     }
     let rounds = v["rounds"].as_u64().filter(|n| (1..=MAX_ROUNDS).contains(n));
     if rounds.is_none() {
-        diags.push(Diagnostic::error(format!("`rounds` of loop `{name}` must be a whole number from 1 to {MAX_ROUNDS}")).at(doc.spans.value(&format!("{ptr}/rounds"))));
+        diags.push(
+            Diagnostic::error(format!("`rounds` of loop `{name}` must be a whole number from 1 to {MAX_ROUNDS}")).at(doc.spans.value(&format!("{ptr}/rounds"))),
+        );
     }
     let body = v["stages"].as_object().cloned().unwrap_or_default();
     if body.is_empty() {
@@ -104,13 +111,14 @@ fn expand(doc: &mut Document, name: &str, v: &Value, outer: &Map<String, Value>)
     }
     let until = v.get("until").and_then(Value::as_str).map(str::to_string);
     if let Some(u) = &until
-        && !body.contains_key(u) {
-            let mut d = Diagnostic::error(format!("`until: {u}` is not a stage of loop `{name}`")).at(doc.spans.value(&format!("{ptr}/until")));
-            if let Some(s) = did_you_mean(u, body.keys().map(String::as_str)) {
-                d = d.help(format!("did you mean `{s}`?"));
-            }
-            diags.push(d);
+        && !body.contains_key(u)
+    {
+        let mut d = Diagnostic::error(format!("`until: {u}` is not a stage of loop `{name}`")).at(doc.spans.value(&format!("{ptr}/until")));
+        if let Some(s) = did_you_mean(u, body.keys().map(String::as_str)) {
+            d = d.help(format!("did you mean `{s}`?"));
         }
+        diags.push(d);
+    }
     let (Some(rounds), true) = (rounds, diags.is_empty()) else { return Err(diags) };
     let mut lp = Loop { name: name.to_string(), rounds: Vec::new(), until };
     let mut unrolled = Vec::new();
@@ -143,14 +151,22 @@ fn substitute(v: &mut Value, ptr: &str, round: usize, body: &Map<String, Value>,
                 let expr = out[start + 7..start + len].to_string();
                 let (prev, first) = expr.split_once('|').map_or((expr.as_str(), None), |(a, b)| (a.trim(), Some(b.trim())));
                 let resolved = if !body.contains_key(prev) {
-                    diags.push(Diagnostic::error(format!("`${{prev.{expr}}}`: `{prev}` is not a stage of this loop")).at(doc.spans.value(ptr)).help(format!("stages of the loop: {}", body.keys().cloned().collect::<Vec<_>>().join(", "))));
+                    diags.push(
+                        Diagnostic::error(format!("`${{prev.{expr}}}`: `{prev}` is not a stage of this loop"))
+                            .at(doc.spans.value(ptr))
+                            .help(format!("stages of the loop: {}", body.keys().cloned().collect::<Vec<_>>().join(", "))),
+                    );
                     return;
                 } else if round > 1 {
                     format!("{prev}_{}", round - 1)
                 } else if let Some(f) = first.filter(|f| outer.contains_key(*f) && !body.contains_key(*f)) {
                     f.to_string()
                 } else {
-                    diags.push(Diagnostic::error(format!("`${{prev.{expr}}}` has no stage for round 1")).at(doc.spans.value(ptr)).help(format!("write `${{prev.{prev}|STAGE}}` with a stage outside the loop to use in round 1")));
+                    diags.push(
+                        Diagnostic::error(format!("`${{prev.{expr}}}` has no stage for round 1"))
+                            .at(doc.spans.value(ptr))
+                            .help(format!("write `${{prev.{prev}|STAGE}}` with a stage outside the loop to use in round 1")),
+                    );
                     return;
                 };
                 out.replace_range(start..start + len + 1, &resolved);

@@ -11,8 +11,8 @@
 
 use std::collections::BTreeMap;
 
-use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::ValidationError;
+use jsonschema::error::{TypeKind, ValidationErrorKind};
 use schemars::JsonSchema;
 use serde_json::{Map, Value, json};
 
@@ -235,16 +235,11 @@ fn convert(err: &ValidationError<'_>, schema: &Value, doc: &Value, spans: &SpanM
     match err.kind() {
         ValidationErrorKind::AdditionalProperties { unexpected } => {
             let node = schema_node(schema, err.schema_path().as_str());
-            let known: Vec<&str> = node
-                .and_then(|n| n.get("properties"))
-                .and_then(Value::as_object)
-                .map(|p| p.keys().map(String::as_str).collect())
-                .unwrap_or_default();
+            let known: Vec<&str> =
+                node.and_then(|n| n.get("properties")).and_then(Value::as_object).map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
             for key in unexpected {
                 let key_ptr = format!("{ptr}/{}", escape(key));
-                let mut d = Diagnostic::error(format!("unknown key `{key}` in `{at}`"))
-                    .at(spans.key(&key_ptr))
-                    .label("not a known key here");
+                let mut d = Diagnostic::error(format!("unknown key `{key}` in `{at}`")).at(spans.key(&key_ptr)).label("not a known key here");
                 d = match did_you_mean(key, known.iter().copied()) {
                     Some(s) => d.help(format!("did you mean `{s}`?")),
                     None if !known.is_empty() => d.help(format!("known keys: {}", known.join(", "))),
@@ -255,9 +250,7 @@ fn convert(err: &ValidationError<'_>, schema: &Value, doc: &Value, spans: &SpanM
         }
         ValidationErrorKind::Required { property } => {
             let p = property.as_str().unwrap_or_default();
-            let mut d = Diagnostic::error(format!("missing required key `{p}` in `{at}`"))
-                .at(spans.key(&ptr))
-                .label(format!("`{p}` is required here"));
+            let mut d = Diagnostic::error(format!("missing required key `{p}` in `{at}`")).at(spans.key(&ptr)).label(format!("`{p}` is required here"));
             if let Some(desc) = schema_node(schema, err.schema_path().as_str())
                 .and_then(|n| n.pointer(&format!("/properties/{}/description", escape(p))))
                 .and_then(Value::as_str)
@@ -274,7 +267,8 @@ fn convert(err: &ValidationError<'_>, schema: &Value, doc: &Value, spans: &SpanM
             );
         }
         ValidationErrorKind::Enum { options } => {
-            let opts: Vec<String> = options.as_array().map(|a| a.iter().map(|o| o.as_str().map_or_else(|| o.to_string(), str::to_string)).collect()).unwrap_or_default();
+            let opts: Vec<String> =
+                options.as_array().map(|a| a.iter().map(|o| o.as_str().map_or_else(|| o.to_string(), str::to_string)).collect()).unwrap_or_default();
             let mut d = Diagnostic::error(format!("`{at}` has an unknown value {}", short(instance)))
                 .at(spans.node(&ptr, instance))
                 .label(format!("expected one of: {}", opts.join(", ")));
@@ -302,24 +296,22 @@ fn convert(err: &ValidationError<'_>, schema: &Value, doc: &Value, spans: &SpanM
         }
         ValidationErrorKind::PropertyNames { .. } => {
             // Name the offending key and point at it.
-            let valid = |k: &str| k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            let valid = |k: &str| {
+                k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            };
             let bad = instance.as_object().and_then(|m| m.keys().find(|k| !valid(k)).cloned());
             let (what, span) = match &bad {
                 Some(k) => (format!("invalid name `{k}` in `{at}`"), spans.key(&format!("{ptr}/{}", crate::yaml::escape(k)))),
                 None => (format!("invalid name in `{at}`"), spans.node(&ptr, instance)),
             };
-            out.push(
-                Diagnostic::error(what)
-                    .at(span)
-                    .help("stage names start with a letter or `_` and use letters, digits, `_` and `-`"),
-            );
+            out.push(Diagnostic::error(what).at(span).help("stage names start with a letter or `_` and use letters, digits, `_` and `-`"));
         }
         _ => {
-            out.push(
-                Diagnostic::error(format!("`{at}`: {err}"))
-                    .at(spans.node(&ptr, instance))
-                    .label(format!("`{}` fails `{}`", short(instance), err.kind().keyword())),
-            );
+            out.push(Diagnostic::error(format!("`{at}`: {err}")).at(spans.node(&ptr, instance)).label(format!(
+                "`{}` fails `{}`",
+                short(instance),
+                err.kind().keyword()
+            )));
         }
     }
 }
@@ -342,7 +334,17 @@ fn deref<'a>(root: &'a Value, v: &'a Value) -> &'a Value {
 /// like clean steps) are chosen by their key; otherwise the closest
 /// alternative's errors are shown.
 #[allow(clippy::too_many_arguments)]
-fn alternatives(alts: &[&Value], context: &[Vec<ValidationError<'static>>], instance: &Value, ptr: &str, at: &str, schema: &Value, doc: &Value, spans: &SpanMap, out: &mut Vec<Diagnostic>) {
+fn alternatives(
+    alts: &[&Value],
+    context: &[Vec<ValidationError<'static>>],
+    instance: &Value,
+    ptr: &str,
+    at: &str,
+    schema: &Value,
+    doc: &Value,
+    spans: &SpanMap,
+    out: &mut Vec<Diagnostic>,
+) {
     let consts: Vec<String> = alts.iter().filter_map(|a| a.get("const")).map(|c| c.as_str().map_or_else(|| c.to_string(), str::to_string)).collect();
     if !alts.is_empty() && consts.len() == alts.len() {
         let mut d = Diagnostic::error(format!("`{at}` has an unknown value {}", short(instance)))

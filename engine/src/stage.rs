@@ -332,8 +332,7 @@ impl<S: Stage> DynStage for Kind<S> {
         crate::schema::schema_for::<S::Config>()
     }
     fn prepare(&self, config: &Value, root: &Path) -> Result<Box<dyn PreparedStage>, Vec<ConfigIssue>> {
-        let config: S::Config = serde_json::from_value(config.clone())
-            .map_err(|e| vec![ConfigIssue::new("", format!("invalid `{}` config: {e}", S::KIND))])?;
+        let config: S::Config = serde_json::from_value(config.clone()).map_err(|e| vec![ConfigIssue::new("", format!("invalid `{}` config: {e}", S::KIND))])?;
         let spec = S::spec(&config, root)?;
         Ok(Box::new(Prepared::<S> { config, spec }))
     }

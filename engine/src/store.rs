@@ -183,7 +183,11 @@ impl Store {
         let mut n = 0;
         for e in fs::read_dir(self.root.join("tmp"))? {
             let p = e?.path();
-            if p.is_dir() { fs::remove_dir_all(&p)? } else { fs::remove_file(&p)? }
+            if p.is_dir() {
+                fs::remove_dir_all(&p)?
+            } else {
+                fs::remove_file(&p)?
+            }
             n += 1;
         }
         Ok(n)
@@ -286,9 +290,13 @@ impl Store {
         let path = self.manifest_path(digest);
         let bytes = fs::read(&path).map_err(|e| Damage::Missing(format!("artifact {digest}: manifest unreadable ({e})")))?;
         if hash_bytes(&bytes) != digest {
-            return Err(Damage::Corrupt { message: format!("artifact {digest}: its manifest does not match its digest"), objects: vec![format!("manifest:{digest}")] });
+            return Err(Damage::Corrupt {
+                message: format!("artifact {digest}: its manifest does not match its digest"),
+                objects: vec![format!("manifest:{digest}")],
+            });
         }
-        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| Damage::Corrupt { message: format!("artifact {digest}: manifest unreadable ({e})"), objects: vec![format!("manifest:{digest}")] })?;
+        let m: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| Damage::Corrupt { message: format!("artifact {digest}: manifest unreadable ({e})"), objects: vec![format!("manifest:{digest}")] })?;
         let objects: Vec<PathBuf> = m.files.iter().map(|f| self.object_path(&f.digest)).collect();
         if let Some(f) = m.files.iter().zip(&objects).find(|(_, o)| !o.exists()) {
             return Err(Damage::Missing(format!("artifact {digest}: file {} (object {}) is missing", f.0.path, f.0.digest)));

@@ -52,7 +52,9 @@ impl Workspace {
         match self.lock() {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("warning: {e}\n  the lock file only records the last results; continuing without it. `tailor run` rewrites it, `tailor lock` rebuilds it now from the store.");
+                eprintln!(
+                    "warning: {e}\n  the lock file only records the last results; continuing without it. `tailor run` rewrites it, `tailor lock` rebuilds it now from the store."
+                );
                 Lock::default()
             }
         }

@@ -51,11 +51,7 @@ impl SpanMap {
     /// Spans for collections point at their key when they have one: a
     /// "missing field" in `stages.tuned` is best shown under `tuned:`.
     pub fn node(&self, pointer: &str, value: &Value) -> Option<Span> {
-        if value.is_object() || value.is_array() {
-            self.key(pointer)
-        } else {
-            self.value(pointer)
-        }
+        if value.is_object() || value.is_array() { self.key(pointer) } else { self.value(pointer) }
     }
 
     fn lookup(&self, pointer: &str) -> Option<&NodeSpan> {
@@ -154,10 +150,12 @@ impl<'a> Builder<'a> {
             Some(Err(e)) => {
                 let m = e.marker();
                 let span = Span { line: m.line(), col: m.col() + 1, len: 1 };
-                Err(vec![Diagnostic::error(format!("invalid YAML: {}", e.info()))
-                    .at(Some(span))
-                    .label("the YAML parser stopped here")
-                    .help("check indentation, unclosed quotes or brackets, and that `key: value` pairs have a space after the colon")])
+                Err(vec![
+                    Diagnostic::error(format!("invalid YAML: {}", e.info()))
+                        .at(Some(span))
+                        .label("the YAML parser stopped here")
+                        .help("check indentation, unclosed quotes or brackets, and that `key: value` pairs have a space after the colon"),
+                ])
             }
             None => Ok((Event::StreamEnd, YSpan::default())),
         }
@@ -314,13 +312,15 @@ pub fn resolve_plain(s: &str) -> Value {
         }
     }
     if let Some(hex) = s.strip_prefix("0x")
-        && let Ok(i) = i64::from_str_radix(hex, 16) {
-            return Value::Number(i.into());
-        }
+        && let Ok(i) = i64::from_str_radix(hex, 16)
+    {
+        return Value::Number(i.into());
+    }
     if let Some(oct) = s.strip_prefix("0o")
-        && let Ok(i) = i64::from_str_radix(oct, 8) {
-            return Value::Number(i.into());
-        }
+        && let Ok(i) = i64::from_str_radix(oct, 8)
+    {
+        return Value::Number(i.into());
+    }
     match body {
         ".inf" | ".Inf" | ".INF" => {
             return Value::String(if neg { "-inf".into() } else { "inf".into() });
@@ -329,9 +329,10 @@ pub fn resolve_plain(s: &str) -> Value {
         _ => {}
     }
     if is_float(body)
-        && let Some(n) = s.parse::<f64>().ok().and_then(Number::from_f64) {
-            return Value::Number(n);
-        }
+        && let Some(n) = s.parse::<f64>().ok().and_then(Number::from_f64)
+    {
+        return Value::Number(n);
+    }
     Value::String(s.to_string())
 }
 
@@ -452,9 +453,37 @@ mod tests {
     fn yamlish() -> impl proptest::strategy::Strategy<Value = String> {
         use proptest::prelude::*;
         let token = prop_oneof![
-            Just("["), Just("]"), Just("{"), Just("}"), Just(": "), Just("- "), Just("\n"), Just("  "), Just(","), Just("? "),
-            Just("&a "), Just("*a"), Just("&b "), Just("*b"), Just("'"), Just("\""), Just("---\n"), Just("...\n"), Just("# c\n"),
-            Just("key"), Just("stages"), Just("1"), Just("-2.5e3"), Just(".nan"), Just(".inf"), Just("18446744073709551616"), Just("!!str "), Just("|\n"), Just("\t"), Just("ü"), Just("\u{0}"),
+            Just("["),
+            Just("]"),
+            Just("{"),
+            Just("}"),
+            Just(": "),
+            Just("- "),
+            Just("\n"),
+            Just("  "),
+            Just(","),
+            Just("? "),
+            Just("&a "),
+            Just("*a"),
+            Just("&b "),
+            Just("*b"),
+            Just("'"),
+            Just("\""),
+            Just("---\n"),
+            Just("...\n"),
+            Just("# c\n"),
+            Just("key"),
+            Just("stages"),
+            Just("1"),
+            Just("-2.5e3"),
+            Just(".nan"),
+            Just(".inf"),
+            Just("18446744073709551616"),
+            Just("!!str "),
+            Just("|\n"),
+            Just("\t"),
+            Just("ü"),
+            Just("\u{0}"),
         ];
         proptest::collection::vec(token, 0..300).prop_map(|v| v.concat())
     }

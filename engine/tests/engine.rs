@@ -9,7 +9,10 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use tailor_engine::exec::Outcome;
-use tailor_engine::{ConfigIssue, FileDecl, InputDecl, IoContext, OutputDecl, Overrides, Registry, Reporter, RunOptions, Stage, StageContext, StageError, StageOutcome, StageSpec, Workspace};
+use tailor_engine::{
+    ConfigIssue, FileDecl, InputDecl, IoContext, OutputDecl, Overrides, Registry, Reporter, RunOptions, Stage, StageContext, StageError, StageOutcome,
+    StageSpec, Workspace,
+};
 
 const TEXT: &[OutputDecl] = &[OutputDecl { name: "text", kind: "text", about: "text" }];
 
@@ -69,7 +72,10 @@ impl<const NEW: bool> Stage for ShoutCode<NEW> {
     const ABOUT: &'static str = "uppercase";
     const OUTPUTS: &'static [OutputDecl] = TEXT;
     fn spec(c: &ShoutCfg, _: &Path) -> Result<StageSpec, Vec<ConfigIssue>> {
-        Ok(StageSpec { inputs: vec![InputDecl { role: "input".into(), reference: c.input.clone(), pointer: "/input".into(), accepts: vec!["text"] }], ..Default::default() })
+        Ok(StageSpec {
+            inputs: vec![InputDecl { role: "input".into(), reference: c.input.clone(), pointer: "/input".into(), accepts: vec!["text"] }],
+            ..Default::default()
+        })
     }
     fn run(c: &ShoutCfg, ctx: &mut StageContext<'_>) -> Result<StageOutcome, StageError> {
         if c.fail {
@@ -122,7 +128,10 @@ impl Stage for Gate {
     const ABOUT: &'static str = "length gate";
     const OUTPUTS: &'static [OutputDecl] = TEXT;
     fn spec(c: &GateCfg, _: &Path) -> Result<StageSpec, Vec<ConfigIssue>> {
-        Ok(StageSpec { inputs: vec![InputDecl { role: "input".into(), reference: c.input.clone(), pointer: "/input".into(), accepts: vec!["text"] }], ..Default::default() })
+        Ok(StageSpec {
+            inputs: vec![InputDecl { role: "input".into(), reference: c.input.clone(), pointer: "/input".into(), accepts: vec!["text"] }],
+            ..Default::default()
+        })
     }
     fn run(c: &GateCfg, ctx: &mut StageContext<'_>) -> Result<StageOutcome, StageError> {
         if c.resume {
@@ -312,7 +321,8 @@ fn a_loop_stops_after_the_round_whose_check_passes() {
     let yaml = "version: 1\nname: t\nstages:\n  src: {kind: source, path: in.txt}\n  improve:\n    rounds: 4\n    until: check\n    stages:\n      grow: {kind: shout, input: '${prev.grow|src}', suffix: '!!'}\n      check: {kind: gate, input: grow, min: 9}\n  after: {kind: shout, input: check_4}\n";
     let p = Project::new(yaml);
     let out = p.run();
-    let get = |out: &[(String, Outcome)], n: &str| out.iter().find(|(x, _)| x == n).map(|(_, o)| o.clone()).unwrap_or_else(|| panic!("no outcome for {n}: {out:?}"));
+    let get =
+        |out: &[(String, Outcome)], n: &str| out.iter().find(|(x, _)| x == n).map(|(_, o)| o.clone()).unwrap_or_else(|| panic!("no outcome for {n}: {out:?}"));
     // hello → HELLO!! (7 chars, round 1 fails its check) → HELLO!!!! (9, passes).
     assert_eq!(ran(&out), vec!["check_1", "check_2", "grow_1", "grow_2", "src"]);
     for n in ["grow_3", "check_3", "grow_4", "check_4", "after"] {
@@ -327,7 +337,8 @@ fn a_loop_stops_after_the_round_whose_check_passes() {
 
 #[test]
 fn a_failed_check_stops_dependents_but_keeps_its_result() {
-    let yaml = "version: 1\nname: t\nstages:\n  src: {kind: source, path: in.txt}\n  check: {kind: gate, input: src, min: 50}\n  after: {kind: shout, input: check}\n";
+    let yaml =
+        "version: 1\nname: t\nstages:\n  src: {kind: source, path: in.txt}\n  check: {kind: gate, input: src, min: 50}\n  after: {kind: shout, input: check}\n";
     let p = Project::new(yaml);
     let out = p.run();
     assert!(matches!(&out.iter().find(|(n, _)| n == "check").unwrap().1, Outcome::Failed { error } if error.contains("length 5 < 50")), "{out:?}");
@@ -344,7 +355,8 @@ fn a_failed_check_stops_dependents_but_keeps_its_result() {
 
 #[test]
 fn state_survives_a_failed_attempt_and_goes_with_success_and_lineage_nests() {
-    let yaml = "version: 1\nname: t\nstages:\n  src: {kind: source, path: in.txt}\n  up: {kind: shout, input: src}\n  g: {kind: gate, input: up, resume: true}\n";
+    let yaml =
+        "version: 1\nname: t\nstages:\n  src: {kind: source, path: in.txt}\n  up: {kind: shout, input: src}\n  g: {kind: gate, input: up, resume: true}\n";
     let p = Project::new(yaml);
     let first = p.run();
     assert!(matches!(&first.iter().find(|(n, _)| n == "g").unwrap().1, Outcome::Failed { .. }));

@@ -153,13 +153,13 @@ pub const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 pub fn estimate(r: &Request) -> Estimate {
     let s = r.shape;
     let per_layer_linear_in_out = [
-        s.hidden + s.hidden,     // q
+        s.hidden + s.hidden,       // q
         s.hidden + s.hidden / 4.0, // k (GQA-ish)
         s.hidden + s.hidden / 4.0, // v
-        s.hidden + s.hidden,     // o
-        s.hidden + s.ffn,        // gate
-        s.hidden + s.ffn,        // up
-        s.ffn + s.hidden,        // down
+        s.hidden + s.hidden,       // o
+        s.hidden + s.ffn,          // gate
+        s.hidden + s.ffn,          // up
+        s.ffn + s.hidden,          // down
     ];
     let targeted: f64 = per_layer_linear_in_out.iter().take(r.lora_targets.clamp(1.0, 7.0) as usize).sum();
     let trainable = match r.method {
@@ -179,11 +179,12 @@ pub fn estimate(r: &Request) -> Estimate {
     let usable = r.gpu.memory_gib * GIB * 0.9 - GIB; // context and fragmentation
     let sharded = weights + gradients + optimizer;
     let gpus = if activations >= usable { 0 } else { (sharded / (usable - activations)).ceil().max(1.0) as u32 };
-    let flops_per_token = s.params * match r.method {
-        Method::Full => 6.0,
-        Method::Lora => 4.0,
-        Method::Qlora => 4.0 * 1.3,
-    };
+    let flops_per_token = s.params
+        * match r.method {
+            Method::Full => 6.0,
+            Method::Lora => 4.0,
+            Method::Qlora => 4.0 * 1.3,
+        };
     let seconds = if gpus == 0 { f64::INFINITY } else { flops_per_token * r.tokens * r.epochs / (r.gpu.tflops * 1e12 * r.mfu * gpus as f64) };
     let hours = seconds / 3600.0;
     Estimate {
@@ -201,7 +202,10 @@ pub fn estimate(r: &Request) -> Estimate {
 
 /// A GPU by name.
 pub fn gpu(name: &str) -> Result<Gpu, String> {
-    GPUS.iter().copied().find(|g| g.name == name).ok_or_else(|| format!("unknown GPU `{name}`; known: {}", GPUS.iter().map(|g| g.name).collect::<Vec<_>>().join(", ")))
+    GPUS.iter()
+        .copied()
+        .find(|g| g.name == name)
+        .ok_or_else(|| format!("unknown GPU `{name}`; known: {}", GPUS.iter().map(|g| g.name).collect::<Vec<_>>().join(", ")))
 }
 
 impl Shape {
@@ -275,7 +279,18 @@ mod tests {
     use super::*;
 
     fn req(params: f64, method: Method, gpu_name: &str) -> Request {
-        Request { shape: Shape::from_params(params), method, lora_r: 16.0, lora_targets: 7.0, seq: 2048.0, batch: 4.0, tokens: 1e7, epochs: 3.0, gpu: gpu(gpu_name).unwrap(), mfu: 0.35 }
+        Request {
+            shape: Shape::from_params(params),
+            method,
+            lora_r: 16.0,
+            lora_targets: 7.0,
+            seq: 2048.0,
+            batch: 4.0,
+            tokens: 1e7,
+            epochs: 3.0,
+            gpu: gpu(gpu_name).unwrap(),
+            mfu: 0.35,
+        }
     }
 
     #[test]

@@ -46,7 +46,9 @@ mod tests {
     #[test]
     fn identities_cover_the_code_each_stage_runs() {
         let generated = include_str!(concat!(env!("OUT_DIR"), "/identity.rs"));
-        let doc = |kind: &str| generated.lines().find(|l| l.starts_with(&format!("/// Identity of `{kind}`:"))).unwrap_or_else(|| panic!("no identity for {kind}")).to_string();
+        let doc = |kind: &str| {
+            generated.lines().find(|l| l.starts_with(&format!("/// Identity of `{kind}`:"))).unwrap_or_else(|| panic!("no identity for {kind}")).to_string()
+        };
         for kind in ["train", "retrain", "evaluate"] {
             assert!(doc(kind).ends_with("and the trainer."), "{}", doc(kind));
         }
@@ -54,7 +56,14 @@ mod tests {
             assert!(!doc(kind).contains("trainer"), "{}", doc(kind));
         }
         assert!(doc("clean").contains("text/minhash.rs") && doc("format").contains("tokenizer.rs"));
-        let ids = [super::identity::COLLECT, super::identity::CLEAN, super::identity::FORMAT, super::identity::TRAIN, super::identity::RETRAIN, super::identity::EVALUATE];
+        let ids = [
+            super::identity::COLLECT,
+            super::identity::CLEAN,
+            super::identity::FORMAT,
+            super::identity::TRAIN,
+            super::identity::RETRAIN,
+            super::identity::EVALUATE,
+        ];
         let distinct: std::collections::BTreeSet<&str> = ids.iter().copied().collect();
         assert_eq!(distinct.len(), ids.len());
     }

@@ -45,6 +45,9 @@ pub fn env(threads: usize) -> BTreeMap<String, String> {
 /// The plan note that says why the thread count matters.
 pub fn note(setting: Option<usize>) -> Option<String> {
     setting.is_none().then(|| {
-        format!("results depend on the libtorch thread count ({} here, from this machine's CPUs); set `threads:` to reuse them on machines with another count", threads(None))
+        format!(
+            "results depend on the libtorch thread count ({} here, from this machine's CPUs); set `threads:` to reuse them on machines with another count",
+            threads(None)
+        )
     })
 }

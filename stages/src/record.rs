@@ -70,7 +70,9 @@ impl Body {
                 let asked = messages[..last.unwrap_or(messages.len())].iter().rev().find(|m| m.role == "user").map(|m| m.content.clone()).unwrap_or_default();
                 (asked, reply)
             }
-            Body::Instruction { instruction, input, output } => (if input.is_empty() { instruction.clone() } else { format!("{instruction}\n\n{input}") }, output.clone()),
+            Body::Instruction { instruction, input, output } => {
+                (if input.is_empty() { instruction.clone() } else { format!("{instruction}\n\n{input}") }, output.clone())
+            }
             Body::Completion { prompt, completion } => (prompt.clone(), completion.clone()),
             Body::Text { text } => (String::new(), text.clone()),
         }

@@ -116,8 +116,15 @@ impl Stage for Retrain {
         let mut inputs = train::data_inputs(&config.data, config.validation.as_ref());
         inputs.push(InputDecl { role: "from".into(), reference: config.from.clone(), pointer: "/from".into(), accepts: vec!["model"] });
         match (&config.evaluation, &config.focus) {
-            (Some(e), _) => inputs.push(InputDecl { role: "evaluation".into(), reference: e.clone(), pointer: "/evaluation".into(), accepts: vec!["evaluation"] }),
-            (None, Some(_)) => return Err(vec![ConfigIssue::new("/focus", "`focus: failures` needs an `evaluation:` stage to read failures from").help("add `evaluation: NAME` of an evaluate stage")]),
+            (Some(e), _) => {
+                inputs.push(InputDecl { role: "evaluation".into(), reference: e.clone(), pointer: "/evaluation".into(), accepts: vec!["evaluation"] })
+            }
+            (None, Some(_)) => {
+                return Err(vec![
+                    ConfigIssue::new("/focus", "`focus: failures` needs an `evaluation:` stage to read failures from")
+                        .help("add `evaluation: NAME` of an evaluate stage"),
+                ]);
+            }
             (None, None) => {}
         }
         Ok(StageSpec { inputs, files: vec![], env: train::env(&config.hyper) })
@@ -131,7 +138,8 @@ impl Stage for Retrain {
         let base_path = PathBuf::from(base_rec["path"].as_str().unwrap_or_default());
         let out = ctx.output_dir("model")?;
         // Adapters continue on the same base; a full model is the new base.
-        let base_dir = if method.method == MethodCfg::Full { from.join("model") } else { base::materialize(&base_path, ctx.root, &out.with_file_name("import"))? };
+        let base_dir =
+            if method.method == MethodCfg::Full { from.join("model") } else { base::materialize(&base_path, ctx.root, &out.with_file_name("import"))? };
         train::check_tokenizer(&ctx.input("data")?.dir, &base_dir, &base_path)?;
         let mut job = train::job(&method, &config.hyper, &base_dir, ctx, &out)?;
         if method.method != MethodCfg::Full {

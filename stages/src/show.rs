@@ -68,7 +68,17 @@ pub fn records_or_rejects(output: &OutputDecl, dir: &Path, w: &mut dyn Write, li
 /// trained part between « and ».
 pub fn tokenized(dir: &Path, w: &mut dyn Write, limit: usize) -> io::Result<bool> {
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json"))?).map_err(io::Error::other)?;
-    writeln!(w, "{} samples, {} tokens ({} trained), {} truncated, template {}, max {} tokens{}", manifest["samples"], manifest["tokens"], manifest["target_tokens"], manifest["truncated"], manifest["template"], manifest["max_tokens"], if manifest["packing"] == true { format!(", packed into {} sequences", manifest["packs"]) } else { String::new() })?;
+    writeln!(
+        w,
+        "{} samples, {} tokens ({} trained), {} truncated, template {}, max {} tokens{}",
+        manifest["samples"],
+        manifest["tokens"],
+        manifest["target_tokens"],
+        manifest["truncated"],
+        manifest["template"],
+        manifest["max_tokens"],
+        if manifest["packing"] == true { format!(", packed into {} sequences", manifest["packs"]) } else { String::new() }
+    )?;
     let tok = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).map_err(io::Error::other)?;
     let bytes = std::fs::read(dir.join("tokens.safetensors"))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(io::Error::other)?;
@@ -91,7 +101,11 @@ pub fn tokenized(dir: &Path, w: &mut dyn Write, limit: usize) -> io::Result<bool
                 end += 1;
             }
             let text = tok.decode(&ids[start..end], false).map_err(io::Error::other)?;
-            if on == 1 { out.push_str(&format!("«{text}»")) } else { out.push_str(&text) }
+            if on == 1 {
+                out.push_str(&format!("«{text}»"))
+            } else {
+                out.push_str(&text)
+            }
             start = end;
         }
         writeln!(w, "  {}", out.replace('\n', "\n  "))?;
@@ -113,7 +127,15 @@ pub fn model(dir: &Path, w: &mut dyn Write) -> io::Result<bool> {
     writeln!(w, "{what}{}", if dir.join("merged").exists() { ", merged model in merged/" } else { "" })?;
     writeln!(w, "method: {}  base: {}", train["method"]["method"].as_str().unwrap_or("?"), base["path"].as_str().unwrap_or("?"))?;
     let num = |k: &str| metrics[k].as_f64().map_or("-".to_string(), |v| if v.fract() == 0.0 { format!("{v}") } else { format!("{v:.4}") });
-    writeln!(w, "steps {}  tokens {}  trainable parameters {}  train loss {}  validation loss {}", num("steps"), num("tokens"), num("trainable_parameters"), num("train_loss"), num("val_loss"))?;
+    writeln!(
+        w,
+        "steps {}  tokens {}  trainable parameters {}  train loss {}  validation loss {}",
+        num("steps"),
+        num("tokens"),
+        num("trainable_parameters"),
+        num("train_loss"),
+        num("val_loss")
+    )?;
     let lineage = json_file(&dir.join("lineage.json"));
     if !lineage.is_null() {
         writeln!(w, "\nlineage (newest first):")?;
@@ -158,7 +180,8 @@ pub fn evaluation(dir: &Path, w: &mut dyn Write, limit: usize) -> io::Result<boo
         }
     }
     let text = std::fs::read_to_string(dir.join("results.jsonl")).unwrap_or_default();
-    let mut rows: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).filter(|v: &serde_json::Value| v["variant"] == "tuned").collect();
+    let mut rows: Vec<serde_json::Value> =
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).filter(|v: &serde_json::Value| v["variant"] == "tuned").collect();
     rows.sort_by_key(|r| r["pass"].as_bool().unwrap_or(false));
     writeln!(w, "\nworst cases (see review.html to mark and fix them):")?;
     for r in rows.iter().take(limit) {

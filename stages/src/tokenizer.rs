@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokenizers::models::TrainerWrapper;
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::models::TrainerWrapper;
 use tokenizers::{AddedToken, Tokenizer};
 
 /// The parts of `tokenizer_config.json` Tailor uses.
@@ -97,7 +97,12 @@ fn assemble(tokenizer: Tokenizer, bytes: Vec<u8>, cfg: Option<&Value>, path: Pat
         config.chat_template = match v.get("chat_template") {
             Some(Value::String(s)) => Some(s.clone()),
             // A list of named templates: take `default`.
-            Some(Value::Array(a)) => a.iter().find(|t| t.get("name").and_then(Value::as_str) == Some("default")).and_then(|t| t.get("template")).and_then(Value::as_str).map(str::to_string),
+            Some(Value::Array(a)) => a
+                .iter()
+                .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+                .and_then(|t| t.get("template"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
             _ => None,
         };
     }

@@ -54,7 +54,13 @@ pub struct Bench {
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
-    if s.is_empty() { f64::NAN } else if s.len() % 2 == 1 { s[s.len() / 2] } else { (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0 }
+    if s.is_empty() {
+        f64::NAN
+    } else if s.len() % 2 == 1 {
+        s[s.len() / 2]
+    } else {
+        (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
+    }
 }
 
 /// Run the benchmark; returns its report.
@@ -62,14 +68,23 @@ pub fn run(b: &Bench) -> Result<serde_json::Value, String> {
     tch::set_num_threads(b.threads as i32);
     let rss_start = peak_rss_mib();
     let lora = Some(LoraSpec { r: b.r, alpha: b.alpha, dropout: 0.0, targets: b.targets.clone(), rslora: false });
-    let job = Job { lr: b.lr, max_steps: Some(b.steps), batch_size: b.batch, seed: b.seed, threads: Some(b.threads), ..Job::with_defaults(b.model.clone(), PathBuf::new(), PathBuf::new(), b.method, lora) };
+    let job = Job {
+        lr: b.lr,
+        max_steps: Some(b.steps),
+        batch_size: b.batch,
+        seed: b.seed,
+        threads: Some(b.threads),
+        ..Job::with_defaults(b.model.clone(), PathBuf::new(), PathBuf::new(), b.method, lora)
+    };
     let t_load = Instant::now();
     let built = build(&job, Device::Cpu)?;
     let load_s = t_load.elapsed().as_secs_f64();
     let mut model = built.model;
     let vocab = model.cfg.vocab_size as u64;
     let stream: Vec<u32> = match &b.data {
-        Some(p) => std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        Some(p) => {
+            std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        }
         None => {
             let mut r = Rng::new(b.seed);
             (0..b.pool * b.seq).map(|_| (r.next_u64() % vocab.min(4096)) as u32).collect()

@@ -126,9 +126,10 @@ impl LlamaConfig {
     pub fn check(&self) -> Result<(), String> {
         let ok = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"];
         if let Some(a) = self.architectures.first()
-            && !ok.contains(&a.as_str()) {
-                return Err(format!("architecture `{a}` is not supported (supported: {})", ok.join(", ")));
-            }
+            && !ok.contains(&a.as_str())
+        {
+            return Err(format!("architecture `{a}` is not supported (supported: {})", ok.join(", ")));
+        }
         if !self.num_attention_heads.is_multiple_of(self.kv_heads()) {
             return Err(format!("{} attention heads are not a multiple of {} key/value heads", self.num_attention_heads, self.kv_heads()));
         }

@@ -94,7 +94,9 @@ impl Dataset {
             return Err("tokens.safetensors is inconsistent (ids, mask and offsets disagree)".into());
         }
         let ids_of_samples: Vec<String> = std::fs::read_to_string(dir.join("samples.jsonl"))
-            .map(|t| t.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).map(|v| v["id"].as_str().unwrap_or_default().to_string()).collect())
+            .map(|t| {
+                t.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).map(|v| v["id"].as_str().unwrap_or_default().to_string()).collect()
+            })
             .unwrap_or_default();
         Ok(Dataset { ids, mask, offsets, rows, tokenizer_digest, ids_of_samples })
     }
@@ -120,7 +122,8 @@ impl Dataset {
         if factor <= 1 || ids.is_empty() {
             return 0;
         }
-        let hit: Vec<Vec<usize>> = self.rows.iter().filter(|r| r.iter().any(|&s| self.ids_of_samples.get(s).is_some_and(|id| ids.contains(id)))).cloned().collect();
+        let hit: Vec<Vec<usize>> =
+            self.rows.iter().filter(|r| r.iter().any(|&s| self.ids_of_samples.get(s).is_some_and(|id| ids.contains(id)))).cloned().collect();
         for _ in 1..factor {
             self.rows.extend(hit.iter().cloned());
         }

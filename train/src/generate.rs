@@ -74,7 +74,15 @@ fn pick(logits: &[f32], d: &Decoding, rng: &mut Rng) -> u32 {
 
 /// Generate a continuation of every prompt (token ids), in prompt order.
 /// `decode` turns generated ids into text (for stop strings and output).
-pub fn generate(model: &Llama, prompts: &[Vec<u32>], eos: &[u32], d: &Decoding, device: Device, decode: &dyn Fn(&[u32]) -> String, progress: &mut dyn FnMut(usize)) -> Result<Vec<Generated>, String> {
+pub fn generate(
+    model: &Llama,
+    prompts: &[Vec<u32>],
+    eos: &[u32],
+    d: &Decoding,
+    device: Device,
+    decode: &dyn Fn(&[u32]) -> String,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Vec<Generated>, String> {
     // Similar lengths share a batch (less padding); results go back in order.
     let mut order: Vec<usize> = (0..prompts.len()).collect();
     order.sort_by_key(|&i| (prompts[i].len(), i));
@@ -95,7 +103,15 @@ impl Default for Generated {
     }
 }
 
-fn batch(model: &Llama, prompts: &[Vec<u32>], rows: &[usize], eos: &[u32], d: &Decoding, device: Device, decode: &dyn Fn(&[u32]) -> String) -> Result<Vec<Generated>, String> {
+fn batch(
+    model: &Llama,
+    prompts: &[Vec<u32>],
+    rows: &[usize],
+    eos: &[u32],
+    d: &Decoding,
+    device: Device,
+    decode: &dyn Fn(&[u32]) -> String,
+) -> Result<Vec<Generated>, String> {
     let b = rows.len();
     let len = rows.iter().map(|&r| prompts[r].len()).max().unwrap_or(0).max(1);
     let mut ids = vec![0i64; b * len];

@@ -132,7 +132,8 @@ pub fn run(job: &InferJob) -> Result<(), String> {
             };
             let out = generate(model, &ids, &job.eos, &job.decoding, device, &decode, &mut progress)?;
             for (p, g) in prompts.iter().zip(out) {
-                writeln!(gens, "{}", json!({"variant": v.name, "id": p.id, "text": g.text, "tokens": g.ids.len(), "finish": g.finish})).map_err(|e| e.to_string())?;
+                writeln!(gens, "{}", json!({"variant": v.name, "id": p.id, "text": g.text, "tokens": g.ids.len(), "finish": g.finish}))
+                    .map_err(|e| e.to_string())?;
             }
         }
     }

@@ -7,6 +7,10 @@
 //! stay fast), and so that a crash inside libtorch fails one stage, not the
 //! engine. The `train` stage writes a [`trainer::Job`] and runs the binary.
 
+// On a tch `Tensor`, `x += y` is the in-place `add_`, which breaks autograd
+// when `x` is saved for backward; `x = x + y` (a new tensor) is what is meant.
+#![allow(clippy::assign_op_pattern)]
+
 pub mod bench;
 pub mod checkpoint;
 pub mod config;

@@ -99,7 +99,7 @@ impl Linear {
             let h = if train && l.dropout > 0.0 { x.dropout(l.dropout, true) } else { x.shallow_clone() };
             let a = l.a.to_kind(x.kind());
             let b = l.b.to_kind(x.kind());
-            y += h.linear::<Tensor>(&a, None).linear::<Tensor>(&b, None) * l.scale;
+            y = y + h.linear::<Tensor>(&a, None).linear::<Tensor>(&b, None) * l.scale;
         }
         Ok(y)
     }

@@ -117,7 +117,22 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
             Ok(())
         }
         Cmd::Bench { model, method: m, seq, batch, steps, warmup, threads, r, alpha, targets, lr, seed, pool, data } => {
-            let b = Bench { model, method: method(&m)?, seq, batch, steps, warmup, threads, r, alpha, targets: targets.split(',').map(str::to_string).collect(), lr, seed, pool, data };
+            let b = Bench {
+                model,
+                method: method(&m)?,
+                seq,
+                batch,
+                steps,
+                warmup,
+                threads,
+                r,
+                alpha,
+                targets: targets.split(',').map(str::to_string).collect(),
+                lr,
+                seed,
+                pool,
+                data,
+            };
             println!("{}", tailor_train::bench::run(&b)?);
             Ok(())
         }
@@ -129,7 +144,8 @@ fn main() -> ExitCode {
     // libtorch errors raised through tch's panicking API end here as one line.
     std::panic::set_hook(Box::new(|_| {}));
     let result = std::panic::catch_unwind(|| dispatch(cli.command)).unwrap_or_else(|p| {
-        let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_string())).unwrap_or_else(|| "unknown failure".into());
+        let msg =
+            p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_string())).unwrap_or_else(|| "unknown failure".into());
         Err(format!("libtorch failed: {}", msg.lines().next().unwrap_or_default()))
     });
     match result {

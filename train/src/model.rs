@@ -306,10 +306,10 @@ impl Llama {
             }
             let attn = Tensor::f_scaled_dot_product_attention(&q, &k, &v, mask.as_ref(), 0.0, is_causal, None, nq != nkv).map_err(|e| e.to_string())?;
             let attn = attn.transpose(1, 2).reshape([b, t, nq * d]);
-            x += layer.o.forward(&attn, train)?;
+            x = x + layer.o.forward(&attn, train)?;
             let h = rms_norm(&x, &layer.post_norm, eps);
             let mlp = layer.down.forward(&(layer.gate.forward(&h, train)?.silu() * layer.up.forward(&h, train)?), train)?;
-            x += mlp;
+            x = x + mlp;
         }
         Ok(x)
     }

@@ -11,7 +11,15 @@ use torch_sys::C_tensor;
 unsafe extern "C" {
     fn tailor_last_error() -> *const std::ffi::c_char;
     fn tailor_nf4_dequant(packed: *mut C_tensor, absmax: *mut C_tensor, code: *mut C_tensor, rows: i64, cols: i64, block: i64) -> *mut C_tensor;
-    fn tailor_nf4_linear(x: *mut C_tensor, packed: *mut C_tensor, absmax: *mut C_tensor, code: *mut C_tensor, rows: i64, cols: i64, block: i64) -> *mut C_tensor;
+    fn tailor_nf4_linear(
+        x: *mut C_tensor,
+        packed: *mut C_tensor,
+        absmax: *mut C_tensor,
+        code: *mut C_tensor,
+        rows: i64,
+        cols: i64,
+        block: i64,
+    ) -> *mut C_tensor;
     fn tailor_fused_adamw(
         params: *const *mut C_tensor,
         grads: *const *mut C_tensor,
@@ -66,7 +74,18 @@ pub fn nf4_linear(x: &Tensor, packed: &Tensor, absmax: &Tensor, code: &Tensor, r
 /// One fused AdamW step (PyTorch's `_fused_adamw_`) over parallel lists of
 /// parameters, gradients, first and second moments and float step counters.
 #[allow(clippy::too_many_arguments)]
-pub fn fused_adamw(params: &[Tensor], grads: &[Tensor], m: &[Tensor], v: &[Tensor], steps: &[Tensor], lr: f64, beta1: f64, beta2: f64, weight_decay: f64, eps: f64) -> Result<(), String> {
+pub fn fused_adamw(
+    params: &[Tensor],
+    grads: &[Tensor],
+    m: &[Tensor],
+    v: &[Tensor],
+    steps: &[Tensor],
+    lr: f64,
+    beta1: f64,
+    beta2: f64,
+    weight_decay: f64,
+    eps: f64,
+) -> Result<(), String> {
     let n = params.len();
     if [grads.len(), m.len(), v.len(), steps.len()].iter().any(|&l| l != n) {
         return Err("fused_adamw: lists of different lengths".into());

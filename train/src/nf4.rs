@@ -51,7 +51,8 @@ pub fn dynamic_code() -> [f32; 256] {
         // float32 linspace, filled from both ends with fused multiply-adds
         // as torch's kernel does (so the table is bit-identical to theirs).
         let step = (1.0f32 - 0.1) / (items - 1) as f32;
-        let bounds: Vec<f32> = (0..items).map(|k| if k < items / 2 { step.mul_add(k as f32, 0.1) } else { (-step).mul_add((items - 1 - k) as f32, 1.0) }).collect();
+        let bounds: Vec<f32> =
+            (0..items).map(|k| if k < items / 2 { step.mul_add(k as f32, 0.1) } else { (-step).mul_add((items - 1 - k) as f32, 1.0) }).collect();
         let scale = 10f64.powi(i - 6) as f32;
         for w in bounds.windows(2) {
             let mean = (w[0] + w[1]) / 2.0;
@@ -170,7 +171,13 @@ impl Nf4 {
         } else {
             Absmax::F32(Tensor::from_slice(&absmax).to_device(device))
         };
-        Ok(Nf4 { packed: Tensor::from_slice(&packed).to_device(device), absmax, code: Tensor::from_slice(&NF4_CODE).to_device(device), rows: size[0], cols: size[1] })
+        Ok(Nf4 {
+            packed: Tensor::from_slice(&packed).to_device(device),
+            absmax,
+            code: Tensor::from_slice(&NF4_CODE).to_device(device),
+            rows: size[0],
+            cols: size[1],
+        })
     }
 
     /// The absmax values as float32 (for double quantization: decoded).

@@ -102,7 +102,13 @@ impl AdamW {
                 continue;
             }
             let take = |f: fn(&Param) -> Tensor| group.iter().map(|p| f(p)).collect::<Vec<Tensor>>();
-            let (ps, gs, ms, vs, ss) = (take(|p| p.tensor.shallow_clone()), take(|p| p.tensor.grad()), take(|p| p.m.shallow_clone()), take(|p| p.v.shallow_clone()), take(|p| p.step.shallow_clone()));
+            let (ps, gs, ms, vs, ss) = (
+                take(|p| p.tensor.shallow_clone()),
+                take(|p| p.tensor.grad()),
+                take(|p| p.m.shallow_clone()),
+                take(|p| p.v.shallow_clone()),
+                take(|p| p.step.shallow_clone()),
+            );
             let wd = if decay { self.cfg.weight_decay } else { 0.0 };
             native::fused_adamw(&ps, &gs, &ms, &vs, &ss, lr, self.cfg.beta1, self.cfg.beta2, wd, self.cfg.eps)?;
         }

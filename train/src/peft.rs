@@ -104,7 +104,8 @@ pub fn save(model: &mut Llama, spec: &LoraSpec, base: &str, dir: &Path) -> Resul
 
 /// Read a PEFT adapter directory: its settings and tensors by name.
 pub fn read(dir: &Path) -> Result<(LoraSpec, HashMap<String, Tensor>), String> {
-    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("adapter_config.json")).map_err(|e| format!("{}: {e}", dir.display()))?).map_err(|e| format!("{}/adapter_config.json: {e}", dir.display()))?;
+    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("adapter_config.json")).map_err(|e| format!("{}: {e}", dir.display()))?)
+        .map_err(|e| format!("{}/adapter_config.json: {e}", dir.display()))?;
     let r = cfg["r"].as_i64().ok_or("adapter_config.json has no `r`")?;
     let alpha = cfg["lora_alpha"].as_f64().unwrap_or(r as f64);
     let spec = LoraSpec {
@@ -114,7 +115,10 @@ pub fn read(dir: &Path) -> Result<(LoraSpec, HashMap<String, Tensor>), String> {
         targets: cfg["target_modules"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default(),
         rslora: cfg["use_rslora"].as_bool().unwrap_or(false),
     };
-    let tensors = Tensor::read_safetensors(dir.join("adapter_model.safetensors")).map_err(|e| format!("{}/adapter_model.safetensors: {e}", dir.display()))?.into_iter().collect();
+    let tensors = Tensor::read_safetensors(dir.join("adapter_model.safetensors"))
+        .map_err(|e| format!("{}/adapter_model.safetensors: {e}", dir.display()))?
+        .into_iter()
+        .collect();
     Ok((spec, tensors))
 }
 
@@ -128,7 +132,13 @@ pub fn load(model: &mut Llama, dir: &Path, device: Device) -> Result<LoraSpec, S
         let b = tensors.get(&format!("base_model.model.{name}.lora_B.weight"));
         if let (Some(a), Some(b)) = (a, b) {
             if a.size() != [r, lin.in_features()] || b.size() != [lin.out_features(), r] {
-                return Err(format!("adapter for {name} has shapes {:?}/{:?}, expected [{r}, {}]/[{}, {r}]", a.size(), b.size(), lin.in_features(), lin.out_features()));
+                return Err(format!(
+                    "adapter for {name} has shapes {:?}/{:?}, expected [{r}, {}]/[{}, {r}]",
+                    a.size(),
+                    b.size(),
+                    lin.in_features(),
+                    lin.out_features()
+                ));
             }
             lin.lora = Some(Lora { a: a.to_device(device), b: b.to_device(device), scale: spec.scale(), dropout: 0.0 });
             used += 2;

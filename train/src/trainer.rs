@@ -370,7 +370,9 @@ pub fn build(job: &Job, device: Device) -> Result<Built, String> {
             let (_, saved) = peft::read(dir)?;
             tch::no_grad(|| {
                 for (name, p) in &mut params {
-                    let t = saved.get(name).ok_or_else(|| format!("the adapter in {} has no `{name}`; retrain with the same LoRA targets and rank", dir.display()))?;
+                    let t = saved
+                        .get(name)
+                        .ok_or_else(|| format!("the adapter in {} has no `{name}`; retrain with the same LoRA targets and rank", dir.display()))?;
                     if t.size() != p.size() {
                         return Err(format!("`{name}` has shape {:?} in {}, {:?} here; retrain with the same rank", t.size(), dir.display(), p.size()));
                     }
@@ -404,7 +406,11 @@ pub fn train(job: &Job) -> Result<serde_json::Value, String> {
     };
     let Built { mut model, params } = build(job, device)?;
     if train.max_id() as usize >= model.cfg.vocab_size {
-        return Err(format!("token id {} is outside the model's vocabulary of {}: the data was tokenized with another tokenizer", train.max_id(), model.cfg.vocab_size));
+        return Err(format!(
+            "token id {} is outside the model's vocabulary of {}: the data was tokenized with another tokenizer",
+            train.max_id(),
+            model.cfg.vocab_size
+        ));
     }
     let mut opt = AdamW::new(params, AdamWConfig { weight_decay: job.weight_decay, ..AdamWConfig::default() });
     if let Some(p) = job.init.as_ref().and_then(|i| i.optimizer.as_ref()) {
@@ -425,7 +431,9 @@ pub fn train(job: &Job) -> Result<serde_json::Value, String> {
     let steps_per_epoch = job.steps_per_epoch(train.len());
     let total = job.max_steps.unwrap_or(steps_per_epoch * job.epochs.max(1));
     let weight_bytes = model.weight_bytes();
-    emit(json!({"event": "start", "steps": total, "rows": train.len(), "trainable_parameters": opt.numel(), "weight_bytes": weight_bytes, "device": format!("{device:?}"), "dtype": format!("{:?}", model.compute)}));
+    emit(
+        json!({"event": "start", "steps": total, "rows": train.len(), "trainable_parameters": opt.numel(), "weight_bytes": weight_bytes, "device": format!("{device:?}"), "dtype": format!("{:?}", model.compute)}),
+    );
     let mut log = std::fs::File::create(job.out.join("log.jsonl")).map_err(|e| e.to_string())?;
     for line in &st.log {
         writeln!(log, "{line}").map_err(|e| e.to_string())?;
@@ -473,23 +481,28 @@ pub fn train(job: &Job) -> Result<serde_json::Value, String> {
         let tps = tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9);
         // The log is part of the (content-addressed) result, so it holds
         // only what is reproducible; throughput goes to stdout alone.
-        let mut rec = json!({"event": "step", "step": st.step, "steps": total, "epoch": epoch, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm, "tokens": tokens});
+        let mut rec =
+            json!({"event": "step", "step": st.step, "steps": total, "epoch": epoch, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm, "tokens": tokens});
         if let (Some(v), Some(every)) = (&val, job.eval_every)
-            && (st.step % every == 0 || st.step == total) {
-                let l = evaluate(&model, v, job.batch_size, device)?;
-                rec["val_loss"] = json!(l);
-                st.last_val = Some(l);
-            }
+            && (st.step % every == 0 || st.step == total)
+        {
+            let l = evaluate(&model, v, job.batch_size, device)?;
+            rec["val_loss"] = json!(l);
+            st.last_val = Some(l);
+        }
         let line = rec.to_string();
         writeln!(log, "{line}").map_err(|e| e.to_string())?;
         st.log.push(line);
         rec["tokens_per_s"] = json!(tps);
         emit(rec);
         if let (Some(dir), Some(every)) = (&job.checkpoint_dir, job.checkpoint_every)
-            && every > 0 && st.step % every == 0 && st.step < total {
-                let at = checkpoint::save(dir, &key, &st, &opt.state())?;
-                emit(json!({"event": "checkpoint", "step": st.step, "dir": at}));
-            }
+            && every > 0
+            && st.step % every == 0
+            && st.step < total
+        {
+            let at = checkpoint::save(dir, &key, &st, &opt.state())?;
+            emit(json!({"event": "checkpoint", "step": st.step, "dir": at}));
+        }
     }
     if let (Some(v), None) = (&val, st.last_val) {
         st.last_val = Some(evaluate(&model, v, job.batch_size, device)?);

@@ -104,7 +104,8 @@ fn write_split(dir: &Path, samples: &[(Vec<u32>, Vec<u8>)]) {
 
 /// A repeated pattern whose second half is trained.
 fn toy_split(dir: &Path, samples: usize, vocab: u32) {
-    let rows: Vec<(Vec<u32>, Vec<u8>)> = (0..samples as u32).map(|s| ((0..16u32).map(|k| (s * 3 + k * 7) % vocab).collect(), (0..16u32).map(|k| u8::from(k >= 8)).collect())).collect();
+    let rows: Vec<(Vec<u32>, Vec<u8>)> =
+        (0..samples as u32).map(|s| ((0..16u32).map(|k| (s * 3 + k * 7) % vocab).collect(), (0..16u32).map(|k| u8::from(k >= 8)).collect())).collect();
     write_split(dir, &rows);
 }
 
@@ -131,7 +132,11 @@ fn job(tmp: &Path, method: Method, steps: usize, seed: u64) -> Job {
 static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn losses(out: &Path) -> Vec<f64> {
-    std::fs::read_to_string(out.join("log.jsonl")).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap()).collect()
+    std::fs::read_to_string(out.join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
+        .collect()
 }
 
 #[test]
@@ -226,17 +231,25 @@ fn padded_rows_score_exactly_like_each_row_alone() {
     // causal path; their summed loss must equal scoring each row by itself.
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("split");
-    let rows: Vec<(Vec<u32>, Vec<u8>)> = [5u32, 11, 8].iter().enumerate().map(|(s, &len)| ((0..len).map(|k| (s as u32 * 17 + k * 5) % 128).collect(), (0..len).map(|k| u8::from(k >= 2)).collect())).collect();
+    let rows: Vec<(Vec<u32>, Vec<u8>)> = [5u32, 11, 8]
+        .iter()
+        .enumerate()
+        .map(|(s, &len)| ((0..len).map(|k| (s as u32 * 17 + k * 5) % 128).collect(), (0..len).map(|k| u8::from(k >= 2)).collect()))
+        .collect();
     write_split(&dir, &rows);
     let data = Dataset::open(&dir).unwrap();
     let model = load(&fixture("llama_gqa_tied"));
     let batch = data.batch(&[0, 1, 2], Device::Cpu);
     assert!(batch.simple);
-    let together = tch::no_grad(|| tailor_train::data::masked_loss(&model.forward(&batch.ids, Some(&batch.positions), Attend::Causal, false).unwrap(), &batch, 1.0).double_value(&[]));
+    let together = tch::no_grad(|| {
+        tailor_train::data::masked_loss(&model.forward(&batch.ids, Some(&batch.positions), Attend::Causal, false).unwrap(), &batch, 1.0).double_value(&[])
+    });
     let alone: f64 = (0..3)
         .map(|r| {
             let b = data.batch(&[r], Device::Cpu);
-            tch::no_grad(|| tailor_train::data::masked_loss(&model.forward(&b.ids, Some(&b.positions), Attend::Causal, false).unwrap(), &b, 1.0).double_value(&[]))
+            tch::no_grad(|| {
+                tailor_train::data::masked_loss(&model.forward(&b.ids, Some(&b.positions), Attend::Causal, false).unwrap(), &b, 1.0).double_value(&[])
+            })
         })
         .sum();
     assert!((together - alone).abs() < 1e-4 * alone.abs(), "padded batch {together} vs rows alone {alone}");
@@ -265,7 +278,9 @@ fn bfloat16_training_learns_and_qlora_merges_into_a_loadable_model() {
     let (ids, _) = expected(&fixture("llama_gqa_tied"));
     let got = tch::no_grad(|| merged.forward(&ids, None, Attend::Causal, false).unwrap());
     let cfg = tailor_train::load::config(&fixture("llama_gqa_tied")).unwrap();
-    let w = tailor_train::load::weights(&fixture("llama_gqa_tied"), tailor_train::load::LoadOptions { kind: Kind::Float, device: Device::Cpu, nf4: Some(true) }).unwrap();
+    let w =
+        tailor_train::load::weights(&fixture("llama_gqa_tied"), tailor_train::load::LoadOptions { kind: Kind::Float, device: Device::Cpu, nf4: Some(true) })
+            .unwrap();
     let mut quantized = Llama::from_weights(cfg, w, Kind::Float, Device::Cpu).unwrap();
     peft::load(&mut quantized, &q.out.join("adapter"), Device::Cpu).unwrap();
     let want = tch::no_grad(|| quantized.forward(&ids, None, Attend::Causal, false).unwrap());

@@ -262,7 +262,10 @@ impl Stage for Clean {
     ];
 
     fn spec(config: &CleanConfig, root: &Path) -> Result<StageSpec, Vec<ConfigIssue>> {
-        let mut spec = StageSpec { inputs: vec![InputDecl { role: "input".into(), reference: config.input.clone(), pointer: "/input".into(), accepts: vec!["records"] }], ..Default::default() };
+        let mut spec = StageSpec {
+            inputs: vec![InputDecl { role: "input".into(), reference: config.input.clone(), pointer: "/input".into(), accepts: vec!["records"] }],
+            ..Default::default()
+        };
         let mut issues = Vec::new();
         for (i, s) in config.steps.iter().enumerate() {
             match s {
@@ -274,14 +277,21 @@ impl Stage for Clean {
                         }
                     }
                     if let Some(r) = &c.regex
-                        && let Err(e) = regex::Regex::new(r) {
-                            issues.push(ConfigIssue::new(format!("/steps/{i}/check/regex"), format!("invalid regular expression: {}", e.to_string().lines().last().unwrap_or("").trim_start_matches("error: "))));
-                        }
+                        && let Err(e) = regex::Regex::new(r)
+                    {
+                        issues.push(ConfigIssue::new(
+                            format!("/steps/{i}/check/regex"),
+                            format!("invalid regular expression: {}", e.to_string().lines().last().unwrap_or("").trim_start_matches("error: ")),
+                        ));
+                    }
                 }
                 Step::Filter(f) => {
                     let wants = f.min_tokens.is_some() || f.max_tokens.is_some();
                     match (&f.tokenizer, wants) {
-                        (None, true) => issues.push(ConfigIssue::new(format!("/steps/{i}/filter"), "`min_tokens`/`max_tokens` need a `tokenizer`").help("add `tokenizer: path/to/tokenizer.json` (or a model directory) to the filter")),
+                        (None, true) => issues.push(
+                            ConfigIssue::new(format!("/steps/{i}/filter"), "`min_tokens`/`max_tokens` need a `tokenizer`")
+                                .help("add `tokenizer: path/to/tokenizer.json` (or a model directory) to the filter"),
+                        ),
                         (Some(t), _) => match crate::tokenizer::load_declared(root, t, &format!("/steps/{i}/filter/tokenizer")) {
                             Ok((_, decl)) => spec.files.extend(decl),
                             Err(e) => issues.push(ConfigIssue::new(format!("/steps/{i}/filter/tokenizer"), e)),
@@ -337,18 +347,19 @@ impl Stage for Clean {
     fn show(output: &OutputDecl, dir: &Path, w: &mut dyn std::io::Write, limit: usize) -> std::io::Result<bool> {
         if output.kind == "records"
             && let Ok(bytes) = std::fs::read(dir.join("stats.json"))
-                && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
-                    writeln!(w, "{} in → {} kept, {} rejected", v["input"], v["kept"], v["rejected"])?;
-                    writeln!(w, "{:<10} {:>8} {:>8} {:>8} {:>8}", "step", "in", "changed", "removed", "flagged")?;
-                    for s in v["steps"].as_array().into_iter().flatten() {
-                        let n = |k: &str| s[k].as_u64().unwrap_or(0);
-                        writeln!(w, "{:<10} {:>8} {:>8} {:>8} {:>8}", s["step"].as_str().unwrap_or(""), n("input"), n("changed"), n("removed"), n("flagged"))?;
-                        for (reason, n) in s["reasons"].as_object().into_iter().flatten() {
-                            writeln!(w, "{:<10} {:>8}  {reason}", "", n.as_u64().unwrap_or(0))?;
-                        }
-                    }
-                    writeln!(w)?;
+            && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes)
+        {
+            writeln!(w, "{} in → {} kept, {} rejected", v["input"], v["kept"], v["rejected"])?;
+            writeln!(w, "{:<10} {:>8} {:>8} {:>8} {:>8}", "step", "in", "changed", "removed", "flagged")?;
+            for s in v["steps"].as_array().into_iter().flatten() {
+                let n = |k: &str| s[k].as_u64().unwrap_or(0);
+                writeln!(w, "{:<10} {:>8} {:>8} {:>8} {:>8}", s["step"].as_str().unwrap_or(""), n("input"), n("changed"), n("removed"), n("flagged"))?;
+                for (reason, n) in s["reasons"].as_object().into_iter().flatten() {
+                    writeln!(w, "{:<10} {:>8}  {reason}", "", n.as_u64().unwrap_or(0))?;
                 }
+            }
+            writeln!(w)?;
+        }
         crate::show::records_or_rejects(output, dir, w, limit)
     }
 }

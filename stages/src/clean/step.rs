@@ -96,10 +96,11 @@ fn normalize_all(records: &mut [Record], o: &NormalizeOptions) -> usize {
             let mut changed = false;
             for t in r.body.texts_mut() {
                 if let std::borrow::Cow::Owned(n) = normalize(t, o)
-                    && n != *t {
-                        *t = n;
-                        changed = true;
-                    }
+                    && n != *t
+                {
+                    *t = n;
+                    changed = true;
+                }
             }
             usize::from(changed)
         })
@@ -245,7 +246,10 @@ fn pii(records: &mut Vec<Record>, rejects: &mut Vec<Reject>, st: &mut StepStats,
             }
         }
         PiiAction::Drop => {
-            let verdicts = found.iter().map(|k| (!k.is_empty()).then(|| format!("contains personal data ({})", k.keys().cloned().collect::<Vec<_>>().join(", ")))).collect();
+            let verdicts = found
+                .iter()
+                .map(|k| (!k.is_empty()).then(|| format!("contains personal data ({})", k.keys().cloned().collect::<Vec<_>>().join(", "))))
+                .collect();
             remove(records, rejects, st, verdicts);
         }
     }
@@ -259,7 +263,13 @@ fn style(records: &mut Vec<Record>, rejects: &mut Vec<Reject>, st: &mut StepStat
         Politeness::Majority => {
             let polite = reports.iter().filter(|r| r.dominant == Some(Register::Polite)).count();
             let plain = reports.iter().filter(|r| r.dominant == Some(Register::Plain)).count();
-            if polite + plain == 0 { None } else if polite >= plain { Some(Register::Polite) } else { Some(Register::Plain) }
+            if polite + plain == 0 {
+                None
+            } else if polite >= plain {
+                Some(Register::Polite)
+            } else {
+                Some(Register::Plain)
+            }
         }
     };
     let label = |r: Register| if r == Register::Polite { "です/ます" } else { "だ/である" };
@@ -301,20 +311,23 @@ fn check(records: &mut Vec<Record>, rejects: &mut Vec<Reject>, st: &mut StepStat
                     Err(e) => return Some(format!("not valid JSON ({e})")),
                     Ok(v) => {
                         if let Some(s) = &schema
-                            && let Some(err) = s.iter_errors(&v).next() {
-                                return Some(format!("fails the JSON Schema ({} at `{}`)", err, err.instance_path().as_str()));
-                            }
+                            && let Some(err) = s.iter_errors(&v).next()
+                        {
+                            return Some(format!("fails the JSON Schema ({} at `{}`)", err, err.instance_path().as_str()));
+                        }
                     }
                 }
             }
             if let Some(re) = &re
-                && !re.is_match(t) {
-                    return Some(format!("does not match /{}/", re.as_str()));
-                }
+                && !re.is_match(t)
+            {
+                return Some(format!("does not match /{}/", re.as_str()));
+            }
             if let Some(end) = &c.ends_with
-                && !t.ends_with(end.as_str()) {
-                    return Some(format!("does not end with {end:?}"));
-                }
+                && !t.ends_with(end.as_str())
+            {
+                return Some(format!("does not end with {end:?}"));
+            }
             None
         })
         .collect();

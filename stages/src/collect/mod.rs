@@ -212,9 +212,10 @@ impl Stage for Collect {
             for (line, body, own) in fr.records {
                 let base = body_id(&body);
                 if let Some(p) = s.sample
-                    && unit(&base, s.seed) >= p {
-                        continue;
-                    }
+                    && unit(&base, s.seed) >= p
+                {
+                    continue;
+                }
                 if s.limit.is_some_and(|l| taken[*si] >= l) {
                     break;
                 }
@@ -302,7 +303,9 @@ fn read_file(root: &Path, rel: &Path, src: &Source, on_error: OnError) -> Result
             None => format!("{shown}:{line}"),
         };
         match on_error {
-            OnError::Fail => Err(StageError::msg(format!("{at}: {reason}\n  fix the input, or set `on_error: skip` on the stage to keep going and record it in `rejects`"))),
+            OnError::Fail => {
+                Err(StageError::msg(format!("{at}: {reason}\n  fix the input, or set `on_error: skip` on the stage to keep going and record it in `rejects`")))
+            }
             OnError::Skip => {
                 out.rejects.push(Reject { id: format!("{shown}:{line}"), step: "collect".into(), reason, record: raw });
                 Ok(())
@@ -347,7 +350,13 @@ fn read_file(root: &Path, rel: &Path, src: &Source, on_error: OnError) -> Result
                     Ok(t) => t.trim_end_matches(['\n', '\r']),
                     Err(e) => {
                         let raw = Value::String(String::from_utf8_lossy(&buf).into_owned());
-                        bad(&mut out, line, Some(e.valid_up_to() + 1), "invalid UTF-8; convert the file to UTF-8 (e.g. `iconv -f SHIFT_JIS -t UTF-8`)".into(), raw)?;
+                        bad(
+                            &mut out,
+                            line,
+                            Some(e.valid_up_to() + 1),
+                            "invalid UTF-8; convert the file to UTF-8 (e.g. `iconv -f SHIFT_JIS -t UTF-8`)".into(),
+                            raw,
+                        )?;
                         continue;
                     }
                 };
@@ -502,7 +511,8 @@ pub fn to_body(v: &Value, map: &BTreeMap<String, String>) -> Result<Body, String
         let items = m.as_array().ok_or(format!("field `{name}` must be a list of messages"))?;
         let mut messages = Vec::new();
         for (i, it) in items.iter().enumerate() {
-            let r = it.get("role").or_else(|| it.get("from")).and_then(Value::as_str).ok_or(format!("message {} in `{name}` has no `role` (or `from`)", i + 1))?;
+            let r =
+                it.get("role").or_else(|| it.get("from")).and_then(Value::as_str).ok_or(format!("message {} in `{name}` has no `role` (or `from`)", i + 1))?;
             let c = it.get("content").or_else(|| it.get("value")).ok_or(format!("message {} in `{name}` has no `content` (or `value`)", i + 1))?;
             messages.push(Message { role: role(r), content: as_text(c, "content")? });
         }

@@ -41,7 +41,11 @@ pub fn read(dir: &Path, limit: Option<usize>) -> Result<Vec<Case>, String> {
     if ids.len() != mask.len() || offsets.last().copied() != Some(ids.len()) {
         return Err(format!("{}/tokens.safetensors is inconsistent (ids, mask and offsets disagree)", dir.display()));
     }
-    let samples: Vec<Value> = std::fs::read_to_string(dir.join("samples.jsonl")).map_err(|e| format!("{}/samples.jsonl: {e}", dir.display()))?.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let samples: Vec<Value> = std::fs::read_to_string(dir.join("samples.jsonl"))
+        .map_err(|e| format!("{}/samples.jsonl: {e}", dir.display()))?
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
     if samples.len() + 1 != offsets.len() {
         return Err(format!("{}: samples.jsonl has {} lines for {} samples", dir.display(), samples.len(), offsets.len().saturating_sub(1)));
     }
@@ -56,7 +60,12 @@ pub fn read(dir: &Path, limit: Option<usize>) -> Result<Vec<Case>, String> {
             Some(r) => r.to_string(),
             None => tok.decode(&sid[first..run], true).map_err(|e| e.to_string())?,
         };
-        out.push(Case { id: meta["id"].as_str().unwrap_or_default().to_string(), prompt_ids: sid[..first].to_vec(), prompt: meta["prompt"].as_str().map_or_else(|| tok.decode(&sid[..first], false).unwrap_or_default(), str::to_string), reference });
+        out.push(Case {
+            id: meta["id"].as_str().unwrap_or_default().to_string(),
+            prompt_ids: sid[..first].to_vec(),
+            prompt: meta["prompt"].as_str().map_or_else(|| tok.decode(&sid[..first], false).unwrap_or_default(), str::to_string),
+            reference,
+        });
     }
     Ok(out)
 }

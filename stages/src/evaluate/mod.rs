@@ -130,7 +130,11 @@ fn read_json(p: &Path) -> Result<Value, StageError> {
 }
 
 fn read_lines(p: &Path) -> Result<Vec<Value>, StageError> {
-    std::fs::read_to_string(p).ctx(|| format!("reading {}", p.display()))?.lines().map(|l| serde_json::from_str(l).map_err(|e| StageError::msg(format!("{}: {e}", p.display())))).collect()
+    std::fs::read_to_string(p)
+        .ctx(|| format!("reading {}", p.display()))?
+        .lines()
+        .map(|l| serde_json::from_str(l).map_err(|e| StageError::msg(format!("{}: {e}", p.display()))))
+        .collect()
 }
 
 /// A model artifact as an inference variant: its base with its adapter,
@@ -155,7 +159,8 @@ fn compared(config: &EvaluateConfig) -> Option<&'static str> {
 /// Token ids that end a reply: the tokenizer's EOS and the usual end-of-turn tokens.
 fn eos_ids(model_dir: &Path) -> Result<Vec<u32>, StageError> {
     let tok = crate::tokenizer::load(model_dir).map_err(StageError::msg)?;
-    let mut ids: Vec<u32> = ["<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>", "<|end_of_text|>"].iter().filter_map(|t| tok.tokenizer.token_to_id(t)).collect();
+    let mut ids: Vec<u32> =
+        ["<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>", "<|end_of_text|>"].iter().filter_map(|t| tok.tokenizer.token_to_id(t)).collect();
     ids.extend(tok.id(tok.config.eos_token.as_deref()));
     ids.sort_unstable();
     ids.dedup();
@@ -177,9 +182,10 @@ impl Stage for Evaluate {
             issues.push(ConfigIssue::new(format!("/metrics/{i}"), e.clone()));
         }
         if schemas.is_empty()
-            && let Err(e) = metric::Scorer::new(&config.metrics, root) {
-                issues.push(ConfigIssue::new(format!("/metrics/{}", e.index()), String::from(e)));
-            }
+            && let Err(e) = metric::Scorer::new(&config.metrics, root)
+        {
+            issues.push(ConfigIssue::new(format!("/metrics/{}", e.index()), String::from(e)));
+        }
         if config.compare_to.is_some() && config.compare_with.is_some() {
             issues.push(ConfigIssue::new("/compare_with", "give `compare_to: base` or `compare_with: STAGE`, not both"));
         }
@@ -189,7 +195,10 @@ impl Stage for Evaluate {
                 issues.push(ConfigIssue::new(format!("/gate/{k}"), String::from(e)).help("write a comparison and a number: \">= 0.8\", \"< 2.5\", \"== 1\""));
             }
             if !names.iter().any(|n| n == k) {
-                issues.push(ConfigIssue::new(format!("/gate/{k}"), format!("`{k}` is not one of this stage's metrics")).help(format!("metrics measured here: {}", names.join(", "))));
+                issues.push(
+                    ConfigIssue::new(format!("/gate/{k}"), format!("`{k}` is not one of this stage's metrics"))
+                        .help(format!("metrics measured here: {}", names.join(", "))),
+                );
             }
         }
         if !issues.is_empty() {
@@ -261,7 +270,11 @@ impl Stage for Evaluate {
         } else {
             let results = metric::gate::check(&config.gate, tuned).map_err(|e| StageError::msg(String::from(e)))?;
             let passed = results.iter().all(|r| r.passed);
-            let summary = results.iter().map(|r| format!("{} {:.3} {} {}", r.metric, r.actual, if r.passed { "meets" } else { "misses" }, r.threshold)).collect::<Vec<_>>().join(", ");
+            let summary = results
+                .iter()
+                .map(|r| format!("{} {:.3} {} {}", r.metric, r.actual, if r.passed { "meets" } else { "misses" }, r.threshold))
+                .collect::<Vec<_>>()
+                .join(", ");
             Some(Check { passed, summary })
         };
         let mut metrics = BTreeMap::new();
@@ -315,7 +328,10 @@ fn score(scorer: &metric::Scorer, cases: &[cases::Case], generations: &[Value], 
         }
         let scored: Vec<&metric::Scored> = cases.iter().filter_map(|c| by_variant[*v].get(&c.id).map(|(_, s)| s)).collect();
         let mut m = if generations.is_empty() { BTreeMap::new() } else { scorer.corpus(scored) };
-        let (nll, n) = losses.iter().filter(|l| l["variant"] == *v).fold((0.0, 0i64), |(a, b), l| (a + l["nll"].as_f64().unwrap_or(0.0), b + l["targets"].as_i64().unwrap_or(0)));
+        let (nll, n) = losses
+            .iter()
+            .filter(|l| l["variant"] == *v)
+            .fold((0.0, 0i64), |(a, b), l| (a + l["nll"].as_f64().unwrap_or(0.0), b + l["targets"].as_i64().unwrap_or(0)));
         if n > 0 {
             m.insert("loss".into(), nll / n as f64);
             m.insert("perplexity".into(), (nll / n as f64).exp());
@@ -328,7 +344,15 @@ fn score(scorer: &metric::Scorer, cases: &[cases::Case], generations: &[Value], 
         .iter()
         .filter_map(|c| {
             let (output, s) = tuned.get(&c.id)?;
-            Some(review::Row { id: c.id.clone(), prompt: c.prompt.clone(), reference: c.reference.clone(), output: output.clone(), base_output: base.as_ref().and_then(|b| b.get(&c.id)).map(|(o, _)| o.clone()), pass: s.pass, metrics: json!(s.values) })
+            Some(review::Row {
+                id: c.id.clone(),
+                prompt: c.prompt.clone(),
+                reference: c.reference.clone(),
+                output: output.clone(),
+                base_output: base.as_ref().and_then(|b| b.get(&c.id)).map(|(o, _)| o.clone()),
+                pass: s.pass,
+                metrics: json!(s.values),
+            })
         })
         .collect();
     // Worst first: failures, then by the similarity to the reference.

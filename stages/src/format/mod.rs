@@ -140,7 +140,13 @@ fn le64(v: &[u64]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-fn write_split(dir: &Path, samples: &[&Sample], cfg: &FormatConfig, tok: &TokenizerFiles, manifest: serde_json::Value) -> Result<serde_json::Value, StageError> {
+fn write_split(
+    dir: &Path,
+    samples: &[&Sample],
+    cfg: &FormatConfig,
+    tok: &TokenizerFiles,
+    manifest: serde_json::Value,
+) -> Result<serde_json::Value, StageError> {
     // The tokenizer travels with the tokens (stored once, by content), so
     // the artifact can be decoded and checked against a model on its own.
     std::fs::write(dir.join("tokenizer.json"), &tok.bytes).ctx(|| "writing tokenizer.json".into())?;
@@ -211,19 +217,29 @@ impl Stage for Format {
             Ok((t, decl)) => {
                 files = decl;
                 if config.template == Template::Tokenizer && t.config.chat_template.is_none() {
-                    issues.push(ConfigIssue::new("/template", "the tokenizer has no `chat_template`").help("pick a built-in template (chatml, llama3, alpaca, completion, plain) or set `chat_template:`"));
+                    issues.push(
+                        ConfigIssue::new("/template", "the tokenizer has no `chat_template`")
+                            .help("pick a built-in template (chatml, llama3, alpaca, completion, plain) or set `chat_template:`"),
+                    );
                 }
                 if let Some(src) = &config.chat_template
-                    && let Err(e) = Jinja::new(src, None, None) {
-                        issues.push(ConfigIssue::new("/chat_template", e));
-                    }
+                    && let Err(e) = Jinja::new(src, None, None)
+                {
+                    issues.push(ConfigIssue::new("/chat_template", e));
+                }
             }
-            Err(e) => issues.push(ConfigIssue::new("/tokenizer", e).help("point `tokenizer:` at a tokenizer.json or a model directory; `tailor tokenizer train` makes one")),
+            Err(e) => issues.push(
+                ConfigIssue::new("/tokenizer", e).help("point `tokenizer:` at a tokenizer.json or a model directory; `tailor tokenizer train` makes one"),
+            ),
         }
         if !issues.is_empty() {
             return Err(issues);
         }
-        Ok(StageSpec { inputs: vec![InputDecl { role: "input".into(), reference: config.input.clone(), pointer: "/input".into(), accepts: vec!["records"] }], files, ..Default::default() })
+        Ok(StageSpec {
+            inputs: vec![InputDecl { role: "input".into(), reference: config.input.clone(), pointer: "/input".into(), accepts: vec!["records"] }],
+            files,
+            ..Default::default()
+        })
     }
 
     fn run(config: &FormatConfig, ctx: &mut StageContext<'_>) -> Result<StageOutcome, StageError> {
@@ -242,7 +258,9 @@ impl Stage for Format {
         let bos = if tok.config.add_bos_token { tok.id(tok.config.bos_token.as_deref()) } else { None };
         let eos = tok.id(tok.config.eos_token.as_deref());
         if eos.is_none() && !matches!(config.template, Template::Chatml | Template::Llama3 | Template::Tokenizer) {
-            return Err(StageError::msg("the tokenizer has no EOS token (set `eos_token` in tokenizer_config.json); without it the model never learns to stop"));
+            return Err(StageError::msg(
+                "the tokenizer has no EOS token (set `eos_token` in tokenizer_config.json); without it the model never learns to stop",
+            ));
         }
         ctx.progress().set_length(records.len() as u64);
         ctx.progress().set_message("tokenizing");
@@ -281,7 +299,8 @@ impl Stage for Format {
                 None => dropped += 1,
             }
         }
-        let (val, train): (Vec<&Sample>, Vec<&Sample>) = samples.iter().partition(|s| config.split.validation > 0.0 && pack::unit(&s.id, config.split.seed) < config.split.validation);
+        let (val, train): (Vec<&Sample>, Vec<&Sample>) =
+            samples.iter().partition(|s| config.split.validation > 0.0 && pack::unit(&s.id, config.split.seed) < config.split.validation);
         let manifest = json!({
             "tokenizer": {"digest": tok.digest, "vocab_size": tok.tokenizer.get_vocab_size(true), "bos_id": bos, "eos_id": eos},
             "template": config.chat_template.as_ref().map_or_else(|| json!(config.template), |_| json!("custom")),

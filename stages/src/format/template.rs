@@ -134,7 +134,10 @@ pub fn render(t: Template, body: &Body, system: Option<&str>) -> Rendered {
             let msgs = messages(body, None);
             let user: Vec<&str> = msgs.iter().filter(|m| m.role != "assistant").map(|m| m.content.as_str()).collect();
             let answer = msgs.iter().rev().find(|m| m.role == "assistant").map_or("", |m| m.content.as_str());
-            b.fixed(&format!("{ALPACA_HEAD}. Write a response that appropriately completes the request.\n\n### Instruction:\n{}\n\n### Response:\n", user.join("\n\n")));
+            b.fixed(&format!(
+                "{ALPACA_HEAD}. Write a response that appropriately completes the request.\n\n### Instruction:\n{}\n\n### Response:\n",
+                user.join("\n\n")
+            ));
             b.trained(answer);
             b.done(true)
         }
@@ -176,7 +179,9 @@ impl Jinja {
     /// Compile a template string.
     pub fn new(source: &str, bos: Option<&str>, eos: Option<&str>) -> Result<Self, String> {
         let mut env = minijinja::Environment::new();
-        env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> { Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg)) });
+        env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+        });
         env.add_template_owned("chat".to_string(), source.to_string()).map_err(|e| format!("the chat template does not compile: {e}"))?;
         Ok(Jinja { env, bos: bos.unwrap_or("").to_string(), eos: eos.unwrap_or("").to_string() })
     }
@@ -232,19 +237,35 @@ mod tests {
     fn masks_follow_structure_not_markers() {
         let body = Body::Completion { prompt: "Q?".into(), completion: "### Response: A".into() };
         assert_eq!(marked(&render(Template::Completion, &body, None)), "Q?\n«### Response: A»");
-        assert_eq!(marked(&render(Template::Chatml, &body, Some("be brief"))), "<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\n«### Response: A<|im_end|>»\n");
+        assert_eq!(
+            marked(&render(Template::Chatml, &body, Some("be brief"))),
+            "<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\n«### Response: A<|im_end|>»\n"
+        );
         let inst = Body::Instruction { instruction: "Add".into(), input: "1+1".into(), output: "2".into() };
         let a = marked(&render(Template::Alpaca, &inst, None));
         assert!(a.ends_with("### Input:\n1+1\n\n### Response:\n«2»"), "{a}");
-        assert_eq!(marked(&render(Template::Llama3, &body, None)), "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nQ?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n«### Response: A<|eot_id|>»");
+        assert_eq!(
+            marked(&render(Template::Llama3, &body, None)),
+            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nQ?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n«### Response: A<|eot_id|>»"
+        );
     }
 
     #[test]
     fn jinja_template_trains_assistant_turns() {
         let j = Jinja::new(crate::tokenizer::CHATML_TEMPLATE, None, Some("<|im_end|>")).unwrap();
-        let body = Body::Chat { messages: vec![Message { role: "user".into(), content: "hi".into() }, Message { role: "assistant".into(), content: "hello".into() }, Message { role: "user".into(), content: "bye".into() }, Message { role: "assistant".into(), content: "ciao".into() }] };
+        let body = Body::Chat {
+            messages: vec![
+                Message { role: "user".into(), content: "hi".into() },
+                Message { role: "assistant".into(), content: "hello".into() },
+                Message { role: "user".into(), content: "bye".into() },
+                Message { role: "assistant".into(), content: "ciao".into() },
+            ],
+        };
         let r = j.render(&body, None).unwrap();
-        assert_eq!(marked(&r), "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n«hello<|im_end|>\n»<|im_start|>user\nbye<|im_end|>\n<|im_start|>assistant\n«ciao<|im_end|>\n»");
+        assert_eq!(
+            marked(&r),
+            "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n«hello<|im_end|>\n»<|im_start|>user\nbye<|im_end|>\n<|im_start|>assistant\n«ciao<|im_end|>\n»"
+        );
         // Same text as the built-in ChatML renderer.
         assert_eq!(r.text, render(Template::Chatml, &body, None).text);
     }

@@ -260,7 +260,12 @@ impl Gguf {
         let version = h.u32("version")?;
         match version {
             2 | 3 => {}
-            1 => return Err(format!("{}: GGUF version 1 is not supported (only versions 2 and 3); re-convert the model with a current llama.cpp", path.display())),
+            1 => {
+                return Err(format!(
+                    "{}: GGUF version 1 is not supported (only versions 2 and 3); re-convert the model with a current llama.cpp",
+                    path.display()
+                ));
+            }
             v if (1..=3).contains(&v.swap_bytes()) => return Err(format!("{}: big-endian GGUF (version {}) is not supported", path.display(), v.swap_bytes())),
             v => return Err(format!("{}: unsupported GGUF version {v} (only versions 2 and 3)", path.display())),
         }
@@ -309,10 +314,12 @@ impl Gguf {
             let end = self.data_start.checked_add(t.offset).and_then(|s| s.checked_add(t.n_bytes));
             match end {
                 Some(end) if end <= self.file_len => {}
-                _ => return Err(at(format!(
-                    "data (offset {} + {} bytes after the data start {}) runs past the end of the file ({} bytes); the file is truncated or corrupt",
-                    t.offset, t.n_bytes, self.data_start, self.file_len
-                ))),
+                _ => {
+                    return Err(at(format!(
+                        "data (offset {} + {} bytes after the data start {}) runs past the end of the file ({} bytes); the file is truncated or corrupt",
+                        t.offset, t.n_bytes, self.data_start, self.file_len
+                    )));
+                }
             }
         }
         Ok(())
@@ -459,7 +466,12 @@ mod tests {
                 b
             }),
             // an array header with a huge length
-            (any::<u32>(), any::<u64>()).prop_map(|(t, n)| { let mut b = 9u32.to_le_bytes().to_vec(); b.extend(t.to_le_bytes()); b.extend(n.to_le_bytes()); b }),
+            (any::<u32>(), any::<u64>()).prop_map(|(t, n)| {
+                let mut b = 9u32.to_le_bytes().to_vec();
+                b.extend(t.to_le_bytes());
+                b.extend(n.to_le_bytes());
+                b
+            }),
             proptest::collection::vec(any::<u8>(), 0..64),
         ];
         (version, count.clone(), count, proptest::collection::vec(item, 0..8)).prop_map(|(v, nt, nk, items)| {

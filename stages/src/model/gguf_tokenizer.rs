@@ -74,7 +74,9 @@ fn pre_tokenizer(g: &Gguf, pre: Option<&str>) -> Result<(Value, bool, Value), St
     let byte_level = |trim: bool, regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": trim, "use_regex": regex});
     let split = |re: &str| json!({"type": "Split", "pattern": {"Regex": re}, "behavior": "Isolated", "invert": false});
     Ok(match pre {
-        Some("smollm") => (json!({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true}, byte_level(true, true)]}), false, Value::Null),
+        Some("smollm") => {
+            (json!({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true}, byte_level(true, true)]}), false, Value::Null)
+        }
         None | Some("gpt2") | Some("default") => (byte_level(true, true), false, Value::Null),
         Some("llama-bpe") => (json!({"type": "Sequence", "pretokenizers": [split(LLAMA3_REGEX), byte_level(true, false)]}), true, Value::Null),
         Some("qwen2") => (json!({"type": "Sequence", "pretokenizers": [split(QWEN2_REGEX), byte_level(false, false)]}), false, json!({"type": "NFC"})),
@@ -120,7 +122,11 @@ impl<'a> Vocab<'a> {
         let file = g.path.display();
         match g.get_str("tokenizer.ggml.model")? {
             Some("gpt2") => {}
-            Some("llama") => return Err(format!("{file}: SentencePiece tokenizers (tokenizer.ggml.model = \"llama\") are not supported yet; only byte-level BPE (\"gpt2\") is")),
+            Some("llama") => {
+                return Err(format!(
+                    "{file}: SentencePiece tokenizers (tokenizer.ggml.model = \"llama\") are not supported yet; only byte-level BPE (\"gpt2\") is"
+                ));
+            }
             Some(other) => return Err(format!("{file}: tokenizer.ggml.model = {other:?} is not supported (supported: \"gpt2\", byte-level BPE)")),
             None => return Err(format!("{file}: no tokenizer in the metadata (tokenizer.ggml.model is missing)")),
         }
@@ -206,7 +212,8 @@ pub fn convert(g: &Gguf, model_max_length: u64) -> Result<HfTokenizer, String> {
 fn configs(g: &Gguf, v: &Vocab, roles: &Roles, add_bos: bool, add_eos: bool, model_max_length: u64) -> Result<(Value, Value), String> {
     let text = |t: Option<(&str, u64)>| t.map(|(s, _)| s.to_string());
     let named: Vec<Option<String>> = [roles.bos, roles.eos, roles.pad, roles.unk].into_iter().map(text).collect();
-    let specials: Vec<&str> = v.tokens.iter().zip(&v.types).filter(|(t, ty)| **ty == CONTROL && !named.iter().any(|n| n.as_deref() == Some(**t))).map(|(t, _)| *t).collect();
+    let specials: Vec<&str> =
+        v.tokens.iter().zip(&v.types).filter(|(t, ty)| **ty == CONTROL && !named.iter().any(|n| n.as_deref() == Some(**t))).map(|(t, _)| *t).collect();
     let tokenizer_config = json!({
         "add_bos_token": add_bos, "add_eos_token": add_eos, "add_prefix_space": false, "clean_up_tokenization_spaces": false,
         "bos_token": text(roles.bos), "eos_token": text(roles.eos), "pad_token": text(roles.pad), "unk_token": text(roles.unk),

@@ -19,7 +19,7 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::ggml::{GgmlType, describe_type, dequantize, supported_names};
+use super::ggml::{GgmlType, dequantize, describe_type, supported_names};
 use super::gguf::{Gguf, TensorInfo};
 use super::gguf_tokenizer::{self, SpecialIds};
 use super::llama::{LlamaParams, Permute};
@@ -80,7 +80,12 @@ pub fn import(gguf: &Path, out: &Path) -> Result<ImportSummary, String> {
     let jobs = plan(&g, &params)?;
     let tok = gguf_tokenizer::convert(&g, params.context)?;
     if tok.tokenizer.get_vocab_size(false) as u64 > params.vocab {
-        return Err(format!("{}: the tokenizer has {} tokens but token_embd.weight only {} rows", gguf.display(), tok.tokenizer.get_vocab_size(false), params.vocab));
+        return Err(format!(
+            "{}: the tokenizer has {} tokens but token_embd.weight only {} rows",
+            gguf.display(),
+            tok.tokenizer.get_vocab_size(false),
+            params.vocab
+        ));
     }
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let parameters = write_weights(&g, &jobs, &out.join("model.safetensors"))?;
@@ -88,7 +93,10 @@ pub fn import(gguf: &Path, out: &Path) -> Result<ImportSummary, String> {
     write_file(&out.join("tokenizer.json"), tok.tokenizer_json.as_bytes())?;
     write_json(&out.join("tokenizer_config.json"), &tok.tokenizer_config)?;
     write_json(&out.join("special_tokens_map.json"), &tok.special_tokens_map)?;
-    write_json(&out.join("generation_config.json"), &json!({"_from_model_config": true, "bos_token_id": ids.bos, "eos_token_id": ids.eos, "pad_token_id": ids.pad}))?;
+    write_json(
+        &out.join("generation_config.json"),
+        &json!({"_from_model_config": true, "bos_token_id": ids.bos, "eos_token_id": ids.eos, "pad_token_id": ids.pad}),
+    )?;
     write_json(&out.join("config.json"), &params.config(ids.bos, ids.eos, ids.pad))?;
     let mut tensor_types = BTreeMap::new();
     for t in &g.tensors {
@@ -114,7 +122,13 @@ fn plan<'a>(g: &'a Gguf, params: &LlamaParams) -> Result<Vec<Job<'a>>, String> {
     for info in &g.tensors {
         let Some((hf, perm)) = params.check(g, info)? else { continue };
         let ty = info.ty.ok_or_else(|| {
-            format!("{}: tensor {} has type {}, which this importer cannot dequantize (supported: {})", g.path.display(), info.name, info.type_description(), supported_names())
+            format!(
+                "{}: tensor {} has type {}, which this importer cannot dequantize (supported: {})",
+                g.path.display(),
+                info.name,
+                info.type_description(),
+                supported_names()
+            )
         })?;
         jobs.push(Job { info, ty, hf, perm });
     }

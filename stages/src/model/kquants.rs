@@ -28,11 +28,7 @@ pub const Q6_K_BYTES: usize = 210;
 /// `get_scale_min_k4`: the 6-bit scale and min of sub-block `j` (0‥7) from
 /// the 12 packed bytes.
 fn scale_min(j: usize, q: &[u8]) -> (u8, u8) {
-    if j < 4 {
-        (q[j] & 63, q[j + 4] & 63)
-    } else {
-        ((q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
-    }
+    if j < 4 { (q[j] & 63, q[j + 4] & 63) } else { ((q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4)) }
 }
 
 /// The `(d·sc, dmin·m)` pairs of the 8 sub-blocks of a Q4_K / Q5_K block.

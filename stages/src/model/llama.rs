@@ -280,8 +280,18 @@ mod tests {
     #[test]
     fn names_map_to_hf_with_ggml_dims() {
         let p = LlamaParams {
-            layers: 2, hidden: 8, intermediate: 12, heads: 2, kv_heads: 1, head_dim: 4, context: 16, rms_norm_eps: 1e-5,
-            rope_theta: 1e4, rope_scaling: Value::Null, vocab: 10, tied: false,
+            layers: 2,
+            hidden: 8,
+            intermediate: 12,
+            heads: 2,
+            kv_heads: 1,
+            head_dim: 4,
+            context: 16,
+            rms_norm_eps: 1e-5,
+            rope_theta: 1e4,
+            rope_scaling: Value::Null,
+            vocab: 10,
+            tied: false,
         };
         assert_eq!(p.map("output.weight"), Some(("lm_head.weight".into(), vec![8, 10], Permute::None)));
         assert_eq!(p.map("blk.1.attn_k.weight"), Some(("model.layers.1.self_attn.k_proj.weight".into(), vec![8, 4], Permute::Heads(1))));

@@ -51,9 +51,19 @@ fn tiny_gguf_imports_exactly() {
 
     let c = read_json(&dir.path().join("config.json"));
     assert_eq!(c["architectures"][0], "LlamaForCausalLM");
-    for (k, v) in [("vocab_size", 128), ("hidden_size", 64), ("intermediate_size", 128), ("num_hidden_layers", 2), ("num_attention_heads", 4),
-        ("num_key_value_heads", 2), ("head_dim", 16), ("max_position_embeddings", 256), ("bos_token_id", 1), ("eos_token_id", 2), ("pad_token_id", 2)]
-    {
+    for (k, v) in [
+        ("vocab_size", 128),
+        ("hidden_size", 64),
+        ("intermediate_size", 128),
+        ("num_hidden_layers", 2),
+        ("num_attention_heads", 4),
+        ("num_key_value_heads", 2),
+        ("head_dim", 16),
+        ("max_position_embeddings", 256),
+        ("bos_token_id", 1),
+        ("eos_token_id", 2),
+        ("pad_token_id", 2),
+    ] {
         assert_eq!(c[k], v, "{k}");
     }
     assert_eq!((c["rms_norm_eps"].as_f64(), c["rope_theta"].as_f64()), (Some(1e-5), Some(10000.0)));

@@ -44,17 +44,31 @@ pub fn records(dir: &Path) -> String {
     let top: Vec<(String, String)> = stats.as_object().into_iter().flatten().filter(|(_, v)| v.is_number()).map(|(k, v)| (k.clone(), num(v))).collect();
     s.push_str(&table(&top));
     if let Some(steps) = stats["steps"].as_array() {
-        let removed: Vec<(String, f64)> = steps.iter().map(|st| (st["step"].as_str().unwrap_or("?").to_string(), st["removed"].as_f64().unwrap_or(0.0))).collect();
+        let removed: Vec<(String, f64)> =
+            steps.iter().map(|st| (st["step"].as_str().unwrap_or("?").to_string(), st["removed"].as_f64().unwrap_or(0.0))).collect();
         s.push_str("<h4>Removed per cleaning step</h4>");
         s.push_str(&bars(&removed, "#c97b6b"));
-        let mut reasons: Vec<(String, f64)> = steps.iter().flat_map(|st| st["reasons"].as_object().into_iter().flatten().map(move |(r, n)| (format!("{}: {r}", st["step"].as_str().unwrap_or("?")), n.as_f64().unwrap_or(0.0)))).collect();
+        let mut reasons: Vec<(String, f64)> = steps
+            .iter()
+            .flat_map(|st| {
+                st["reasons"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(move |(r, n)| (format!("{}: {r}", st["step"].as_str().unwrap_or("?")), n.as_f64().unwrap_or(0.0)))
+            })
+            .collect();
         reasons.sort_by(|a, b| b.1.total_cmp(&a.1));
         if !reasons.is_empty() {
             s.push_str("<h4>Rejects by reason</h4>");
             s.push_str(&bars(&reasons, "#d9a441"));
         }
     }
-    let lens: Vec<f64> = lines(&dir.join("records.jsonl"), 20_000).into_iter().filter_map(|r| serde_json::from_value::<crate::record::Record>(r).ok()).map(|r| r.body.exchange().1.chars().count() as f64).collect();
+    let lens: Vec<f64> = lines(&dir.join("records.jsonl"), 20_000)
+        .into_iter()
+        .filter_map(|r| serde_json::from_value::<crate::record::Record>(r).ok())
+        .map(|r| r.body.exchange().1.chars().count() as f64)
+        .collect();
     if !lens.is_empty() {
         s.push_str("<h4>Answer length (characters)</h4>");
         s.push_str(&histogram(&lens, 30, "characters"));
@@ -87,7 +101,10 @@ pub fn model(dir: &Path) -> String {
     }
     let m = json_file(&dir.join("metrics.json"));
     let t = json_file(&dir.join("train.json"));
-    let mut rows = vec![("method".to_string(), t["method"]["method"].as_str().unwrap_or("?").to_string()), ("base".into(), json_file(&dir.join("base.json"))["path"].as_str().unwrap_or("?").to_string())];
+    let mut rows = vec![
+        ("method".to_string(), t["method"]["method"].as_str().unwrap_or("?").to_string()),
+        ("base".into(), json_file(&dir.join("base.json"))["path"].as_str().unwrap_or("?").to_string()),
+    ];
     rows.extend(m.as_object().into_iter().flatten().map(|(k, v)| (k.clone(), num(v))));
     format!("{}{}", table(&rows), line_chart(&series, "step", "loss"))
 }
@@ -118,7 +135,15 @@ pub fn evaluation(dir: &Path) -> String {
     let _ = write!(s, "<h4>Sample outputs (failures first)</h4><table><tr><th>prompt</th><th>reference</th><th>tuned</th><th>{}</th></tr>", esc(&other));
     for r in worst.iter().take(8) {
         let base_out = rows.iter().find(|b| b["variant"] == other.as_str() && b["id"] == r["id"]).and_then(|b| b["output"].as_str()).unwrap_or("");
-        let _ = write!(s, "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", if r["pass"] == true { "ok" } else { "fail" }, esc(r["prompt"].as_str().unwrap_or("")), esc(r["reference"].as_str().unwrap_or("")), esc(r["output"].as_str().unwrap_or("")), esc(base_out));
+        let _ = write!(
+            s,
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            if r["pass"] == true { "ok" } else { "fail" },
+            esc(r["prompt"].as_str().unwrap_or("")),
+            esc(r["reference"].as_str().unwrap_or("")),
+            esc(r["output"].as_str().unwrap_or("")),
+            esc(base_out)
+        );
     }
     s.push_str("</table>");
     s

@@ -24,10 +24,9 @@
 //! language-identification model.
 
 const FUNCTION_WORDS: &[&str] = &[
-    "the", "of", "and", "to", "is", "it", "that", "for", "with", "as", "be", "this", "by", "at", "from", "or",
-    "have", "are", "not", "you", "he", "we", "they", "but", "his", "her", "which", "there", "has", "were",
-    "been", "would", "what", "their", "if", "about", "can", "your", "my", "she", "its", "does", "did", "than",
-    "these", "those", "our", "will", "should", "could", "when", "who",
+    "the", "of", "and", "to", "is", "it", "that", "for", "with", "as", "be", "this", "by", "at", "from", "or", "have", "are", "not", "you", "he", "we", "they",
+    "but", "his", "her", "which", "there", "has", "were", "been", "would", "what", "their", "if", "about", "can", "your", "my", "she", "its", "does", "did",
+    "than", "these", "those", "our", "will", "should", "could", "when", "who",
 ];
 
 #[derive(Default)]
@@ -50,9 +49,7 @@ fn count_scripts(text: &str) -> ScriptCounts {
             0x4E00..=0x9FFF | 0x3005..=0x3007 | 0x3400..=0x4DBF | 0xF900..=0xFAFF | 0x20000..=0x2FFFF => n.han += 1,
             0xAC00..=0xD7AF | 0x1100..=0x11FF | 0x3130..=0x318F => n.hangul += 1,
             _ if !c.is_alphabetic() => {}
-            0x41..=0x5A | 0x61..=0x7A | 0xC0..=0x24F | 0x1E00..=0x1EFF | 0xFF21..=0xFF3A | 0xFF41..=0xFF5A => {
-                n.latin += 1
-            }
+            0x41..=0x5A | 0x61..=0x7A | 0xC0..=0x24F | 0x1E00..=0x1EFF | 0xFF21..=0xFF3A | 0xFF41..=0xFF5A => n.latin += 1,
             0x400..=0x52F => n.cyrillic += 1,
             _ => n.other += 1,
         }

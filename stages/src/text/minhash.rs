@@ -217,10 +217,7 @@ fn band_keys(text: &str, cfg: &MinHashConfig, perms: &Permutations) -> Vec<u64> 
         return Vec::new();
     }
     let sig = perms.signature(&hashes);
-    sig.chunks_exact(cfg.rows.max(1))
-        .enumerate()
-        .map(|(band, rows)| hash_u64s(rows, cfg.seed ^ (band as u64 + 1).wrapping_mul(GOLDEN)))
-        .collect()
+    sig.chunks_exact(cfg.rows.max(1)).enumerate().map(|(band, rows)| hash_u64s(rows, cfg.seed ^ (band as u64 + 1).wrapping_mul(GOLDEN))).collect()
 }
 
 /// Finds near-duplicates among `texts`.
@@ -275,20 +272,78 @@ pub fn near_duplicates(texts: &[&str], cfg: &MinHashConfig) -> Vec<Option<usize>
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::super::hash::SplitMix64;
+    use super::*;
 
     const EN_WORDS: &[&str] = &[
-        "the", "model", "data", "training", "pipeline", "quickly", "learns", "from", "every", "example",
-        "while", "engineers", "review", "results", "carefully", "before", "shipping", "new", "features",
-        "to", "customers", "who", "expect", "reliable", "answers", "about", "weather", "markets", "history",
-        "science", "music", "and", "sports", "with", "clear", "language", "in", "many", "contexts", "today",
+        "the",
+        "model",
+        "data",
+        "training",
+        "pipeline",
+        "quickly",
+        "learns",
+        "from",
+        "every",
+        "example",
+        "while",
+        "engineers",
+        "review",
+        "results",
+        "carefully",
+        "before",
+        "shipping",
+        "new",
+        "features",
+        "to",
+        "customers",
+        "who",
+        "expect",
+        "reliable",
+        "answers",
+        "about",
+        "weather",
+        "markets",
+        "history",
+        "science",
+        "music",
+        "and",
+        "sports",
+        "with",
+        "clear",
+        "language",
+        "in",
+        "many",
+        "contexts",
+        "today",
     ];
     const JA_PHRASES: &[&str] = &[
-        "今日は", "天気が良いので", "公園まで", "散歩に行きました", "駅の近くに", "新しい店が", "できたそうです",
-        "友達と", "昼ご飯を", "食べました", "来週の会議では", "計画について", "話し合う予定です", "図書館で",
-        "本を借りて", "夜遅くまで", "読んでいました", "電車が遅れたので", "少し遅刻しました", "明日は",
-        "雨が降るかもしれません", "傘を持って", "出かけてください", "彼女は", "毎朝コーヒーを", "飲んでいます",
+        "今日は",
+        "天気が良いので",
+        "公園まで",
+        "散歩に行きました",
+        "駅の近くに",
+        "新しい店が",
+        "できたそうです",
+        "友達と",
+        "昼ご飯を",
+        "食べました",
+        "来週の会議では",
+        "計画について",
+        "話し合う予定です",
+        "図書館で",
+        "本を借りて",
+        "夜遅くまで",
+        "読んでいました",
+        "電車が遅れたので",
+        "少し遅刻しました",
+        "明日は",
+        "雨が降るかもしれません",
+        "傘を持って",
+        "出かけてください",
+        "彼女は",
+        "毎朝コーヒーを",
+        "飲んでいます",
     ];
 
     fn pick<'a>(rng: &mut SplitMix64, items: &[&'a str]) -> &'a str {
@@ -395,9 +450,7 @@ mod tests {
 
     fn corpus(seed: u64, n: usize) -> (Vec<String>, usize) {
         let mut rng = SplitMix64::new(seed);
-        let mut originals: Vec<String> = (0..n)
-            .map(|i| if i % 2 == 0 { english(&mut rng) } else { japanese(&mut rng) })
-            .collect();
+        let mut originals: Vec<String> = (0..n).map(|i| if i % 2 == 0 { english(&mut rng) } else { japanese(&mut rng) }).collect();
         let copies: Vec<String> = originals.iter().map(|t| mutate(&mut rng, t)).collect();
         originals.extend(copies);
         (originals, n)
@@ -413,9 +466,7 @@ mod tests {
         assert_eq!(false_pos, 0, "unrelated originals must stay unique");
         let hits = (0..n).filter(|&i| got.get(n + i) == Some(&Some(i))).count();
         let recall = hits as f64 / n as f64;
-        let min_j = (0..n)
-            .filter_map(|i| Some(jaccard(texts.get(i)?, texts.get(n + i)?, &cfg)))
-            .fold(1.0f64, f64::min);
+        let min_j = (0..n).filter_map(|i| Some(jaccard(texts.get(i)?, texts.get(n + i)?, &cfg))).fold(1.0f64, f64::min);
         println!("near-duplicate recall {recall:.3} (min pair Jaccard {min_j:.3})");
         assert!(recall >= 0.95, "recall {recall}");
         let wrong = (0..n).filter(|&i| matches!(got.get(n + i), Some(Some(j)) if *j != i)).count();

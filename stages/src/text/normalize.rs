@@ -65,13 +65,7 @@ pub struct NormalizeOptions {
 
 impl Default for NormalizeOptions {
     fn default() -> Self {
-        Self {
-            nfkc: true,
-            collapse_whitespace: true,
-            trim: true,
-            strip_control: true,
-            newline: Newline::Lf,
-        }
+        Self { nfkc: true, collapse_whitespace: true, trim: true, strip_control: true, newline: Newline::Lf }
     }
 }
 
@@ -243,13 +237,7 @@ mod tests {
     use super::*;
 
     fn all_off() -> NormalizeOptions {
-        NormalizeOptions {
-            nfkc: false,
-            collapse_whitespace: false,
-            trim: false,
-            strip_control: false,
-            newline: Newline::Keep,
-        }
+        NormalizeOptions { nfkc: false, collapse_whitespace: false, trim: false, strip_control: false, newline: Newline::Keep }
     }
 
     #[test]
@@ -325,11 +313,7 @@ mod tests {
     #[test]
     fn idempotent_on_messy_input() {
         let d = NormalizeOptions::default();
-        let inputs = [
-            " \u{FEFF}ＴＥＳＴ\t\t text\r\n\r\n\r\n\u{3000}次　の　行 \u{200B}\n",
-            "\u{85}\u{2028}a\u{2029}b",
-            "ｱｲｳ ① ㍻ \u{7}",
-        ];
+        let inputs = [" \u{FEFF}ＴＥＳＴ\t\t text\r\n\r\n\r\n\u{3000}次　の　行 \u{200B}\n", "\u{85}\u{2028}a\u{2029}b", "ｱｲｳ ① ㍻ \u{7}"];
         for input in inputs {
             let once = normalize(input, &d).into_owned();
             let twice = normalize(&once, &d);
@@ -340,8 +324,7 @@ mod tests {
 
     #[test]
     fn serde_roundtrip_with_defaults() {
-        let opts: NormalizeOptions =
-            serde_json::from_str(r#"{"nfkc": false, "newline": "keep"}"#).unwrap_or_default();
+        let opts: NormalizeOptions = serde_json::from_str(r#"{"nfkc": false, "newline": "keep"}"#).unwrap_or_default();
         assert!(!opts.nfkc);
         assert!(opts.trim);
         assert_eq!(opts.newline, Newline::Keep);

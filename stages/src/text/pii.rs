@@ -92,25 +92,19 @@ fn compile(pattern: &str) -> Option<Regex> {
     Regex::new(pattern).ok()
 }
 
-static EMAIL: LazyLock<Option<Regex>> = LazyLock::new(|| {
-    compile(r"[A-Za-z0-9][A-Za-z0-9._%+\-]*@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,24}")
-});
+static EMAIL: LazyLock<Option<Regex>> =
+    LazyLock::new(|| compile(r"[A-Za-z0-9][A-Za-z0-9._%+\-]*@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,24}"));
 static URL: LazyLock<Option<Regex>> = LazyLock::new(|| {
     compile(r"(?i:https?|ftp)://[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+|(?i:www)\.[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
 });
-static IPV4: LazyLock<Option<Regex>> =
-    LazyLock::new(|| compile(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}"));
+static IPV4: LazyLock<Option<Regex>> = LazyLock::new(|| compile(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}"));
 static PHONE_INTL: LazyLock<Option<Regex>> = LazyLock::new(|| {
     let d = DIGIT;
-    compile(&format!(
-        r"[+＋]{d}{{1,3}}(?:[ \-－.]?[(（]{d}{{1,4}}[)）]|[ \-－.]{d}{{1,4}}){{2,5}}|[+＋]{d}{{9,14}}"
-    ))
+    compile(&format!(r"[+＋]{d}{{1,3}}(?:[ \-－.]?[(（]{d}{{1,4}}[)）]|[ \-－.]{d}{{1,4}}){{2,5}}|[+＋]{d}{{9,14}}"))
 });
 static PHONE_JP: LazyLock<Option<Regex>> = LazyLock::new(|| {
     let (d, s) = (DIGIT, SEP);
-    compile(&format!(
-        r"(?:[(（][0０]{d}{{1,4}}[)）]{s}?|[0０]{d}{{1,4}}(?:{s}|[(（])){d}{{1,4}}(?:{s}|[)）]){d}{{3,4}}|[0０][5789５７８９][0０]{d}{{8}}"
-    ))
+    compile(&format!(r"(?:[(（][0０]{d}{{1,4}}[)）]{s}?|[0０]{d}{{1,4}}(?:{s}|[(（])){d}{{1,4}}(?:{s}|[)）]){d}{{3,4}}|[0０][5789５７８９][0０]{d}{{8}}"))
 });
 static PHONE_US: LazyLock<Option<Regex>> = LazyLock::new(|| {
     let d = DIGIT;
@@ -242,18 +236,12 @@ pub fn luhn_valid(digits: &[u32]) -> bool {
     if digits.is_empty() {
         return false;
     }
-    let sum: u32 = digits
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, &d)| if !i.is_multiple_of(2) { if d * 2 > 9 { d * 2 - 9 } else { d * 2 } } else { d })
-        .sum();
+    let sum: u32 = digits.iter().rev().enumerate().map(|(i, &d)| if !i.is_multiple_of(2) { if d * 2 > 9 { d * 2 - 9 } else { d * 2 } } else { d }).sum();
     sum.is_multiple_of(10)
 }
 
 fn find_phones(text: &str, out: &mut Vec<PiiMatch>) {
-    let patterns: [(&LazyLock<Option<Regex>>, std::ops::RangeInclusive<usize>); 3] =
-        [(&PHONE_INTL, 8..=15), (&PHONE_JP, 10..=11), (&PHONE_US, 10..=11)];
+    let patterns: [(&LazyLock<Option<Regex>>, std::ops::RangeInclusive<usize>); 3] = [(&PHONE_INTL, 8..=15), (&PHONE_JP, 10..=11), (&PHONE_US, 10..=11)];
     for (re, digits) in patterns {
         each_match(re, text, |start, end| {
             let count = text.get(start..end).map(digit_count).unwrap_or(0);
@@ -283,9 +271,7 @@ pub fn find_pii(text: &str, kinds: &[PiiKind]) -> Vec<PiiMatch> {
     }
     if kinds.contains(&PiiKind::Ip) {
         each_match(&IPV4, text, |start, end| {
-            let octets_ok = text
-                .get(start..end)
-                .is_some_and(|s| s.split('.').all(|o| o.parse::<u32>().is_ok_and(|v| v <= 255)));
+            let octets_ok = text.get(start..end).is_some_and(|s| s.split('.').all(|o| o.parse::<u32>().is_ok_and(|v| v <= 255)));
             if octets_ok && clean_edges(text, start, end, true) {
                 found.push(PiiMatch { kind: PiiKind::Ip, start, end });
             }
@@ -302,12 +288,7 @@ pub fn find_pii(text: &str, kinds: &[PiiKind]) -> Vec<PiiMatch> {
 
 fn resolve_overlaps(mut found: Vec<PiiMatch>) -> Vec<PiiMatch> {
     found.retain(|m| m.end > m.start);
-    found.sort_by(|a, b| {
-        a.start
-            .cmp(&b.start)
-            .then((b.end - b.start).cmp(&(a.end - a.start)))
-            .then(a.kind.priority().cmp(&b.kind.priority()))
-    });
+    found.sort_by(|a, b| a.start.cmp(&b.start).then((b.end - b.start).cmp(&(a.end - a.start))).then(a.kind.priority().cmp(&b.kind.priority())));
     let mut out: Vec<PiiMatch> = Vec::with_capacity(found.len());
     for m in found {
         if out.last().is_none_or(|last| m.start >= last.end) {
@@ -324,10 +305,7 @@ fn resolve_overlaps(mut found: Vec<PiiMatch>) -> Vec<PiiMatch> {
 /// empty, out of range, not on char boundaries or overlapping an earlier one
 /// are skipped.
 pub fn redact(text: &str, matches: &[PiiMatch]) -> String {
-    let mut valid: Vec<&PiiMatch> = matches
-        .iter()
-        .filter(|m| m.start < m.end && text.get(m.start..m.end).is_some())
-        .collect();
+    let mut valid: Vec<&PiiMatch> = matches.iter().filter(|m| m.start < m.end && text.get(m.start..m.end).is_some()).collect();
     valid.sort_by_key(|m| (m.start, std::cmp::Reverse(m.end)));
     let mut out = String::with_capacity(text.len());
     let mut cursor = 0;
@@ -428,10 +406,7 @@ mod tests {
     #[test]
     fn overlaps_and_kind_filter() {
         let text = "https://user@example.com/x と bob@example.com";
-        assert_eq!(
-            spans(text, &PiiKind::ALL),
-            vec![(PiiKind::Url, "https://user@example.com/x"), (PiiKind::Email, "bob@example.com")]
-        );
+        assert_eq!(spans(text, &PiiKind::ALL), vec![(PiiKind::Url, "https://user@example.com/x"), (PiiKind::Email, "bob@example.com")]);
         assert_eq!(spans(text, &[PiiKind::Email]).len(), 2);
         assert!(find_pii(text, &[]).is_empty());
         assert!(find_pii(text, &[PiiKind::Phone, PiiKind::Ip]).is_empty());

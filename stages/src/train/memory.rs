@@ -23,7 +23,11 @@ pub struct RunEstimate {
 
 /// Estimate a run; `None` when the base's shape cannot be read.
 pub fn estimate(base: &Path, m: &MethodSettings, h: &Hyper, data: Option<&Path>) -> Option<RunEstimate> {
-    let cfg = if is_gguf(base) { crate::model::import::config_json(base).ok() } else { std::fs::read(base.join("config.json")).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()) };
+    let cfg = if is_gguf(base) {
+        crate::model::import::config_json(base).ok()
+    } else {
+        std::fs::read(base.join("config.json")).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+    };
     let cfg = cfg?;
     let (shape, vocab) = (Shape::from_config(&cfg)?, cfg["vocab_size"].as_f64()?);
     let manifest = data.and_then(|d| std::fs::read(d.join("manifest.json")).ok()).and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
@@ -67,9 +71,14 @@ pub fn plan_note(base: &Path, m: &MethodSettings, h: &Hyper, data: Option<&Path>
         e.bytes * 8.0
     );
     if h.device != DeviceCfg::Cuda
-        && let Some(avail) = available_memory() {
-            line.push_str(&if mm.total() < avail * 0.9 { format!(" — fits in the {:.1} GiB available", gib(avail)) } else { format!(" — does NOT fit in the {:.1} GiB available: lower batch_size or max_tokens, or use qlora", gib(avail)) });
-        }
+        && let Some(avail) = available_memory()
+    {
+        line.push_str(&if mm.total() < avail * 0.9 {
+            format!(" — fits in the {:.1} GiB available", gib(avail))
+        } else {
+            format!(" — does NOT fit in the {:.1} GiB available: lower batch_size or max_tokens, or use qlora", gib(avail))
+        });
+    }
     vec![line]
 }
 

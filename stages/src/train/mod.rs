@@ -46,7 +46,8 @@ pub struct TrainConfig {
 }
 
 /// The outputs of `train` and `retrain`.
-pub const MODEL_OUTPUTS: &[OutputDecl] = &[OutputDecl { name: "model", kind: "model", about: "adapter (PEFT) or model (HF), log.jsonl, metrics.json, lineage.json" }];
+pub const MODEL_OUTPUTS: &[OutputDecl] =
+    &[OutputDecl { name: "model", kind: "model", about: "adapter (PEFT) or model (HF), log.jsonl, metrics.json, lineage.json" }];
 
 /// The `train` stage kind.
 pub struct Train;
@@ -72,7 +73,8 @@ pub fn data_inputs(data: &str, validation: Option<&String>) -> Vec<InputDecl> {
 
 /// The `tailor-train run` job for these settings.
 pub fn job(m: &Method, h: &Hyper, base: &Path, ctx: &StageContext<'_>, out: &Path) -> Result<Value, StageError> {
-    let lora = (m.method != MethodCfg::Full).then(|| json!({"r": m.lora.r, "alpha": m.lora.alpha, "dropout": m.lora.dropout, "targets": m.lora.targets, "rslora": m.lora.rslora}));
+    let lora = (m.method != MethodCfg::Full)
+        .then(|| json!({"r": m.lora.r, "alpha": m.lora.alpha, "dropout": m.lora.dropout, "targets": m.lora.targets, "rslora": m.lora.rslora}));
     Ok(json!({
         "base": base, "train": ctx.input("data")?.dir, "validation": ctx.input("validation").ok().map(|v| v.dir.clone()),
         "out": out, "method": m.method, "lora": lora, "double_quant": m.qlora.double_quant,
@@ -91,7 +93,10 @@ pub fn check_tokenizer(data: &Path, model_dir: &Path, shown: &Path) -> Result<()
     let manifest: Value = serde_json::from_slice(&std::fs::read(data.join("manifest.json")).ctx(|| "reading the data manifest".into())?).unwrap_or_default();
     let want = blake3::hash(&std::fs::read(model_dir.join("tokenizer.json")).ctx(|| "reading the model's tokenizer.json".into())?).to_hex().to_string();
     if manifest["tokenizer"]["digest"].as_str() != Some(want.as_str()) {
-        return Err(StageError::msg(format!("the data was tokenized with a different tokenizer than {}'s; point the format stage's `tokenizer:` at the model (directory or .gguf)", shown.display())));
+        return Err(StageError::msg(format!(
+            "the data was tokenized with a different tokenizer than {}'s; point the format stage's `tokenizer:` at the model (directory or .gguf)",
+            shown.display()
+        )));
     }
     Ok(())
 }
@@ -101,7 +106,11 @@ pub fn check_tokenizer(data: &Path, model_dir: &Path, shown: &Path) -> Result<()
 /// headline metrics (reproducible numbers only: throughput is logged).
 pub fn execute(ctx: &StageContext<'_>, job: &Value, out: &Path, base: &Value, m: &Method, h: &Hyper) -> Result<BTreeMap<String, Value>, StageError> {
     let done = crate::runner::run(ctx, "run", job, &out.with_file_name("job.json"))?;
-    tracing::info!(tokens_per_s = done["tokens_per_s"].as_f64().unwrap_or(0.0), peak_rss_mib = done["peak_rss_mib"].as_f64().unwrap_or(0.0), "training finished");
+    tracing::info!(
+        tokens_per_s = done["tokens_per_s"].as_f64().unwrap_or(0.0),
+        peak_rss_mib = done["peak_rss_mib"].as_f64().unwrap_or(0.0),
+        "training finished"
+    );
     write_json(&out.join("base.json"), base)?;
     write_json(&out.join("train.json"), &json!({"method": m, "settings": h}))?;
     write_json(&out.join("lineage.json"), ctx.lineage())?;
@@ -141,7 +150,11 @@ impl Stage for Train {
         if !issues.is_empty() {
             return Err(issues);
         }
-        Ok(StageSpec { inputs: data_inputs(&config.data, config.validation.as_ref()), files: vec![FileDecl { path: config.base.clone(), pointer: "/base".into() }], env: env(&config.hyper) })
+        Ok(StageSpec {
+            inputs: data_inputs(&config.data, config.validation.as_ref()),
+            files: vec![FileDecl { path: config.base.clone(), pointer: "/base".into() }],
+            env: env(&config.hyper),
+        })
     }
 
     fn run(config: &TrainConfig, ctx: &mut StageContext<'_>) -> Result<StageOutcome, StageError> {
