@@ -193,17 +193,18 @@ fn with_workspace(cli: &Cli, ov: &OverrideArgs, f: impl FnOnce(&Pipeline, &Works
 fn print_plan(entries: &[tailor_engine::PlanEntry]) {
     let mut run = 0;
     for e in entries {
+        use tailor_engine::PlanStatus;
         let mark = match e.status {
-            "up-to-date" => "  ✓",
-            "will-run" => {
+            PlanStatus::UpToDate => "  ✓",
+            PlanStatus::WillRun => {
                 run += 1;
                 "  ▶"
             }
-            "may-run" => {
+            PlanStatus::MayRun => {
                 run += 1;
                 "  ?"
             }
-            _ => "  -",
+            PlanStatus::NotSelected => "  -",
         };
         println!("{mark} {} ({}): {}", e.name, e.kind, e.status);
         for r in &e.reasons {

@@ -93,8 +93,10 @@ fn esc(s: &str) -> String {
 pub fn report_html(p: &Pipeline, ws: &Workspace, registry: &tailor_engine::Registry, comparison: Option<(&str, &str)>) -> Result<String, String> {
     let lock = ws.lock()?;
     let plan = tailor_engine::plan(p, ws, &tailor_engine::RunOptions::default()).map_err(|e| e.to_string())?;
-    let status: std::collections::BTreeMap<String, String> =
-        plan.iter().map(|e| (e.name.clone(), if e.status == "up-to-date" { "cached".to_string() } else { e.status.to_string() })).collect();
+    let status: std::collections::BTreeMap<String, String> = plan
+        .iter()
+        .map(|e| (e.name.clone(), if e.status == tailor_engine::PlanStatus::UpToDate { "cached".to_string() } else { e.status.to_string() }))
+        .collect();
     let mut h = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Tailor report: {0}</title><style>{STYLE}</style></head><body><h1>Tailor report: {0}</h1>",
         esc(&p.header.name)

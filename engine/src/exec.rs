@@ -37,6 +37,38 @@ pub struct RunOptions {
     pub jobs: usize,
 }
 
+/// What `run` would do with a stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlanStatus {
+    /// Its result is cached for exactly these inputs.
+    UpToDate,
+    /// It runs.
+    WillRun,
+    /// It runs only if an upstream rerun changes its input.
+    MayRun,
+    /// Not among the selected stages.
+    NotSelected,
+}
+
+impl PlanStatus {
+    /// The status as `plan` and `status` print it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlanStatus::UpToDate => "up-to-date",
+            PlanStatus::WillRun => "will-run",
+            PlanStatus::MayRun => "may-run",
+            PlanStatus::NotSelected => "not-selected",
+        }
+    }
+}
+
+impl std::fmt::Display for PlanStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// Planned state of one stage.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlanEntry {
@@ -44,8 +76,8 @@ pub struct PlanEntry {
     pub name: String,
     /// Stage kind.
     pub kind: String,
-    /// `up-to-date`, `will-run`, `may-run` (depends on an upstream rerun) or `not-selected`.
-    pub status: &'static str,
+    /// What `run` would do with it.
+    pub status: PlanStatus,
     /// Fingerprint, when computable.
     pub fingerprint: Option<String>,
     /// Why it runs.
@@ -256,7 +288,14 @@ pub fn plan(p: &Pipeline, ws: &Workspace, opts: &RunOptions) -> Result<Vec<PlanE
     let mut entries = Vec::new();
     for s in &p.stages {
         if !chosen.contains(s.name.as_str()) {
-            entries.push(PlanEntry { name: s.name.clone(), kind: s.kind.clone(), status: "not-selected", fingerprint: None, reasons: vec![], notes: vec![] });
+            entries.push(PlanEntry {
+                name: s.name.clone(),
+                kind: s.kind.clone(),
+                status: PlanStatus::NotSelected,
+                fingerprint: None,
+                reasons: vec![],
+                notes: vec![],
+            });
         }
     }
     for name in &selected {
@@ -294,7 +333,7 @@ pub fn plan(p: &Pipeline, ws: &Workspace, opts: &RunOptions) -> Result<Vec<PlanE
                     reasons.push(format!("its check failed: {}", c.summary));
                 }
                 outputs.insert(name.clone(), rec.outputs);
-                PlanEntry { name: name.clone(), kind: s.kind.clone(), status: "up-to-date", fingerprint: Some(digest), reasons, notes }
+                PlanEntry { name: name.clone(), kind: s.kind.clone(), status: PlanStatus::UpToDate, fingerprint: Some(digest), reasons, notes }
             }
             _ => {
                 let mut reasons: Vec<DirtyReason> = match damaged {
@@ -303,7 +342,11 @@ pub fn plan(p: &Pipeline, ws: &Workspace, opts: &RunOptions) -> Result<Vec<PlanE
                     None => reasons_vs_lock(ws, &lock, name, &fp, &unknown),
                 };
                 reasons.extend(waiting.iter().map(|w| DirtyReason::Upstream { stage: w.clone() }));
-                let status = if unknown.is_empty() || reasons.iter().any(|r| !matches!(r, DirtyReason::Upstream { .. })) { "will-run" } else { "may-run" };
+                let status = if unknown.is_empty() || reasons.iter().any(|r| !matches!(r, DirtyReason::Upstream { .. })) {
+                    PlanStatus::WillRun
+                } else {
+                    PlanStatus::MayRun
+                };
                 PlanEntry {
                     name: name.clone(),
                     kind: s.kind.clone(),

@@ -28,7 +28,7 @@ pub mod yaml;
 
 pub use config::Overrides;
 pub use diag::{Diagnostic, Span};
-pub use exec::{Outcome, PlanEntry, RunOptions, RunSummary, plan, run};
+pub use exec::{Outcome, PlanEntry, PlanStatus, RunOptions, RunSummary, plan, run};
 pub use pipeline::{LoadError, Pipeline, load};
 pub use report::Reporter;
 pub use stage::{

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
+use tailor_engine::PlanStatus;
 use tailor_engine::exec::Outcome;
 use tailor_engine::{
     ConfigIssue, FileDecl, InputDecl, IoContext, OutputDecl, Overrides, Registry, Reporter, RunOptions, Stage, StageContext, StageError, StageOutcome,
@@ -213,9 +214,9 @@ fn second_run_runs_nothing_and_param_change_reruns_exactly_the_affected_stage() 
     let ov = Overrides { params: vec![("suffix".into(), "?".into())], sets: vec![] };
     let plan = p.plan(ov.clone());
     let down = plan.iter().find(|e| e.name == "down").unwrap();
-    assert_eq!(down.status, "will-run");
+    assert_eq!(down.status, PlanStatus::WillRun);
     assert_eq!(down.reasons, vec!["suffix changed ! → ?"]);
-    assert!(plan.iter().filter(|e| e.name != "down").all(|e| e.status == "up-to-date"));
+    assert!(plan.iter().filter(|e| e.name != "down").all(|e| e.status == PlanStatus::UpToDate));
     assert_eq!(ran(&p.run_with(ov.clone(), RunOptions::default())), vec!["down"]);
     assert!(ran(&p.run_with(ov, RunOptions::default())).is_empty());
 }
@@ -227,12 +228,12 @@ fn changed_stage_code_is_never_served_from_the_cache() {
     let plan = p.plan_in(&registry_after_code_change(), Overrides::default());
     for e in &plan {
         if e.kind == "shout" {
-            assert_ne!(e.status, "up-to-date", "{e:?}");
+            assert_ne!(e.status, PlanStatus::UpToDate, "{e:?}");
             if e.name != "down" {
                 assert_eq!(e.reasons, vec!["stage implementation changed (code c0de0001 → c0de0002)"], "{e:?}");
             }
         } else {
-            assert_eq!(e.status, "up-to-date", "{e:?}");
+            assert_eq!(e.status, PlanStatus::UpToDate, "{e:?}");
         }
     }
     let pipeline = tailor_engine::load(&p.file(), &registry_after_code_change(), &Overrides::default()).unwrap();
@@ -250,7 +251,7 @@ fn identical_upstream_output_cuts_off_dependents() {
     let ov = Overrides { params: vec![("note".into(), "b".into())], sets: vec![] };
     let plan = p.plan(ov.clone());
     let down = plan.iter().find(|e| e.name == "down").unwrap();
-    assert_eq!(down.status, "may-run", "{plan:?}");
+    assert_eq!(down.status, PlanStatus::MayRun, "{plan:?}");
     let out = p.run_with(ov, RunOptions::default());
     assert_eq!(ran(&out), vec!["up"]);
     assert!(out.iter().any(|(n, o)| n == "down" && matches!(o, Outcome::Cached { cutoff: true, .. })));
