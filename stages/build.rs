@@ -6,7 +6,8 @@
 //! and `self::…` paths and `mod` declarations, transitively, each path
 //! resolved to the deepest file it names — of `Cargo.lock` (the versions of
 //! every library it links) and, when the `runner` is among those files, of
-//! the trainer's sources (`tailor-train` does the work). Comments and
+//! the trainer's sources (`tailor-train` does the work) and of
+//! `scripts/setup.sh`, which pins the libtorch the trainer links. Comments and
 //! `#[cfg(test)] mod tests` blocks are left out, so editing a doc line or a
 //! unit test keeps the cache; anything else that changes is a new identity.
 //!
@@ -19,7 +20,7 @@ use std::path::{Path, PathBuf};
 /// Modules that launch `tailor-train`: their identity includes the trainer.
 const TRAINER_USERS: &[&str] = &["runner"];
 /// The trainer's sources, relative to this crate.
-const TRAINER_SOURCES: &[&str] = &["../train/src", "../train/csrc", "../train/build.rs", "../train/Cargo.toml"];
+const TRAINER_SOURCES: &[&str] = &["../train/src", "../train/csrc", "../train/build.rs", "../train/Cargo.toml", "../scripts/setup.sh"];
 
 fn main() {
     let src = Path::new("src");

@@ -256,10 +256,15 @@ fn lookup(ws: &Workspace, fp: &str, cache: &mut StatCache, repair: bool) -> Look
     Lookup::Hit(Box::new(rec))
 }
 
-fn hit(l: Lookup) -> Option<StageRecord> {
-    match l {
-        Lookup::Hit(r) => Some(*r),
-        _ => None,
+impl Lookup {
+    /// The usable record, or why there is none: `Some(message)` when the
+    /// cached result was damaged.
+    fn split(self) -> (Option<StageRecord>, Option<String>) {
+        match self {
+            Lookup::Hit(r) => (Some(*r), None),
+            Lookup::Miss => (None, None),
+            Lookup::Damaged(m) => (None, Some(m)),
+        }
     }
 }
 
@@ -321,12 +326,8 @@ pub fn plan(p: &Pipeline, ws: &Workspace, opts: &RunOptions) -> Result<Vec<PlanE
         let notes = s.prepared.notes(&ws.root, &dirs);
         let fp = fingerprint(s, inputs, files.get(name).cloned().unwrap_or_default());
         let digest = fp.digest();
-        let found = if unknown.is_empty() { lookup(ws, &digest, &mut cache, false) } else { Lookup::Miss };
-        let damaged = match &found {
-            Lookup::Damaged(m) => Some(m.clone()),
-            _ => None,
-        };
-        let entry = match hit(found) {
+        let (found, damaged) = if unknown.is_empty() { lookup(ws, &digest, &mut cache, false).split() } else { (None, None) };
+        let entry = match found {
             Some(rec) if !forced.contains(name) => {
                 let mut reasons = vec![];
                 if let Some(c) = rec.check.as_ref().filter(|c| !c.passed) {
@@ -386,7 +387,7 @@ pub fn cached_lock(p: &Pipeline, ws: &Workspace) -> Result<Lock, EngineError> {
             continue;
         };
         let fp = fingerprint(s, inputs, files.get(name).cloned().unwrap_or_default());
-        if let Some(rec) = hit(lookup(ws, &fp.digest(), &mut cache, false)) {
+        if let (Some(rec), _) = lookup(ws, &fp.digest(), &mut cache, false).split() {
             outputs.insert(name.clone(), rec.outputs.clone());
             lock.stages.insert(name.clone(), locked(s, &rec));
         }
@@ -563,24 +564,18 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
                 let fp = fingerprint(s, inputs, files.get(&name).cloned().unwrap_or_default());
                 let digest = fp.digest();
                 st.lineage.insert(name.clone(), lineage_of(s, &fp, &digest));
-                let mut damaged = None;
-                if !forced.contains(&name) {
-                    let found = lookup(ws, &digest, &mut cache, true);
-                    if let Lookup::Damaged(m) = &found {
-                        damaged = Some(m.clone());
+                let (found, damaged) = if forced.contains(&name) { (None, None) } else { lookup(ws, &digest, &mut cache, true).split() };
+                if let Some(rec) = found {
+                    let cutoff = s.inputs.iter().any(|b| ran_now.contains(&b.stage));
+                    rep.line(&format!("  cached  {name} ({}){}", s.kind, if cutoff { ": upstream reran with identical output" } else { "" }));
+                    st.outputs.insert(name.clone(), rec.outputs.clone());
+                    lock.stages.insert(name.clone(), locked(s, &rec));
+                    st.order.push(name.clone());
+                    if st.settle(&name, &rec, rep) {
+                        st.outcomes.insert(name.clone(), Outcome::Cached { fingerprint: digest, cutoff });
+                        st.release(&name);
                     }
-                    if let Some(rec) = hit(found) {
-                        let cutoff = s.inputs.iter().any(|b| ran_now.contains(&b.stage));
-                        rep.line(&format!("  cached  {name} ({}){}", s.kind, if cutoff { ": upstream reran with identical output" } else { "" }));
-                        st.outputs.insert(name.clone(), rec.outputs.clone());
-                        lock.stages.insert(name.clone(), locked(s, &rec));
-                        st.order.push(name.clone());
-                        if st.settle(&name, &rec, rep) {
-                            st.outcomes.insert(name.clone(), Outcome::Cached { fingerprint: digest, cutoff });
-                            st.release(&name);
-                        }
-                        continue;
-                    }
+                    continue;
                 }
                 if running >= jobs {
                     st.ready.insert(0, name);
