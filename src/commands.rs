@@ -1,7 +1,7 @@
 //! One function per subcommand. Each returns an exit code; errors are
 //! printed here, at the edge, in words a person can act on.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
@@ -28,7 +28,7 @@ pub fn dispatch(cli: Cli) -> u8 {
             match tailor_engine::plan(p, ws, &opts) {
                 Ok(entries) => {
                     if cli.json {
-                        println!("{}", serde_json::to_string_pretty(&entries).unwrap_or_default());
+                        println!("{}", pretty(&entries));
                     } else {
                         print_plan(&entries);
                     }
@@ -40,7 +40,7 @@ pub fn dispatch(cli: Cli) -> u8 {
         Command::Status { ov } => with_workspace(&cli, ov, |p, ws| match tailor_engine::plan(p, ws, &RunOptions::default()) {
             Ok(entries) => {
                 if cli.json {
-                    println!("{}", serde_json::to_string_pretty(&entries).unwrap_or_default());
+                    println!("{}", pretty(&entries));
                 } else {
                     for e in &entries {
                         println!("{:<12} {:<14} {}", e.status, e.name, e.reasons.first().cloned().unwrap_or_default());
@@ -58,7 +58,7 @@ pub fn dispatch(cli: Cli) -> u8 {
             match tailor_engine::run(p, ws, &opts, &rep) {
                 Ok(summary) => {
                     if cli.json {
-                        println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+                        println!("{}", pretty(&summary));
                     }
                     let count = |f: fn(&Outcome) -> bool| summary.stages.iter().filter(|(_, o)| f(o)).count();
                     let ran = count(|o| matches!(o, Outcome::Ran { .. }));
@@ -102,16 +102,16 @@ pub fn dispatch(cli: Cli) -> u8 {
         Command::Gc { dry_run } => with_workspace(&cli, &OverrideArgs::default(), |_, ws| gc(ws, *dry_run)),
         Command::Runs => with_workspace(&cli, &OverrideArgs::default(), |_, ws| runs(ws, cli.json)),
         Command::Estimate(a) => estimate(a, cli.json),
-        Command::Import { file, out } => match tailor_stages::model::import::import(file, out) {
+        Command::Import { file, out } => match tailor_model::import::import(file, out) {
             Ok(summary) => {
                 if cli.json {
-                    println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+                    println!("{}", pretty(&summary));
                 } else {
-                    eprintln!("imported {} into {}: {}", file.display(), out.display(), serde_json::to_string(&summary).unwrap_or_default());
+                    eprintln!("imported {} into {}: {}", file.display(), out.display(), serde_json::to_string(&summary).unwrap_or_else(|e| e.to_string()));
                 }
                 exit::OK
             }
-            Err(e) => fail(exit::INVALID, &format!("{}: {e}", file.display())),
+            Err(e) => fail(exit::INVALID, &e),
         },
         Command::Report { out, compare } => with_workspace(&cli, &OverrideArgs::default(), |p, ws| {
             let pair = compare.as_ref().and_then(|c| Some((c.first()?.as_str(), c.get(1)?.as_str())));
@@ -139,11 +139,11 @@ pub fn dispatch(cli: Cli) -> u8 {
             })
         }
         Command::Tokenizer(crate::TokenizerCmd::Train { files, vocab, out }) => {
-            let texts = match tailor_stages::tokenizer::texts_from_files(files) {
+            let texts = match tailor_model::tokenizer::texts_from_files(files) {
                 Ok(t) => t,
                 Err(e) => return fail(exit::IO, &e),
             };
-            match tailor_stages::tokenizer::train_bpe(&texts, *vocab, out) {
+            match tailor_model::tokenizer::train_bpe(&texts, *vocab, out) {
                 Ok(()) => {
                     eprintln!("trained a {vocab}-token BPE tokenizer on {} texts → {}", texts.len(), out.display());
                     exit::OK
@@ -154,7 +154,7 @@ pub fn dispatch(cli: Cli) -> u8 {
     }
 }
 
-fn fail(code: u8, msg: &str) -> u8 {
+fn fail(code: u8, msg: &(impl std::fmt::Display + ?Sized)) -> u8 {
     eprintln!("error: {msg}");
     code
 }
@@ -223,14 +223,11 @@ fn print_plan(entries: &[tailor_engine::PlanEntry]) {
 
 fn schema(registry: &tailor_engine::Registry, write: Option<&Path>, check: Option<&Path>) -> u8 {
     let all = tailor_engine::schema::all_schemas(registry);
-    let render = |v: &serde_json::Value| format!("{}\n", serde_json::to_string_pretty(v).unwrap_or_default());
+    let render = |v: &serde_json::Value| format!("{}\n", pretty(v));
     if let Some(dir) = write {
         for (name, v) in &all {
             let p = dir.join(name);
-            if let Some(parent) = p.parent() {
-                let _ = std::fs::create_dir_all(parent);
-            }
-            if let Err(e) = std::fs::write(&p, render(v)) {
+            if let Err(e) = p.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| std::fs::write(&p, render(v))) {
                 return fail(exit::IO, &format!("{}: {e}", p.display()));
             }
             eprintln!("wrote {}", p.display());
@@ -317,7 +314,9 @@ fn show(
         Ok(d) => d,
         Err(e) => return fail(exit::IO, &format!("{e}; run `tailor run {stage}` to recompute it (`tailor verify --repair` removes the damaged copy)")),
     };
-    let _ = cache.save();
+    if let Err(e) = cache.save() {
+        tracing::debug!("could not save the stat cache: {e}");
+    }
     if path_only {
         println!("{}", dir.display());
         return exit::OK;
@@ -326,10 +325,7 @@ fn show(
         let Ok(m) = ws.store.manifest(digest) else { return fail(exit::IO, "manifest missing") };
         for f in &m.files {
             let dst = to.join(&f.path);
-            if let Some(parent) = dst.parent() {
-                let _ = std::fs::create_dir_all(parent);
-            }
-            if let Err(e) = std::fs::copy(dir.join(&f.path), &dst) {
+            if let Err(e) = dst.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| std::fs::copy(dir.join(&f.path), &dst)) {
                 return fail(exit::IO, &format!("{}: {e}", dst.display()));
             }
         }
@@ -432,31 +428,32 @@ fn gc(ws: &Workspace, dry_run: bool) -> u8 {
 }
 
 fn runs(ws: &Workspace, json_out: bool) -> u8 {
-    let dir = ws.store.root().join("runs");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
-    files.sort();
-    let mut rows = Vec::new();
-    for f in &files {
-        let Ok(v) = std::fs::read(f).map_err(|_| ()).and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).map_err(|_| ())) else { continue };
-        let stages = v["stages"].as_array().cloned().unwrap_or_default();
-        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-        for s in &stages {
-            *counts.entry(s[1]["status"].as_str().unwrap_or("?").to_string()).or_insert(0) += 1;
-        }
-        rows.push(json!({"id": f.file_stem().map(|s| s.to_string_lossy().to_string()), "created": v["created"], "params": v["params"], "counts": counts}));
-    }
+    let runs = match ws.runs() {
+        Ok(r) => r,
+        Err(e) => return fail(exit::IO, &format!("listing recorded runs: {e}")),
+    };
+    let rows: Vec<serde_json::Value> = runs
+        .iter()
+        .map(|r| match &r.record {
+            Ok(rec) => json!({"id": r.id, "created": rec.created, "params": rec.params, "counts": rec.counts()}),
+            Err(e) => json!({"id": r.id, "error": format!("{}: {e}", r.path.display())}),
+        })
+        .collect();
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+        println!("{}", pretty(&rows));
     } else {
         for r in &rows {
-            println!("{}  {}  params={}", r["id"].as_str().unwrap_or(""), r["counts"], r["params"]);
+            match r.get("error") {
+                Some(e) => println!("{}  unreadable: {}", r["id"].as_str().unwrap_or(""), e.as_str().unwrap_or("")),
+                None => println!("{}  {}  params={}", r["id"].as_str().unwrap_or(""), r["counts"], r["params"]),
+            }
         }
     }
     exit::OK
 }
 
 fn estimate(a: &crate::EstimateArgs, json_out: bool) -> u8 {
-    use tailor_stages::estimate::{self as est, Request, Shape};
+    use tailor_model::estimate::{self as est, Request, Shape};
     let method: est::Method = match a.method.parse() {
         Ok(m) => m,
         Err(e) => return fail(exit::INVALID, &e),
@@ -512,7 +509,7 @@ fn estimate(a: &crate::EstimateArgs, json_out: bool) -> u8 {
         rows.push((g, est::estimate(&r)));
     }
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&rows.iter().map(|(g, e)| json!({"gpu": g, "estimate": e})).collect::<Vec<_>>()).unwrap_or_default());
+        println!("{}", pretty(&rows.iter().map(|(g, e)| json!({"gpu": g, "estimate": e})).collect::<Vec<_>>()));
         return exit::OK;
     }
     let e0 = &rows[0].1;
@@ -538,4 +535,10 @@ fn estimate(a: &crate::EstimateArgs, json_out: bool) -> u8 {
     }
     println!("time and cost: {:.0e} tokens × {} epochs at {:.0}% MFU; override with --tokens, --epochs, --mfu, --price", a.tokens, a.epochs, a.mfu * 100.0);
     exit::OK
+}
+
+/// Output as pretty JSON; our own types always serialise, but if one ever
+/// did not, the output says so instead of being empty.
+pub fn pretty<T: serde::Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"serialising the output failed: {e}\"}}"))
 }

@@ -17,14 +17,6 @@ use tailor_engine::compare::{Side, compare};
 use tailor_engine::lockfile::Lock;
 use tailor_engine::{Overrides, Pipeline, Workspace};
 
-/// Recorded runs, oldest first.
-pub fn run_files(ws: &Workspace) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> =
-        std::fs::read_dir(ws.store.root().join("runs")).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
-    files.sort();
-    files
-}
-
 fn git_lock(lock_path: &Path, rev: &str) -> Result<Lock, String> {
     let abs = lock_path.canonicalize().unwrap_or_else(|_| lock_path.to_path_buf());
     let dir = abs.parent().unwrap_or(Path::new("."));
@@ -49,14 +41,12 @@ pub fn side(spec: &str, p: &Pipeline, ws: &Workspace, registry: &tailor_engine::
         return Ok(Side { label, lock: ws.lock()? });
     }
     if let Some(n) = spec.strip_prefix("run:") {
-        let files = run_files(ws);
+        let runs = ws.runs().map_err(|e| format!("listing recorded runs: {e}"))?;
         let i: i64 = n.parse().map_err(|_| format!("`{spec}`: expected run:N (1 = oldest, -1 = newest)"))?;
-        let idx = if i < 0 { files.len() as i64 + i } else { i - 1 };
-        let f = usize::try_from(idx).ok().and_then(|k| files.get(k)).ok_or_else(|| format!("`{spec}`: there are {} recorded runs", files.len()))?;
-        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(f).map_err(|e| e.to_string())?).map_err(|e| format!("{}: {e}", f.display()))?;
-        let lock: Lock =
-            serde_json::from_value(v["lock"].clone()).map_err(|_| format!("{}: this run record holds no lock (recorded by an older Tailor)", f.display()))?;
-        return Ok(Side { label: format!("{spec} ({})", f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()), lock });
+        let idx = if i < 0 { runs.len() as i64 + i } else { i - 1 };
+        let run = usize::try_from(idx).ok().and_then(|k| runs.get(k)).ok_or_else(|| format!("`{spec}`: there are {} recorded runs", runs.len()))?;
+        let rec = run.record.as_ref().map_err(|e| format!("{}: {e} (damaged, or recorded by an older Tailor)", run.path.display()))?;
+        return Ok(Side { label: format!("{spec} ({})", run.id), lock: rec.lock.clone() });
     }
     if let Some(kv) = spec.strip_prefix("params:") {
         let params = kv.split(',').filter(|s| !s.is_empty()).map(Overrides::parse_pair).collect::<Result<Vec<_>, _>>()?;
@@ -74,7 +64,7 @@ pub fn side(spec: &str, p: &Pipeline, ws: &Workspace, registry: &tailor_engine::
 pub fn compare_text(a: &str, b: &str, p: &Pipeline, ws: &Workspace, registry: &tailor_engine::Registry, json: bool) -> Result<String, String> {
     let (sa, sb) = (side(a, p, ws, registry)?, side(b, p, ws, registry)?);
     let c = compare(&sa, &sb);
-    Ok(if json { serde_json::to_string_pretty(&c).unwrap_or_default() } else { c.render_text() })
+    Ok(if json { crate::commands::pretty(&c) } else { c.render_text() })
 }
 
 const STYLE: &str = concat!(
@@ -140,19 +130,12 @@ pub fn report_html(p: &Pipeline, ws: &Workspace, registry: &tailor_engine::Regis
         let _ = write!(h, "<h2 id=\"compare\">Comparison</h2>{}", compare(&sa, &sb).render_html());
     }
     h.push_str("<h2 id=\"runs\">Runs</h2><table><tr><th>run</th><th>params</th><th>stages</th></tr>");
-    for f in run_files(ws).iter().rev().take(50) {
-        let Ok(v) = std::fs::read(f).map_err(|_| ()).and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).map_err(|_| ())) else { continue };
-        let stages = v["stages"]
-            .as_array()
-            .map(|a| a.iter().map(|s| format!("{} {}", s[0].as_str().unwrap_or(""), s[1]["status"].as_str().unwrap_or(""))).collect::<Vec<_>>().join(", "))
-            .unwrap_or_default();
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()),
-            esc(&v["params"].to_string()),
-            esc(&stages)
-        );
+    for run in ws.runs().map_err(|e| format!("listing recorded runs: {e}"))?.iter().rev().take(50) {
+        let (params, stages) = match &run.record {
+            Ok(r) => (crate::commands::pretty(&r.params), r.stages.iter().map(|(n, o)| format!("{n} {}", o.status())).collect::<Vec<_>>().join(", ")),
+            Err(e) => (String::new(), format!("unreadable: {e}")),
+        };
+        let _ = write!(h, "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", esc(&run.id), esc(&params), esc(&stages));
     }
     h.push_str("</table></body></html>\n");
     Ok(h)

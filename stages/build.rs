@@ -3,13 +3,17 @@
 //! A cached result may only be reused when the code that produced it is the
 //! code that would run now. So each stage kind's identity is the digest of
 //! every source file its module reaches — through `crate::…`, `super::…`
-//! and `self::…` paths and `mod` declarations, transitively, each path
-//! resolved to the deepest file it names — of `Cargo.lock` (the versions of
-//! every library it links) and, when the `runner` is among those files, of
-//! the trainer's sources (`tailor-train` does the work) and of
-//! `scripts/setup.sh`, which pins the libtorch the trainer links. Comments and
-//! `#[cfg(test)] mod tests` blocks are left out, so editing a doc line or a
-//! unit test keeps the cache; anything else that changes is a new identity.
+//! and `self::…` paths and `mod` declarations, and into the domain
+//! libraries (`libs/*`) and `tailor-protocol` through `tailor_text::…` and
+//! the like, transitively, each path resolved to the deepest file it names
+//! (a library path that names no file, such as a re-export, counts as the
+//! whole library) — of the manifests of the libraries it reaches, of
+//! `Cargo.lock` (the versions of every crate it links) and, when the
+//! `runner` is among those files, of the trainer
+//! (`tailor_protocol::TRAINER`: `tailor-train` does the work). Comments
+//! and `#[cfg(test)] mod tests` blocks are left out, so editing a doc line
+//! or a unit test keeps the cache; anything else that changes is a new
+//! identity.
 //!
 //! The result is `$OUT_DIR/identity.rs`: one `&str` constant per module.
 
@@ -19,44 +23,60 @@ use std::path::{Path, PathBuf};
 
 /// Modules that launch `tailor-train`: their identity includes the trainer.
 const TRAINER_USERS: &[&str] = &["runner"];
-/// The trainer's sources, relative to this crate.
-const TRAINER_SOURCES: &[&str] = &["../train/src", "../train/csrc", "../train/build.rs", "../train/Cargo.toml", "../scripts/setup.sh"];
+/// The crates stage code reaches: the name paths use, and the crate folder.
+/// `crate` is this one.
+const CRATES: &[(&str, &str)] = &[
+    ("crate", "."),
+    ("tailor_text", "../libs/text"),
+    ("tailor_metric", "../libs/metric"),
+    ("tailor_model", "../libs/model"),
+    ("tailor_report", "../libs/report"),
+    ("tailor_protocol", "../protocol"),
+];
+
+/// One source file: its crate, the digest of its code, the files it uses.
+struct Source {
+    krate: &'static str,
+    digest: blake3::Hash,
+    deps: BTreeSet<PathBuf>,
+}
 
 fn main() {
-    let src = Path::new("src");
-    println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=../Cargo.lock");
-    for t in TRAINER_SOURCES {
-        println!("cargo:rerun-if-changed={t}");
-    }
-    let lock = fs::read("../Cargo.lock").unwrap_or_default();
-    // Every source file: its module path, the digest of its code, and the
-    // files it uses (`crate::a::b`, `super::c`, `self::d`, `mod e;`).
-    let mut files: BTreeMap<PathBuf, (blake3::Hash, BTreeSet<PathBuf>)> = BTreeMap::new();
-    for f in rust_files(src) {
-        let text = fs::read_to_string(&f).unwrap_or_default();
-        let code = significant(&text);
-        let module = module_path(src, &f);
-        let mut deps = BTreeSet::new();
-        for path in paths_used(&code, &module) {
-            if let Some(d) = resolve(src, &path) {
-                deps.insert(d);
+    let lock = fs::read("../Cargo.lock").expect("reading ../Cargo.lock");
+    let src_of = |dir: &str| Path::new(dir).join("src");
+    let mut files: BTreeMap<PathBuf, Source> = BTreeMap::new();
+    for &(krate, dir) in CRATES {
+        let src = src_of(dir);
+        println!("cargo:rerun-if-changed={}", src.display());
+        println!("cargo:rerun-if-changed={dir}/Cargo.toml");
+        for f in rust_files(&src) {
+            let text = fs::read_to_string(&f).unwrap_or_else(|e| panic!("reading {}: {e}", f.display()));
+            let code = significant(&text);
+            let module = module_path(&src, &f);
+            let mut deps = BTreeSet::new();
+            for (target, path) in paths_used(&code, &module) {
+                let target = if target == "crate" { krate } else { target };
+                let Some(&(_, tdir)) = CRATES.iter().find(|(n, _)| *n == target) else { continue };
+                let tsrc = src_of(tdir);
+                match resolve(&tsrc, &path) {
+                    Some(d) => {
+                        deps.insert(d);
+                    }
+                    // A library item that names no file (a re-export from
+                    // lib.rs, the crate itself): the whole library.
+                    None if target != "crate" => {
+                        deps.insert(tsrc.join("lib.rs"));
+                    }
+                    None => {}
+                }
             }
+            deps.remove(&f);
+            files.insert(f, Source { krate, digest: blake3::hash(code.as_bytes()), deps });
         }
-        deps.remove(&f);
-        files.insert(f, (blake3::hash(code.as_bytes()), deps));
     }
-    let trainer = {
-        let mut h = blake3::Hasher::new();
-        let mut all: Vec<PathBuf> = TRAINER_SOURCES.iter().flat_map(|p| all_files(Path::new(p))).collect();
-        all.sort();
-        for f in all {
-            h.update(f.to_string_lossy().as_bytes());
-            h.update(&fs::read(&f).unwrap_or_default());
-        }
-        h.finalize()
-    };
     let mut out = String::from("// Generated by build.rs: implementation identity per module.\n");
+    let src = Path::new("./src");
     let mut tops: Vec<(String, PathBuf)> = Vec::new();
     for e in fs::read_dir(src).expect("stages/src").flatten() {
         let p = e.path();
@@ -73,8 +93,8 @@ fn main() {
         let mut seen = BTreeSet::from([root.clone()]);
         let mut stack = vec![root];
         while let Some(f) = stack.pop() {
-            if let Some((_, deps)) = files.get(&f) {
-                for d in deps {
+            if let Some(s) = files.get(&f) {
+                for d in &s.deps {
                     if seen.insert(d.clone()) {
                         stack.push(d.clone());
                     }
@@ -85,16 +105,24 @@ fn main() {
         h.update(env!("CARGO_PKG_VERSION").as_bytes());
         h.update(&lock);
         let mut trainer_used = false;
+        let mut crates = BTreeSet::new();
         for f in &seen {
             h.update(f.to_string_lossy().as_bytes());
-            h.update(files.get(f).map_or(&[0u8; 32], |x| x.0.as_bytes()));
+            h.update(files.get(f).map_or(&[0u8; 32], |s| s.digest.as_bytes()));
+            crates.extend(files.get(f).map(|s| s.krate).filter(|k| *k != "crate"));
             trainer_used |= TRAINER_USERS.iter().any(|t| f == &src.join(format!("{t}.rs")));
+        }
+        for k in &crates {
+            let dir = CRATES.iter().find(|(n, _)| n == k).map_or(".", |c| c.1);
+            let manifest = Path::new(dir).join("Cargo.toml");
+            h.update(manifest.to_string_lossy().as_bytes());
+            h.update(&fs::read(&manifest).unwrap_or_else(|e| panic!("reading {}: {e}", manifest.display())));
         }
         if trainer_used {
             h.update(b"trainer");
-            h.update(trainer.as_bytes());
+            h.update(tailor_protocol::TRAINER.as_bytes());
         }
-        let listed: Vec<String> = seen.iter().map(|f| f.strip_prefix(src).unwrap_or(f).display().to_string()).collect();
+        let listed: Vec<String> = seen.iter().map(|f| shown(f)).collect();
         out.push_str(&format!(
             "/// Identity of `{name}`: {}{}.\npub const {}: &str = \"{}\";\n",
             listed.join(", "),
@@ -105,6 +133,12 @@ fn main() {
     }
     let dst = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("identity.rs");
     fs::write(dst, out).expect("write identity.rs");
+}
+
+/// A file as the docs show it: `train/mod.rs` here, `libs/text/src/minhash.rs` elsewhere.
+fn shown(f: &Path) -> String {
+    let s = f.to_string_lossy();
+    s.strip_prefix("./src/").or_else(|| s.strip_prefix("../")).unwrap_or(&s).to_string()
 }
 
 /// `src/a/b.rs` → `[a, b]`; `src/a/mod.rs` → `[a]`.
@@ -130,13 +164,18 @@ fn resolve(src: &Path, path: &[String]) -> Option<PathBuf> {
     None
 }
 
-/// Absolute module paths a file's code refers to.
-fn paths_used(code: &str, module: &[String]) -> Vec<Vec<String>> {
+/// Module paths a file's code refers to: (`crate` or a library's name, path).
+fn paths_used(code: &str, module: &[String]) -> Vec<(&'static str, Vec<String>)> {
     let mut out = Vec::new();
     let parent: Vec<String> = module[..module.len().saturating_sub(1)].to_vec();
-    for (prefix, base) in [("crate::", Vec::new()), ("super::", parent), ("self::", module.to_vec())] {
+    let mut prefixes: Vec<(String, &'static str, Vec<String>)> =
+        vec![("crate::".into(), "crate", Vec::new()), ("super::".into(), "crate", parent), ("self::".into(), "crate", module.to_vec())];
+    for &(name, _) in &CRATES[1..] {
+        prefixes.push((format!("{name}::"), name, Vec::new()));
+    }
+    for (prefix, target, base) in &prefixes {
         let mut rest = code;
-        while let Some(i) = rest.find(prefix) {
+        while let Some(i) = rest.find(prefix.as_str()) {
             // Not the tail of a longer identifier (`my_crate::`).
             let before = rest[..i].chars().last();
             rest = &rest[i + prefix.len()..];
@@ -146,8 +185,12 @@ fn paths_used(code: &str, module: &[String]) -> Vec<Vec<String>> {
             for p in path_items(rest) {
                 let mut full = base.clone();
                 full.extend(p);
-                out.push(full);
+                out.push((*target, full));
             }
+        }
+        // `use tailor_text;` or `tailor_text as text`: the whole library.
+        if *target != "crate" && (code.contains(&format!("use {target};")) || code.contains(&format!("{target} as "))) {
+            out.push((*target, Vec::new()));
         }
     }
     // `mod child;` declarations: a module uses its children.
@@ -156,7 +199,7 @@ fn paths_used(code: &str, module: &[String]) -> Vec<Vec<String>> {
         if let Some(name) = l.strip_prefix("mod ").and_then(|r| r.strip_suffix(';')) {
             let mut full = module.to_vec();
             full.push(name.trim().to_string());
-            out.push(full);
+            out.push(("crate", full));
         }
     }
     out

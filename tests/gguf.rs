@@ -23,7 +23,7 @@ fn smollm2_imports_from_gguf_and_knows_the_capital_of_france() {
     assert_eq!((summary["layers"].as_u64(), summary["hidden"].as_u64(), summary["vocab"].as_u64()), (Some(30), Some(576), Some(49152)));
     assert_eq!(summary["tensor_types"], serde_json::json!({"F32": 61, "Q4_1": 210, "Q8_0": 1}));
 
-    let tok = tailor_stages::tokenizer::load(&model).unwrap();
+    let tok = tailor_model::tokenizer::load(&model).unwrap();
     assert!(tok.config.chat_template.as_deref().is_some_and(|t| t.contains("<|im_start|>")), "the chat template comes from the GGUF metadata");
     let ids = tok.tokenizer.encode("The capital of France is", false).unwrap().get_ids().to_vec();
     std::fs::write(tmp.path().join("prompts.jsonl"), format!("{}\n", serde_json::json!({"id": "q", "ids": ids}))).unwrap();

@@ -90,6 +90,8 @@ pub fn stat_snapshot(path: &Path) -> Snapshot {
     let mut out = Snapshot::new();
     let Ok(md) = fs::metadata(path) else { return out };
     if md.is_dir() {
+        // A directory that cannot be listed snapshots as empty; hashing it
+        // fails loudly on its own, so nothing is cached from it.
         for rel in list_files(path).unwrap_or_default() {
             let f = path.join(rel);
             if let Ok(md) = fs::metadata(&f) {
@@ -124,6 +126,7 @@ fn key(p: &Path) -> String {
 impl StatCache {
     /// Load the cache at `path` (a missing or unreadable cache is empty).
     pub fn load(path: &Path) -> Self {
+        // A cache: when it cannot be read, every file is simply hashed again.
         let entries = fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
         StatCache { path: Some(path.to_path_buf()), entries, changed: false }
     }

@@ -14,14 +14,17 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::digest::{Snapshot, StatCache, stat_snapshot};
-use crate::fingerprint::{DirtyReason, ENGINE_CACHE_VERSION, Fingerprint, StageRecord, diff};
+use crate::digest::{Snapshot, stat_snapshot};
+use crate::fingerprint::{DirtyReason, Fingerprint, StageRecord};
 use crate::lockfile::{Lock, LockedStage};
 use crate::pipeline::{Pipeline, StageNode};
 use crate::report::Reporter;
+use crate::resolve::{Bound, Resolver, reasons_vs_lock};
+use crate::runs::RunRecord;
+use crate::schedule::RunState;
 use crate::stage::{ArtifactView, StageContext};
 use crate::store::{Damage, write_atomic};
 use crate::workspace::Workspace;
@@ -88,7 +91,7 @@ pub struct PlanEntry {
 }
 
 /// What happened to one stage in a run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "kebab-case")]
 pub enum Outcome {
     /// Served from the cache.
@@ -127,6 +130,19 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// The status as records and `tailor runs` name it.
+    pub fn status(&self) -> &'static str {
+        match self {
+            Outcome::Cached { .. } => "cached",
+            Outcome::Ran { .. } => "ran",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Skipped { .. } => "skipped",
+            Outcome::NotNeeded { .. } => "not-needed",
+        }
+    }
+}
+
 /// The result of a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunSummary {
@@ -148,6 +164,40 @@ impl RunSummary {
     }
 }
 
+/// Why a stage that was started produced no result (the run goes on; its
+/// dependents are skipped).
+#[derive(Debug, thiserror::Error)]
+pub enum StageFailure {
+    /// The stage reported an error.
+    #[error("{0}")]
+    Stage(String),
+    /// The stage panicked: a bug in the stage kind.
+    #[error("internal error (panic): {0}; please report it")]
+    Panic(String),
+    /// An input file changed between its digest and the end of the stage.
+    #[error(
+        "{} changed while the stage ran (after its digest was taken), so the stage may have read other bytes than its fingerprint says; nothing was stored — run again",
+        files.join(", ")
+    )]
+    InputChanged {
+        /// The files, relative to the project root where possible.
+        files: Vec<String>,
+    },
+    /// An upstream artifact is damaged or gone from the store.
+    #[error("input `{role}` ({producer}) {problem}; run again and `{producer}` is recomputed")]
+    Input {
+        /// The input's role.
+        role: String,
+        /// `stage.output` that made it.
+        producer: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// Storing the stage's outputs or record failed.
+    #[error("{0}")]
+    Store(String),
+}
+
 /// Errors that stop a plan or run as a whole (not a stage failure).
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -159,7 +209,7 @@ pub enum EngineError {
     Io(String),
 }
 
-fn io_err(what: &str) -> impl Fn(std::io::Error) -> EngineError + '_ {
+pub(crate) fn io_err(what: &str) -> impl Fn(std::io::Error) -> EngineError + '_ {
     move |e| EngineError::Io(format!("{what}: {e}"))
 }
 
@@ -179,171 +229,40 @@ pub fn selection(p: &Pipeline, targets: &[String]) -> Result<Vec<String>, Engine
     Ok(order.into_iter().filter(|s| keep.contains(s)).collect())
 }
 
-/// Digests of every external file of the given stages, in one parallel batch.
-fn file_digests(p: &Pipeline, ws: &Workspace, names: &[String], cache: &mut StatCache) -> Result<BTreeMap<String, BTreeMap<String, String>>, EngineError> {
-    let mut paths: Vec<PathBuf> = Vec::new();
-    for n in names {
-        if let Some(s) = p.stage(n) {
-            paths.extend(s.prepared.spec().files.iter().map(|f| ws.root.join(&f.path)));
-        }
-    }
-    // Sort by bytes: PathBuf's component-wise ordering is slow on 10k paths.
-    paths.sort_unstable_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
-    paths.dedup();
-    let digests = cache.digest_many(&paths).map_err(io_err("hashing input files"))?;
-    let by_path: std::collections::HashMap<std::ffi::OsString, String> = paths.into_iter().map(PathBuf::into_os_string).zip(digests).collect();
-    let mut out = BTreeMap::new();
-    for n in names {
-        let Some(s) = p.stage(n) else { continue };
-        let files = s
-            .prepared
-            .spec()
-            .files
-            .iter()
-            .map(|f| (f.path.display().to_string(), by_path.get(ws.root.join(&f.path).as_os_str()).cloned().unwrap_or_default()))
-            .collect();
-        out.insert(n.clone(), files);
-    }
-    Ok(out)
-}
-
-fn fingerprint(s: &StageNode, inputs: BTreeMap<String, String>, files: BTreeMap<String, String>) -> Fingerprint {
-    Fingerprint {
-        engine: ENGINE_CACHE_VERSION,
-        kind: s.kind.clone(),
-        version: s.version,
-        implementation: s.implementation.clone(),
-        config: s.config.clone(),
-        inputs,
-        files,
-        env: s.prepared.spec().env.clone(),
-    }
-}
-
-fn read_record(ws: &Workspace, fp: &str) -> Option<StageRecord> {
-    let bytes = std::fs::read(ws.store.record_path(fp)).ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
-/// What the store holds for a fingerprint.
-enum Lookup {
-    /// A record whose outputs are all present and intact.
-    Hit(Box<StageRecord>),
-    /// No record, or outputs gone (garbage-collected, deleted).
-    Miss,
-    /// A record whose outputs are damaged: recompute.
-    Damaged(String),
-}
-
-/// A usable cached record: present, and every output in the store with
-/// the content its digest names (checked through the stat cache: files
-/// written since they were hashed are hashed again). With `repair`, the
-/// damaged objects are removed so that the rerun restores them.
-fn lookup(ws: &Workspace, fp: &str, cache: &mut StatCache, repair: bool) -> Lookup {
-    let Some(rec) = read_record(ws, fp) else { return Lookup::Miss };
-    for d in rec.outputs.values() {
-        match ws.store.check_artifact(d, Some(cache)) {
-            Ok(_) => {}
-            Err(Damage::Missing(_)) => return Lookup::Miss,
-            Err(Damage::Corrupt { message, objects }) => {
-                if repair {
-                    ws.store.quarantine(&objects);
-                }
-                return Lookup::Damaged(message);
-            }
-        }
-    }
-    Lookup::Hit(Box::new(rec))
-}
-
-impl Lookup {
-    /// The usable record, or why there is none: `Some(message)` when the
-    /// cached result was damaged.
-    fn split(self) -> (Option<StageRecord>, Option<String>) {
-        match self {
-            Lookup::Hit(r) => (Some(*r), None),
-            Lookup::Miss => (None, None),
-            Lookup::Damaged(m) => (None, Some(m)),
-        }
-    }
-}
-
-/// Reasons relative to the lock file's record of the same stage.
-fn reasons_vs_lock(ws: &Workspace, lock: &Lock, name: &str, new: &Fingerprint, unknown: &[String]) -> Vec<DirtyReason> {
-    let old = lock.stages.get(name).and_then(|l| read_record(ws, &l.fingerprint));
-    match old {
-        None => vec![DirtyReason::NeverRun],
-        Some(old) => {
-            let r = diff(&old.inputs, new, unknown);
-            if r.is_empty() && unknown.is_empty() { vec![DirtyReason::OutputsMissing] } else { r }
-        }
-    }
-}
-
 /// What `tailor run` would do, and why, without running anything.
 pub fn plan(p: &Pipeline, ws: &Workspace, opts: &RunOptions) -> Result<Vec<PlanEntry>, EngineError> {
     let selected = selection(p, &opts.targets)?;
     let lock = ws.lock_or_recover();
-    let mut cache = ws.stat_cache();
-    let files = file_digests(p, ws, &selected, &mut cache)?;
+    let mut r = Resolver::new(p, ws, &selected)?;
     let chosen: HashSet<&str> = selected.iter().map(String::as_str).collect();
-    let forced: BTreeSet<&String> =
-        if opts.force { selected.iter().filter(|s| opts.targets.is_empty() || opts.targets.contains(s)).collect() } else { BTreeSet::new() };
-    let mut outputs: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    let mut entries = Vec::new();
-    for s in &p.stages {
-        if !chosen.contains(s.name.as_str()) {
-            entries.push(PlanEntry {
-                name: s.name.clone(),
-                kind: s.kind.clone(),
-                status: PlanStatus::NotSelected,
-                fingerprint: None,
-                reasons: vec![],
-                notes: vec![],
-            });
-        }
-    }
+    let forced = forced(opts, &selected);
+    let mut entries: Vec<PlanEntry> = p
+        .stages
+        .iter()
+        .filter(|s| !chosen.contains(s.name.as_str()))
+        .map(|s| PlanEntry { name: s.name.clone(), kind: s.kind.clone(), status: PlanStatus::NotSelected, fingerprint: None, reasons: vec![], notes: vec![] })
+        .collect();
     for name in &selected {
         let Some(s) = p.stage(name) else { continue };
-        let mut inputs = BTreeMap::new();
-        let mut unknown = Vec::new();
-        let mut waiting = BTreeSet::new();
-        for b in &s.inputs {
-            match outputs.get(&b.stage).and_then(|o| o.get(&b.output)) {
-                Some(d) => {
-                    inputs.insert(b.role.clone(), d.clone());
-                }
-                None => {
-                    inputs.insert(b.role.clone(), String::new());
-                    unknown.push(b.role.clone());
-                    waiting.insert(b.stage.clone());
-                }
-            }
-        }
+        let b = r.bind(s);
         // Upstream artifacts that already exist, for the stage's notes.
         let dirs: BTreeMap<String, PathBuf> =
-            inputs.iter().filter(|(_, d)| !d.is_empty()).filter_map(|(r, d)| ws.store.view(d).ok().map(|p| (r.clone(), p))).collect();
+            b.fp.inputs.iter().filter(|(_, d)| !d.is_empty()).filter_map(|(role, d)| ws.store.view(d).ok().map(|p| (role.clone(), p))).collect();
         let notes = s.prepared.notes(&ws.root, &dirs);
-        let fp = fingerprint(s, inputs, files.get(name).cloned().unwrap_or_default());
-        let digest = fp.digest();
-        let (found, damaged) = if unknown.is_empty() { lookup(ws, &digest, &mut cache, false).split() } else { (None, None) };
+        let (found, damaged) = r.lookup(&b, false).split();
         let entry = match found {
             Some(rec) if !forced.contains(name) => {
                 let mut reasons = vec![];
                 if let Some(c) = rec.check.as_ref().filter(|c| !c.passed) {
                     reasons.push(format!("its check failed: {}", c.summary));
                 }
-                outputs.insert(name.clone(), rec.outputs);
-                PlanEntry { name: name.clone(), kind: s.kind.clone(), status: PlanStatus::UpToDate, fingerprint: Some(digest), reasons, notes }
+                r.known(name, rec.outputs);
+                PlanEntry { name: name.clone(), kind: s.kind.clone(), status: PlanStatus::UpToDate, fingerprint: Some(b.digest), reasons, notes }
             }
             _ => {
-                let mut reasons: Vec<DirtyReason> = match damaged {
-                    _ if forced.contains(name) => vec![DirtyReason::Forced],
-                    Some(m) => vec![DirtyReason::OutputsDamaged(m)],
-                    None => reasons_vs_lock(ws, &lock, name, &fp, &unknown),
-                };
-                reasons.extend(waiting.iter().map(|w| DirtyReason::Upstream { stage: w.clone() }));
-                let status = if unknown.is_empty() || reasons.iter().any(|r| !matches!(r, DirtyReason::Upstream { .. })) {
+                let mut reasons = why(ws, &lock, name, &b, forced.contains(name), damaged);
+                reasons.extend(b.waiting.iter().map(|w| DirtyReason::Upstream { stage: w.clone() }));
+                let status = if b.unknown.is_empty() || reasons.iter().any(|r| !matches!(r, DirtyReason::Upstream { .. })) {
                     PlanStatus::WillRun
                 } else {
                     PlanStatus::MayRun
@@ -352,7 +271,7 @@ pub fn plan(p: &Pipeline, ws: &Workspace, opts: &RunOptions) -> Result<Vec<PlanE
                     name: name.clone(),
                     kind: s.kind.clone(),
                     status,
-                    fingerprint: unknown.is_empty().then_some(digest),
+                    fingerprint: b.unknown.is_empty().then_some(b.digest),
                     reasons: reasons.iter().map(ToString::to_string).collect(),
                     notes,
                 }
@@ -360,10 +279,25 @@ pub fn plan(p: &Pipeline, ws: &Workspace, opts: &RunOptions) -> Result<Vec<PlanE
         };
         entries.push(entry);
     }
-    if let Err(e) = cache.save() {
-        tracing::debug!("could not save the stat cache: {e}");
-    }
+    r.save();
     Ok(entries)
+}
+
+/// The targets `--force` reruns (none without it).
+fn forced(opts: &RunOptions, selected: &[String]) -> BTreeSet<String> {
+    if !opts.force {
+        return BTreeSet::new();
+    }
+    selected.iter().filter(|s| opts.targets.is_empty() || opts.targets.contains(s)).cloned().collect()
+}
+
+/// Why a stage with no usable cached result runs.
+fn why(ws: &Workspace, lock: &Lock, name: &str, b: &Bound, forced: bool, damaged: Option<String>) -> Vec<DirtyReason> {
+    match damaged {
+        _ if forced => vec![DirtyReason::Forced],
+        Some(m) => vec![DirtyReason::OutputsDamaged(m)],
+        None => reasons_vs_lock(ws, lock, name, &b.fp, &b.unknown),
+    }
 }
 
 /// The results the store already holds for this pipeline as configured
@@ -372,23 +306,13 @@ pub fn plan(p: &Pipeline, ws: &Workspace, opts: &RunOptions) -> Result<Vec<PlanE
 /// computed for this configuration are absent. Nothing runs.
 pub fn cached_lock(p: &Pipeline, ws: &Workspace) -> Result<Lock, EngineError> {
     let order = p.dag.order();
-    let mut cache = ws.stat_cache();
-    let files = file_digests(p, ws, &order, &mut cache)?;
+    let mut r = Resolver::new(p, ws, &order)?;
     let mut lock = Lock { version: 1, pipeline: p.header.name.clone(), params: p.header.params.clone(), stages: BTreeMap::new() };
-    let mut outputs: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for name in &order {
         let Some(s) = p.stage(name) else { continue };
-        let Some(inputs) = s
-            .inputs
-            .iter()
-            .map(|b| outputs.get(&b.stage).and_then(|o| o.get(&b.output)).map(|d| (b.role.clone(), d.clone())))
-            .collect::<Option<BTreeMap<_, _>>>()
-        else {
-            continue;
-        };
-        let fp = fingerprint(s, inputs, files.get(name).cloned().unwrap_or_default());
-        if let (Some(rec), _) = lookup(ws, &fp.digest(), &mut cache, false).split() {
-            outputs.insert(name.clone(), rec.outputs.clone());
+        let b = r.bind(s);
+        if let (Some(rec), _) = r.lookup(&b, false).split() {
+            r.known(name, rec.outputs.clone());
             lock.stages.insert(name.clone(), locked(s, &rec));
         }
     }
@@ -403,29 +327,6 @@ struct Job {
     /// The stage's external files (directories expanded) as they were when
     /// their digests were taken: the stage must have read exactly those bytes.
     files: Snapshot,
-}
-
-/// What a finished (or cached) stage means for the rest of the run.
-enum Verdict {
-    /// Go on.
-    Go,
-    /// Go on; the stage's check failed, and the next round of its loop follows.
-    NextRound(String),
-    /// Its check failed: dependents do not run.
-    Stop(String),
-    /// Its check passed and ends its loop after this round.
-    Converged { loop_name: String, round: usize },
-}
-
-fn verdict(p: &Pipeline, name: &str, rec: &StageRecord) -> Verdict {
-    let Some(check) = &rec.check else { return Verdict::Go };
-    match p.until_of(name) {
-        Some((lp, round)) if check.passed => Verdict::Converged { loop_name: lp.name.clone(), round },
-        Some((lp, round)) if round < lp.rounds.len() => Verdict::NextRound(check.summary.clone()),
-        _ if check.passed => Verdict::Go,
-        Some((lp, _)) => Verdict::Stop(format!("{} (after all {} rounds of loop `{}`)", check.summary, lp.rounds.len(), lp.name)),
-        None => Verdict::Stop(check.summary.clone()),
-    }
 }
 
 /// The lineage node of a stage: kind, fingerprint, config, files, and for
@@ -451,71 +352,6 @@ fn lineage_tree(name: &str, flat: &BTreeMap<String, Value>) -> Value {
     node
 }
 
-/// Mutable state of one run.
-struct RunState<'a> {
-    p: &'a Pipeline,
-    chosen: HashSet<&'a str>,
-    position: HashMap<&'a str, usize>,
-    pending: BTreeMap<String, usize>,
-    ready: Vec<String>,
-    outputs: BTreeMap<String, BTreeMap<String, String>>,
-    outcomes: BTreeMap<String, Outcome>,
-    order: Vec<String>,
-    lineage: BTreeMap<String, Value>,
-}
-
-impl RunState<'_> {
-    /// Mark every selected descendant of `name` (not yet decided) with `o`.
-    fn close_descendants(&mut self, name: &str, rep: &Reporter, o: impl Fn(&str) -> Outcome) {
-        for d in descendants(self.p, name, &self.chosen) {
-            self.close(&d, rep, o(&d));
-        }
-    }
-
-    fn close(&mut self, d: &str, rep: &Reporter, o: Outcome) {
-        if self.outcomes.contains_key(d) {
-            return;
-        }
-        match &o {
-            Outcome::Skipped { because } => rep.line(&format!("  skip    {d}: upstream `{because}` failed")),
-            Outcome::NotNeeded { reason } => rep.line(&format!("  -       {d}: not needed ({reason})")),
-            _ => {}
-        }
-        self.outcomes.insert(d.to_string(), o);
-        self.order.push(d.to_string());
-        self.pending.insert(d.to_string(), usize::MAX);
-        self.ready.retain(|r| r != d);
-    }
-
-    /// Act on a finished or cached stage's verdict; true if its dependents may run.
-    fn settle(&mut self, name: &str, rec: &StageRecord, rep: &Reporter) -> bool {
-        match verdict(self.p, name, rec) {
-            Verdict::Go => true,
-            Verdict::NextRound(summary) => {
-                rep.line(&format!("          {name}: check not met ({summary}); next round follows"));
-                true
-            }
-            Verdict::Stop(summary) => {
-                rep.line(&format!("  FAILED  {name}: check failed: {summary}"));
-                self.outcomes.insert(name.to_string(), Outcome::Failed { error: format!("check failed: {summary}") });
-                self.close_descendants(name, rep, |_| Outcome::Skipped { because: name.to_string() });
-                false
-            }
-            Verdict::Converged { loop_name, round } => {
-                rep.line(&format!("          {name}: check passed; loop `{loop_name}` ends after round {round}"));
-                let later: Vec<String> =
-                    self.p.loops.iter().filter(|l| l.name == loop_name).flat_map(|l| l.rounds.iter().skip(round).flat_map(|r| r.values().cloned())).collect();
-                let reason = format!("loop `{loop_name}` ended after round {round}");
-                for s in &later {
-                    self.close(s, rep, Outcome::NotNeeded { reason: reason.clone() });
-                    self.close_descendants(s, rep, |_| Outcome::NotNeeded { reason: reason.clone() });
-                }
-                true
-            }
-        }
-    }
-}
-
 /// Run the pipeline.
 #[tracing::instrument(skip_all, fields(pipeline = %p.header.name))]
 pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> Result<RunSummary, EngineError> {
@@ -526,16 +362,14 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
     }
     let selected = selection(p, &opts.targets)?;
     let mut lock = ws.lock_or_recover();
-    let mut cache = ws.stat_cache();
     // Stat every input before hashing it: a file written after this moment
     // is caught when its stage ends (see `execute`).
     let snapshots: BTreeMap<String, Snapshot> = selected
         .iter()
         .filter_map(|n| p.stage(n).map(|s| (n.clone(), s.prepared.spec().files.iter().flat_map(|f| stat_snapshot(&ws.root.join(&f.path))).collect())))
         .collect();
-    let files = file_digests(p, ws, &selected, &mut cache)?;
-    let forced: BTreeSet<String> =
-        if opts.force { selected.iter().filter(|s| opts.targets.is_empty() || opts.targets.contains(s)).cloned().collect() } else { BTreeSet::new() };
+    let mut r = Resolver::new(p, ws, &selected)?;
+    let forced = forced(opts, &selected);
     let jobs = opts.jobs.max(1);
 
     let chosen: HashSet<&str> = selected.iter().map(String::as_str).collect();
@@ -546,12 +380,11 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
         pending.insert(name.clone(), parents.len());
     }
     let ready: Vec<String> = selected.iter().filter(|n| pending[*n] == 0).cloned().collect();
-    let mut st =
-        RunState { p, chosen, position, pending, ready, outputs: BTreeMap::new(), outcomes: BTreeMap::new(), order: Vec::new(), lineage: BTreeMap::new() };
+    let mut st = RunState { p, chosen, position, pending, ready, outcomes: BTreeMap::new(), order: Vec::new(), lineage: BTreeMap::new() };
     let mut ran_now: BTreeSet<String> = BTreeSet::new();
     let mut running = 0usize;
     let mut job_reasons: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let (tx, rx) = mpsc::channel::<(String, Result<StageRecord, String>)>();
+    let (tx, rx) = mpsc::channel::<(String, Result<StageRecord, StageFailure>)>();
 
     std::thread::scope(|scope| {
         loop {
@@ -559,20 +392,18 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
             while !st.ready.is_empty() {
                 let name = st.ready.remove(0);
                 let Some(s) = p.stage(&name) else { continue };
-                let inputs: BTreeMap<String, String> =
-                    s.inputs.iter().map(|b| (b.role.clone(), st.outputs.get(&b.stage).and_then(|o| o.get(&b.output)).cloned().unwrap_or_default())).collect();
-                let fp = fingerprint(s, inputs, files.get(&name).cloned().unwrap_or_default());
-                let digest = fp.digest();
-                st.lineage.insert(name.clone(), lineage_of(s, &fp, &digest));
-                let (found, damaged) = if forced.contains(&name) { (None, None) } else { lookup(ws, &digest, &mut cache, true).split() };
+                // Every upstream stage has settled, so every input is known.
+                let b = r.bind(s);
+                st.lineage.insert(name.clone(), lineage_of(s, &b.fp, &b.digest));
+                let (found, damaged) = if forced.contains(&name) { (None, None) } else { r.lookup(&b, true).split() };
                 if let Some(rec) = found {
                     let cutoff = s.inputs.iter().any(|b| ran_now.contains(&b.stage));
                     rep.line(&format!("  cached  {name} ({}){}", s.kind, if cutoff { ": upstream reran with identical output" } else { "" }));
-                    st.outputs.insert(name.clone(), rec.outputs.clone());
+                    r.known(&name, rec.outputs.clone());
                     lock.stages.insert(name.clone(), locked(s, &rec));
                     st.order.push(name.clone());
                     if st.settle(&name, &rec, rep) {
-                        st.outcomes.insert(name.clone(), Outcome::Cached { fingerprint: digest, cutoff });
+                        st.outcomes.insert(name.clone(), Outcome::Cached { fingerprint: b.digest, cutoff });
                         st.release(&name);
                     }
                     continue;
@@ -581,20 +412,20 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
                     st.ready.insert(0, name);
                     break;
                 }
-                let reasons: Vec<String> = match damaged {
-                    _ if forced.contains(&name) => vec![DirtyReason::Forced.to_string()],
-                    Some(m) => vec![DirtyReason::OutputsDamaged(m).to_string()],
-                    None => reasons_vs_lock(ws, &lock, &name, &fp, &[]).iter().map(ToString::to_string).collect(),
-                };
+                let reasons: Vec<String> = why(ws, &lock, &name, &b, forced.contains(&name), damaged).iter().map(ToString::to_string).collect();
                 rep.line(&format!("  run     {name} ({}): {}", s.kind, reasons.join("; ")));
                 job_reasons.insert(name.clone(), reasons.clone());
-                let job =
-                    Job { name: name.clone(), fp, digest, lineage: lineage_tree(&name, &st.lineage), files: snapshots.get(&name).cloned().unwrap_or_default() };
+                let digests: Vec<String> = s.inputs.iter().map(|i| b.fp.inputs.get(&i.role).cloned().unwrap_or_default()).collect();
+                let job = Job {
+                    name: name.clone(),
+                    fp: b.fp,
+                    digest: b.digest,
+                    lineage: lineage_tree(&name, &st.lineage),
+                    files: snapshots.get(&name).cloned().unwrap_or_default(),
+                };
                 let tx = tx.clone();
                 let bound: Vec<(String, String, String)> =
                     s.inputs.iter().map(|b| (b.role.clone(), b.kind.clone(), format!("{}.{}", b.stage, b.output))).collect();
-                let digests: Vec<String> =
-                    s.inputs.iter().map(|b| st.outputs.get(&b.stage).and_then(|o| o.get(&b.output)).cloned().unwrap_or_default()).collect();
                 running += 1;
                 let rep = rep.clone();
                 scope.spawn(move || {
@@ -616,7 +447,7 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
                     let shown: Vec<String> =
                         rec.metrics.iter().map(|(k, v)| format!("{k}={}", v.as_str().map_or_else(|| v.to_string(), str::to_string))).collect();
                     rep.line(&format!("  ok      {name} in {:.1}s  {}", rec.seconds, shown.join(" ")));
-                    st.outputs.insert(name.clone(), rec.outputs.clone());
+                    r.known(&name, rec.outputs.clone());
                     lock.stages.insert(name.clone(), locked(s, &rec));
                     ran_now.insert(name.clone());
                     if st.settle(&name, &rec, rep) {
@@ -627,7 +458,8 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
                         st.release(&name);
                     }
                 }
-                Err(error) => {
+                Err(failure) => {
+                    let error = failure.to_string();
                     rep.line(&format!("  FAILED  {name} ({}): {error}", s.kind));
                     st.outcomes.insert(name.clone(), Outcome::Failed { error });
                     let failed = name.clone();
@@ -637,9 +469,7 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
         }
     });
     let RunState { order, mut outcomes, .. } = st;
-    if let Err(e) = cache.save() {
-        tracing::warn!("could not save the stat cache: {e}");
-    }
+    r.save();
 
     lock.version = 1;
     lock.pipeline = p.header.name.clone();
@@ -650,10 +480,7 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
     let mut seen = BTreeSet::new();
     let order: Vec<String> = order.into_iter().filter(|n| seen.insert(n.clone())).collect();
     let summary = RunSummary { pipeline: p.header.name.clone(), stages: order.into_iter().filter_map(|n| outcomes.remove(&n).map(|o| (n, o))).collect() };
-    let fingerprints: BTreeMap<&String, &String> = lock.stages.iter().map(|(n, s)| (n, &s.fingerprint)).collect();
-    let record = serde_json::json!({"pipeline": p.header.name, "params": p.header.params, "file": p.file.display().to_string(), "created": now(), "stages": summary.stages, "fingerprints": fingerprints, "metrics": lock.stages.iter().map(|(n, s)| (n, &s.metrics)).collect::<BTreeMap<_, _>>(), "lock": lock});
-    let path = ws.store.root().join("runs").join(format!("{}-{}.json", now(), std::process::id()));
-    if let Err(e) = write_atomic(&path, serde_json::to_string_pretty(&record).unwrap_or_default().as_bytes()) {
+    if let Err(e) = ws.record_run(&RunRecord::new(p, &summary, &lock, now())) {
         tracing::warn!("could not write the run record: {e}");
     }
     Ok(summary)
@@ -691,54 +518,22 @@ fn lock_files(files: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     BTreeMap::from([(format!("({} files)", files.len()), crate::digest::hash_bytes(listing.as_bytes()))])
 }
 
-impl RunState<'_> {
-    /// A stage is done: its children that wait on nothing else become ready.
-    fn release(&mut self, name: &str) {
-        for c in self.p.dag.children(name) {
-            if !self.chosen.contains(c.as_str()) {
-                continue;
-            }
-            if let Some(n) = self.pending.get_mut(&c)
-                && *n != usize::MAX
-            {
-                *n -= 1;
-                if *n == 0 {
-                    self.ready.push(c);
-                    // Keep the queue in topological (file) order.
-                    let position = &self.position;
-                    self.ready.sort_by_key(|r| position.get(r.as_str()).copied().unwrap_or(usize::MAX));
-                }
-            }
-        }
-    }
-}
-
-fn descendants(p: &Pipeline, name: &str, selected: &HashSet<&str>) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut seen = HashSet::new();
-    let mut stack = p.dag.children(name);
-    while let Some(n) = stack.pop() {
-        if selected.contains(n.as_str()) && seen.insert(n.clone()) {
-            stack.extend(p.dag.children(&n));
-            out.push(n);
-        }
-    }
-    out
-}
-
 /// The input artifacts of a stage about to run, each checked byte for byte
 /// against its digest: a stage never consumes damaged content.
-fn input_views(ws: &Workspace, bound: &[(String, String, String)], digests: &[String]) -> Result<BTreeMap<String, ArtifactView>, String> {
+fn input_views(ws: &Workspace, bound: &[(String, String, String)], digests: &[String]) -> Result<BTreeMap<String, ArtifactView>, StageFailure> {
     bound
         .iter()
         .zip(digests)
         .map(|((role, kind, producer), d)| {
-            let dir = ws.store.checked_view(d, None).map_err(|e| match e {
-                Damage::Corrupt { message, objects } => {
-                    ws.store.quarantine(&objects);
-                    format!("input `{role}` ({producer}) is damaged in the store: {message}; run again and `{producer}` is recomputed")
-                }
-                Damage::Missing(m) => format!("input `{role}` ({producer}) is not in the store: {m}; run again and it is recomputed"),
+            let dir = ws.store.checked_view(d, None).map_err(|e| {
+                let problem = match e {
+                    Damage::Corrupt { message, objects } => {
+                        ws.store.quarantine(&objects);
+                        format!("is damaged in the store: {message}")
+                    }
+                    Damage::Missing(m) => format!("is not in the store: {m}"),
+                };
+                StageFailure::Input { role: role.clone(), producer: producer.clone(), problem }
             })?;
             Ok((role.clone(), ArtifactView { kind: kind.clone(), digest: d.clone(), dir, producer: producer.clone() }))
         })
@@ -760,11 +555,11 @@ fn fault_hook(stage: &str, root: &std::path::Path) {
 }
 
 /// Run one stage in a scratch directory and move its outputs into the store.
-fn execute(ws: &Workspace, s: &StageNode, job: &Job, inputs: &BTreeMap<String, ArtifactView>, rep: &Reporter) -> Result<StageRecord, String> {
+fn execute(ws: &Workspace, s: &StageNode, job: &Job, inputs: &BTreeMap<String, ArtifactView>, rep: &Reporter) -> Result<StageRecord, StageFailure> {
     let span = tracing::info_span!("stage", name = %s.name, kind = %s.kind);
     let _e = span.enter();
     let start = Instant::now();
-    let scratch = ws.store.scratch(&s.name).map_err(|e| format!("creating scratch directory: {e}"))?;
+    let scratch = ws.store.scratch(&s.name).map_err(|e| StageFailure::Store(format!("creating scratch directory: {e}")))?;
     let bar = rep.bar(&s.name);
     let state = ws.store.state_dir(&job.digest);
     let mut ctx = StageContext {
@@ -786,26 +581,24 @@ fn execute(ws: &Workspace, s: &StageNode, job: &Job, inputs: &BTreeMap<String, A
     let mut changed: Vec<&String> = job.files.iter().filter(|(k, v)| after.get(*k) != Some(v)).map(|(k, _)| k).collect();
     changed.extend(after.keys().filter(|k| !job.files.contains_key(*k)));
     if !changed.is_empty() && result.as_ref().is_ok_and(|r| r.is_ok()) {
+        // Best effort: leftovers in tmp/ are removed at the start of the next run.
         let _ = std::fs::remove_dir_all(&scratch);
-        let shown: Vec<String> = changed
+        let files: Vec<String> = changed
             .iter()
             .map(|c| std::path::Path::new(c.as_str()).strip_prefix(&ws.root).map_or_else(|_| c.to_string(), |r| r.display().to_string()))
             .collect();
-        return Err(format!(
-            "{} changed while the stage ran (after its digest was taken), so the stage may have read other bytes than its fingerprint says; nothing was stored — run again",
-            shown.join(", ")
-        ));
+        return Err(StageFailure::InputChanged { files });
     }
     let outcome = match result {
         Ok(Ok(o)) => o,
-        Ok(Err(e)) => return Err(e.to_string()),
+        Ok(Err(e)) => return Err(StageFailure::Stage(e.to_string())),
         Err(panic) => {
             let msg = panic
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".into());
-            return Err(format!("internal error (panic): {msg}; please report it"));
+            return Err(StageFailure::Panic(msg));
         }
     };
     for w in &outcome.warnings {
@@ -814,10 +607,11 @@ fn execute(ws: &Workspace, s: &StageNode, job: &Job, inputs: &BTreeMap<String, A
     let mut outputs = BTreeMap::new();
     for o in s.outputs {
         let dir = scratch.join("out").join(o.name);
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let d = ws.store.ingest_dir(&dir, o.kind).map_err(|e| format!("storing output `{}`: {e}", o.name))?;
+        std::fs::create_dir_all(&dir).map_err(|e| StageFailure::Store(format!("{}: {e}", dir.display())))?;
+        let d = ws.store.ingest_dir(&dir, o.kind).map_err(|e| StageFailure::Store(format!("storing output `{}`: {e}", o.name)))?;
         outputs.insert(o.name.to_string(), d);
     }
+    // Best effort: leftovers in tmp/ are removed at the start of the next run.
     let _ = std::fs::remove_dir_all(&scratch);
     let rec = StageRecord {
         fingerprint: job.digest.clone(),
@@ -828,9 +622,10 @@ fn execute(ws: &Workspace, s: &StageNode, job: &Job, inputs: &BTreeMap<String, A
         created: now(),
         check: outcome.check,
     };
-    let bytes = serde_json::to_vec_pretty(&rec).map_err(|e| e.to_string())?;
-    write_atomic(&ws.store.record_path(&job.digest), &bytes).map_err(|e| format!("writing stage record: {e}"))?;
+    let bytes = serde_json::to_vec_pretty(&rec).map_err(|e| StageFailure::Store(format!("serialising the stage record: {e}")))?;
+    write_atomic(&ws.store.record_path(&job.digest), &bytes).map_err(|e| StageFailure::Store(format!("writing stage record: {e}")))?;
     // The result is stored: what an interrupted attempt kept to resume from is not needed any more.
+    // Best effort: an unused state directory only costs disk; `gc` removes it.
     let _ = std::fs::remove_dir_all(&state);
     Ok(rec)
 }

@@ -28,6 +28,7 @@ impl Reporter {
             return;
         }
         if self.live {
+            // Only fails when the terminal is gone; there is nowhere left to print.
             let _ = self.multi.println(text);
         } else {
             eprintln!("{text}");

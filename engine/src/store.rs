@@ -33,6 +33,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::{StatCache, hash_bytes, hash_file, list_files};
 
+/// The store's folder and file names, in one place.
+pub mod dirs {
+    /// Content-addressed file objects.
+    pub const OBJECTS: &str = "objects";
+    /// Artifact manifests (file list → object digests).
+    pub const MANIFESTS: &str = "manifests";
+    /// Stage records by fingerprint.
+    pub const INDEX: &str = "index";
+    /// Read-only directory views of artifacts (hard links).
+    pub const VIEWS: &str = "views";
+    /// Scratch space of running stages.
+    pub const TMP: &str = "tmp";
+    /// One record per `tailor run`.
+    pub const RUNS: &str = "runs";
+    /// What an interrupted stage keeps to resume from, by fingerprint.
+    pub const STATE: &str = "state";
+    /// The stat cache (`StatCache`).
+    pub const STAT_CACHE: &str = "statcache.json";
+}
+
 /// One file of an artifact.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ManifestFile {
@@ -76,8 +96,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 fn sync_dir(dir: &Path) {
+    // Durability of the rename, where the filesystem supports syncing a
+    // directory; the rename itself has already happened either way.
     if let Ok(d) = fs::File::open(dir) {
         let _ = d.sync_all();
+    }
+}
+
+/// Remove a file or directory the store no longer wants. A failure is
+/// logged, not fatal: what is left is found again by `verify` or `gc`.
+fn remove(path: impl AsRef<Path>) {
+    let path = path.as_ref();
+    let result = if path.is_dir() { fs::remove_dir_all(path) } else { fs::remove_file(path) };
+    if let Err(e) = result
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!("could not remove {}: {e}", path.display());
     }
 }
 
@@ -140,7 +174,7 @@ fn sharded(base: &Path, digest: &str, ext: &str) -> PathBuf {
 impl Store {
     /// Open (and create) a store.
     pub fn open(root: &Path) -> io::Result<Self> {
-        for sub in ["objects", "manifests", "index", "views", "tmp", "runs"] {
+        for sub in [dirs::OBJECTS, dirs::MANIFESTS, dirs::INDEX, dirs::VIEWS, dirs::TMP, dirs::RUNS] {
             fs::create_dir_all(root.join(sub))?;
         }
         Ok(Store { root: root.to_path_buf() })
@@ -153,21 +187,21 @@ impl Store {
 
     /// Path of an object.
     pub fn object_path(&self, digest: &str) -> PathBuf {
-        sharded(&self.root.join("objects"), digest, "")
+        sharded(&self.root.join(dirs::OBJECTS), digest, "")
     }
 
     fn manifest_path(&self, digest: &str) -> PathBuf {
-        sharded(&self.root.join("manifests"), digest, ".json")
+        sharded(&self.root.join(dirs::MANIFESTS), digest, ".json")
     }
 
     /// Path of a stage record.
     pub fn record_path(&self, fingerprint: &str) -> PathBuf {
-        sharded(&self.root.join("index"), fingerprint, ".json")
+        sharded(&self.root.join(dirs::INDEX), fingerprint, ".json")
     }
 
     /// A fresh scratch directory.
     pub fn scratch(&self, label: &str) -> io::Result<PathBuf> {
-        let p = self.root.join("tmp").join(format!("{label}-{}-{}", std::process::id(), unique()));
+        let p = self.root.join(dirs::TMP).join(format!("{label}-{}-{}", std::process::id(), unique()));
         fs::create_dir_all(&p)?;
         Ok(p)
     }
@@ -175,14 +209,14 @@ impl Store {
     /// Where a stage with this fingerprint keeps what an interrupted attempt
     /// can resume from (not created here).
     pub fn state_dir(&self, fingerprint: &str) -> PathBuf {
-        self.root.join("state").join(fingerprint)
+        self.root.join(dirs::STATE).join(fingerprint)
     }
 
     /// Delete leftovers of interrupted runs. Call only while holding the run
     /// lock. Returns how many entries were removed.
     pub fn clean_scratch(&self) -> io::Result<usize> {
         let mut n = 0;
-        for e in fs::read_dir(self.root.join("tmp"))? {
+        for e in fs::read_dir(self.root.join(dirs::TMP))? {
             let p = e?.path();
             if p.is_dir() {
                 fs::remove_dir_all(&p)?
@@ -253,7 +287,7 @@ impl Store {
     /// The artifact as a read-only directory (hard links into the objects,
     /// built once, atomically).
     pub fn view(&self, digest: &str) -> io::Result<PathBuf> {
-        let dst = self.root.join("views").join(digest);
+        let dst = self.root.join(dirs::VIEWS).join(digest);
         if dst.exists() {
             return Ok(dst);
         }
@@ -273,7 +307,7 @@ impl Store {
             Ok(()) => Ok(dst),
             // Another process built the same view first.
             Err(_) if dst.exists() => {
-                let _ = fs::remove_dir_all(&tmp);
+                remove(&tmp);
                 Ok(dst)
             }
             Err(e) => Err(e),
@@ -334,11 +368,11 @@ impl Store {
         for o in objects {
             match o.strip_prefix("manifest:") {
                 Some(m) => {
-                    let _ = fs::remove_file(self.manifest_path(m));
+                    remove(self.manifest_path(m));
                     self.drop_view(m);
                 }
                 None => {
-                    let _ = fs::remove_file(self.object_path(o));
+                    remove(self.object_path(o));
                     plain.insert(o.clone());
                 }
             }
@@ -387,6 +421,7 @@ impl Store {
             .map(|(p, f)| (p, f.digest.as_str()))
             .unzip();
         let got: Vec<String> = match cache {
+            // A file that cannot be read counts as damaged (its digest is empty).
             Some(c) => c.digest_many(&paths).unwrap_or_default(),
             None => paths.par_iter().map(|p| hash_file(p).unwrap_or_default()).collect(),
         };
@@ -395,23 +430,23 @@ impl Store {
 
     /// Remove a view (it is rebuilt from the objects on demand).
     pub fn drop_view(&self, digest: &str) {
-        let dir = self.root.join("views").join(digest);
+        let dir = self.root.join(dirs::VIEWS).join(digest);
         if dir.exists() {
-            let tmp = self.root.join("tmp").join(format!("dropped-view-{}", unique()));
+            let tmp = self.root.join(dirs::TMP).join(format!("dropped-view-{}", unique()));
             // Rename first so that no reader sees a half-deleted view.
             // (Removing the links needs no write permission on the files,
             // which are the read-only objects themselves.)
             if fs::rename(&dir, &tmp).is_ok() {
-                let _ = fs::remove_dir_all(&tmp);
+                remove(&tmp);
             } else {
-                let _ = fs::remove_dir_all(&dir);
+                remove(&dir);
             }
         }
     }
 
     /// Digests of the views whose artifacts contain any of `objects`.
     fn views_containing(&self, objects: &BTreeSet<String>) -> Vec<String> {
-        let Ok(rd) = fs::read_dir(self.root.join("views")) else { return Vec::new() };
+        let Ok(rd) = fs::read_dir(self.root.join(dirs::VIEWS)) else { return Vec::new() };
         rd.flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|d| self.manifest(d).map_or(true, |m| m.files.iter().any(|f| objects.contains(&f.digest))))
@@ -423,7 +458,7 @@ impl Store {
     /// recomputes them.
     pub fn verify(&self, delete_bad: bool) -> io::Result<VerifyReport> {
         let mut rep = VerifyReport::default();
-        let objects = walk_sharded(&self.root.join("objects"))?;
+        let objects = walk_sharded(&self.root.join(dirs::OBJECTS))?;
         rep.objects = objects.len();
         let bad: Vec<(String, String)> = objects
             .par_iter()
@@ -435,7 +470,7 @@ impl Store {
             .collect();
         if delete_bad {
             for (d, _) in &bad {
-                let _ = fs::remove_file(self.object_path(d));
+                remove(self.object_path(d));
             }
             // Views are hard links: a corrupt object is corrupt in every view.
             let objects: BTreeSet<String> = bad.iter().map(|(d, _)| d.clone()).collect();
@@ -444,14 +479,14 @@ impl Store {
             }
         }
         rep.problems.extend(bad.into_iter().map(|(_, line)| line));
-        for (digest, path) in walk_sharded(&self.root.join("manifests"))? {
+        for (digest, path) in walk_sharded(&self.root.join(dirs::MANIFESTS))? {
             let digest = digest.trim_end_matches(".json").to_string();
             rep.manifests += 1;
             let bytes = fs::read(&path)?;
             if hash_bytes(&bytes) != digest {
                 rep.problems.push(format!("manifest {digest} does not match its content"));
                 if delete_bad {
-                    let _ = fs::remove_file(&path);
+                    remove(&path);
                 }
                 continue;
             }
@@ -463,7 +498,7 @@ impl Store {
         }
         // Views are what `tailor show --path` and stages read: each must hold
         // exactly its manifest's files with the manifest's content.
-        if let Ok(rd) = fs::read_dir(self.root.join("views")) {
+        if let Ok(rd) = fs::read_dir(self.root.join(dirs::VIEWS)) {
             for e in rd.flatten() {
                 let digest = e.file_name().to_string_lossy().into_owned();
                 rep.views += 1;
@@ -500,22 +535,22 @@ impl Store {
             }
             Ok(())
         };
-        for (d, p) in walk_sharded(&self.root.join("objects"))? {
+        for (d, p) in walk_sharded(&self.root.join(dirs::OBJECTS))? {
             if !keep_objects.contains(&d) {
                 drop(&p)?;
             }
         }
-        for (d, p) in walk_sharded(&self.root.join("manifests"))? {
+        for (d, p) in walk_sharded(&self.root.join(dirs::MANIFESTS))? {
             if !keep_artifacts.contains(d.trim_end_matches(".json")) {
                 drop(&p)?;
             }
         }
-        for (d, p) in walk_sharded(&self.root.join("index"))? {
+        for (d, p) in walk_sharded(&self.root.join(dirs::INDEX))? {
             if !keep_records.contains(d.trim_end_matches(".json")) {
                 drop(&p)?;
             }
         }
-        for e in fs::read_dir(self.root.join("views"))? {
+        for e in fs::read_dir(self.root.join(dirs::VIEWS))? {
             let e = e?;
             if !keep_artifacts.contains(&e.file_name().to_string_lossy().to_string()) {
                 drop(&e.path())?;
@@ -523,7 +558,7 @@ impl Store {
         }
         // Checkpoints of interrupted stages: only a rerun of the same
         // fingerprint would resume from them, and the lock references none.
-        if let Ok(states) = fs::read_dir(self.root.join("state")) {
+        if let Ok(states) = fs::read_dir(self.root.join(dirs::STATE)) {
             for e in states {
                 drop(&e?.path())?;
             }

@@ -84,7 +84,7 @@ impl Workspace {
 
     /// The stat cache.
     pub fn stat_cache(&self) -> StatCache {
-        StatCache::load(&self.store.root().join("statcache.json"))
+        StatCache::load(&self.store.root().join(crate::store::dirs::STAT_CACHE))
     }
 
     /// Take the exclusive run lock, waiting (and saying so) if another run

@@ -1,27 +1,27 @@
-//! Tailor's built-in stages. Each stage kind is one module implementing
-//! [`tailor_engine::Stage`]; shared domain types (records) live beside them.
-//! Nothing here knows about scheduling, caching or the DAG.
+//! Tailor's built-in stage kinds. Each kind is one module implementing
+//! [`tailor_engine::Stage`]: its config type, what it declares (inputs,
+//! files, environment), its plan notes and its `run`, which calls the
+//! domain libraries (`libs/`: records and text quality, metrics, model
+//! formats, reports) and, for training and evaluation, the `tailor-train`
+//! process through the job files of `tailor-protocol`. Nothing here knows
+//! about scheduling, caching or the DAG; [`registry`] is where a kind is
+//! registered.
 
 pub mod clean;
 pub mod collect;
-pub mod estimate;
 pub mod evaluate;
+pub mod files;
 pub mod format;
 /// Implementation identity of each module, from `build.rs`: a digest of
 /// the module's code and of everything it uses (see the build script).
 pub mod identity {
     include!(concat!(env!("OUT_DIR"), "/identity.rs"));
 }
-pub mod metric;
-pub mod model;
+pub mod inputs;
 pub mod numerics;
-pub mod record;
-pub mod report;
 pub mod retrain;
 pub mod runner;
 pub mod show;
-pub mod text;
-pub mod tokenizer;
 pub mod train;
 
 use tailor_engine::Registry;
@@ -55,7 +55,7 @@ mod tests {
         for kind in ["collect", "clean", "format"] {
             assert!(!doc(kind).contains("trainer"), "{}", doc(kind));
         }
-        assert!(doc("clean").contains("text/minhash.rs") && doc("format").contains("tokenizer.rs"));
+        assert!(doc("clean").contains("libs/text/src/minhash.rs") && doc("format").contains("tokenizer.rs"));
         let ids = [
             super::identity::COLLECT,
             super::identity::CLEAN,

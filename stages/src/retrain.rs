@@ -12,15 +12,18 @@
 //! gets wrong" half of the loop. When none matches, the stage says so.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tailor_engine::{ConfigIssue, InputDecl, IoContext, OutputDecl, Stage, StageContext, StageError, StageOutcome, StageSpec};
 
-use crate::train::settings::{Hyper, Method, MethodCfg};
+use crate::files::read_record;
+use crate::train::settings::Hyper;
 use crate::train::{self, base};
+use crate::train::{BaseRecord, TrainRecord};
+use tailor_protocol::job::{Init, Oversample};
 
 /// Configuration of a `retrain` stage.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -85,23 +88,18 @@ pub fn failures(results: &Path) -> Result<(BTreeSet<String>, BTreeSet<String>), 
 
 /// Training samples that stand for failed cases: the same sample, a
 /// correction of it (`fix_of`), or the same question.
-fn matching(data: &Path, ids: &BTreeSet<String>, prompts: &BTreeSet<String>) -> BTreeSet<String> {
-    std::fs::read_to_string(data.join("samples.jsonl"))
-        .map(|t| {
-            t.lines()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .filter(|v| {
-                    let hit = |k: &str, set: &BTreeSet<String>| v[k].as_str().is_some_and(|x| set.contains(x));
-                    hit("id", ids) || hit("fix_of", ids) || hit("prompt", prompts)
-                })
-                .filter_map(|v| v["id"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn read_json(p: &Path) -> Result<Value, StageError> {
-    serde_json::from_slice(&std::fs::read(p).ctx(|| format!("reading {}", p.display()))?).map_err(|e| StageError::msg(format!("{}: {e}", p.display())))
+fn matching(data: &Path, ids: &BTreeSet<String>, prompts: &BTreeSet<String>) -> Result<BTreeSet<String>, StageError> {
+    let path = data.join("samples.jsonl");
+    let text = std::fs::read_to_string(&path).ctx(|| format!("reading {}", path.display()))?;
+    let mut hit = BTreeSet::new();
+    for (i, line) in text.lines().enumerate() {
+        let v: Value = serde_json::from_str(line).map_err(|e| StageError::msg(format!("{}:{}: {e}", path.display(), i + 1)))?;
+        let has = |k: &str, set: &BTreeSet<String>| v[k].as_str().is_some_and(|x| set.contains(x));
+        if has("id", ids) || has("fix_of", ids) || has("prompt", prompts) {
+            hit.extend(v["id"].as_str().map(str::to_string));
+        }
+    }
+    Ok(hit)
 }
 
 impl Stage for Retrain {
@@ -132,31 +130,29 @@ impl Stage for Retrain {
 
     fn run(config: &RetrainConfig, ctx: &mut StageContext<'_>) -> Result<StageOutcome, StageError> {
         let from = ctx.input("from")?.dir.clone();
-        let trained = read_json(&from.join("train.json"))?;
-        let method: Method = serde_json::from_value(trained["method"].clone()).map_err(|e| StageError::msg(format!("{}/train.json: {e}", from.display())))?;
-        let base_rec = read_json(&from.join("base.json"))?;
-        let base_path = PathBuf::from(base_rec["path"].as_str().unwrap_or_default());
+        let method = read_record::<TrainRecord>(&from, "train.json")?.method;
+        let base_rec: BaseRecord = read_record(&from, "base.json")?;
+        let base_path = base_rec.path.clone();
         let out = ctx.output_dir("model")?;
         // Adapters continue on the same base; a full model is the new base.
-        let base_dir =
-            if method.method == MethodCfg::Full { from.join("model") } else { base::materialize(&base_path, ctx.root, &out.with_file_name("import"))? };
+        let base_dir = if !method.method.is_adapter() { from.join("model") } else { base::materialize(&base_path, ctx.root, &out.with_file_name("import"))? };
         train::check_tokenizer(&ctx.input("data")?.dir, &base_dir, &base_path)?;
         let mut job = train::job(&method, &config.hyper, &base_dir, ctx, &out)?;
-        if method.method != MethodCfg::Full {
+        if method.method.is_adapter() {
             let opt = from.join("optimizer.safetensors");
             let resume = config.optimizer == OptimizerStart::Resume && opt.exists();
-            job["init"] = json!({"adapter": from.join("adapter"), "optimizer": resume.then_some(opt)});
+            job.init = Some(Init { adapter: Some(from.join("adapter")), optimizer: resume.then_some(opt) });
         }
         let mut warnings = Vec::new();
         let mut extra = BTreeMap::new();
         if let (Some(f), Ok(eval)) = (&config.focus, ctx.input("evaluation")) {
             let (ids, prompts) = failures(&eval.dir.join("results.jsonl"))?;
-            let hit = matching(&ctx.input("data")?.dir, &ids, &prompts);
+            let hit = matching(&ctx.input("data")?.dir, &ids, &prompts)?;
             if hit.is_empty() && !ids.is_empty() {
                 warnings.push(format!("none of the {} failed cases has a training sample (the same sample, a correction with `meta.fix_of`, or the same question); nothing is repeated", ids.len()));
             }
             extra.insert("focused_samples".to_string(), json!(hit.len()));
-            job["oversample"] = json!({"ids": hit, "factor": f.failures});
+            job.oversample = Some(Oversample { ids: hit, factor: f.failures });
         }
         // `base.json` keeps naming the original base model (what `evaluate`
         // compares against), however many rounds of retraining follow.
@@ -166,7 +162,7 @@ impl Stage for Retrain {
     }
 
     fn report(_output: &OutputDecl, dir: &Path) -> Option<String> {
-        Some(crate::report::model(dir))
+        Some(tailor_report::model(dir))
     }
 
     fn show(_output: &OutputDecl, dir: &Path, w: &mut dyn std::io::Write, _limit: usize) -> std::io::Result<bool> {

@@ -10,8 +10,10 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use serde_json::Value;
 use tailor_engine::{IoContext, StageContext, StageError};
+use tailor_protocol::TRAINER;
+use tailor_protocol::event::{Done, Event};
+use tailor_protocol::job::Job;
 
 /// `tailor-train` beside the running binary (or `TAILOR_TRAIN_BIN`).
 pub fn trainer_binary() -> Result<PathBuf, StageError> {
@@ -19,7 +21,7 @@ pub fn trainer_binary() -> Result<PathBuf, StageError> {
         return Ok(PathBuf::from(p));
     }
     let exe = std::env::current_exe().ctx(|| "locating the tailor binary".into())?;
-    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut dir = exe.parent().map(Path::to_path_buf).ok_or_else(|| StageError::msg(format!("{} has no parent directory", exe.display())))?;
     // Test binaries live in target/*/deps; the trainer one level up.
     if dir.ends_with("deps") {
         dir.pop();
@@ -28,13 +30,14 @@ pub fn trainer_binary() -> Result<PathBuf, StageError> {
     if bin.exists() { Ok(bin) } else { Err(StageError::msg(format!("{} not found; build it with `cargo build` (it links libtorch)", bin.display()))) }
 }
 
-/// Run `tailor-train SUBCOMMAND JOB` with `job` written next to the stage's
-/// outputs; returns the `done` event's metrics.
-pub fn run(ctx: &StageContext<'_>, subcommand: &str, job: &Value, job_file: &Path) -> Result<Value, StageError> {
-    std::fs::write(job_file, serde_json::to_vec_pretty(job).unwrap_or_default()).ctx(|| format!("writing {}", job_file.display()))?;
+/// Run `tailor-train SUBCOMMAND JOB` with `job` written to `job_file`
+/// (next to the stage's outputs); returns the `done` event.
+pub fn run<J: Job>(ctx: &StageContext<'_>, job: &J, job_file: &Path) -> Result<Done, StageError> {
+    let text = serde_json::to_vec_pretty(job).map_err(|e| StageError::msg(format!("serialising the trainer job: {e}")))?;
+    std::fs::write(job_file, text).ctx(|| format!("writing {}", job_file.display()))?;
     let bin = trainer_binary()?;
     let mut child = Command::new(&bin)
-        .arg(subcommand)
+        .arg(J::SUBCOMMAND)
         .arg(job_file)
         .envs(crate::numerics::pinned())
         .stdout(Stdio::piped())
@@ -46,49 +49,66 @@ pub fn run(ctx: &StageContext<'_>, subcommand: &str, job: &Value, job_file: &Pat
     let errs = std::thread::spawn(move || {
         let mut s = String::new();
         if let Some(mut e) = stderr {
+            // A read error leaves what was read; the exit status still decides.
             let _ = e.read_to_string(&mut s);
         }
         s
     });
-    let mut done = Value::Null;
+    let mut done = None;
+    let mut mismatch = None;
     if let Some(stdout) = child.stdout.take() {
         for line in BufReader::new(stdout).lines() {
             let line = line.ctx(|| "reading trainer output".into())?;
-            let Ok(ev) = serde_json::from_str::<Value>(&line) else { continue };
-            event(ctx, &ev, &mut done);
+            match serde_json::from_str::<Event>(&line) {
+                Ok(Event::Start(s)) if s.trainer != TRAINER => {
+                    // A trainer from another build: its results would be cached
+                    // under this build's identity. Stop it now.
+                    let _ = child.kill();
+                    mismatch = Some(s.trainer);
+                    break;
+                }
+                Ok(ev) => event(ctx, ev, &mut done),
+                Err(_) => tracing::debug!(stage = ctx.name, "trainer: {line}"),
+            }
         }
     }
-    let err = errs.join().unwrap_or_default();
+    let err = errs.join().unwrap_or_else(|_| "the thread reading the trainer's errors panicked".into());
     let status = child.wait().ctx(|| "waiting for the trainer".into())?;
+    if let Some(other) = mismatch {
+        return Err(StageError::msg(format!(
+            "{} is from a different build (trainer {other}, this tailor expects {TRAINER}); rebuild both with `cargo build --workspace --release`",
+            bin.display()
+        )));
+    }
     if !status.success() {
         let msg = err.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("the trainer failed without a message").trim_start_matches("error: ");
         return Err(StageError::msg(msg.to_string()));
     }
-    Ok(done)
+    done.ok_or_else(|| StageError::msg(format!("{} exited without reporting `done`", bin.display())))
 }
 
-fn event(ctx: &StageContext<'_>, ev: &Value, done: &mut Value) {
+fn event(ctx: &StageContext<'_>, ev: Event, done: &mut Option<Done>) {
     let bar = ctx.progress();
-    match ev["event"].as_str() {
-        Some("start") => {
-            bar.set_length(ev["steps"].as_u64().unwrap_or(0));
-            tracing::info!(stage = ctx.name, "{}", ev);
+    match ev {
+        Event::Start(s) => {
+            bar.set_length(s.steps);
+            tracing::info!(stage = ctx.name, steps = s.steps, rows = s.rows, device = s.device, dtype = s.dtype, "trainer started");
         }
-        Some("step") => {
-            bar.set_position(ev["step"].as_u64().unwrap_or(0));
-            if let Some(loss) = ev["loss"].as_f64() {
-                bar.set_message(format!("loss {loss:.4} · {:.0} tok/s", ev["tokens_per_s"].as_f64().unwrap_or(0.0)));
-            } else if let Some(v) = ev["variant"].as_str() {
-                bar.set_message(v.to_string());
-            }
-            tracing::debug!(stage = ctx.name, "{}", ev);
+        Event::Step(s) => {
+            bar.set_position(s.step);
+            bar.set_message(format!("loss {:.4} · {:.0} tok/s", s.loss, s.tokens_per_s.unwrap_or(0.0)));
+            tracing::debug!(stage = ctx.name, step = s.step, loss = s.loss, lr = s.lr, grad_norm = s.grad_norm, val_loss = s.val_loss, "step");
         }
-        Some("resume") => tracing::warn!(stage = ctx.name, step = ev["step"].as_u64().unwrap_or(0), "resuming from a checkpoint"),
-        Some("checkpoint") | Some("note") => tracing::info!(stage = ctx.name, "{}", ev),
-        Some("done") => {
-            *done = ev["metrics"].clone();
-            tracing::info!(stage = ctx.name, "{}", ev);
+        Event::Progress { step, variant, .. } => {
+            bar.set_position(step);
+            bar.set_message(variant);
         }
-        _ => {}
+        Event::Resume { step, from } => tracing::warn!(stage = ctx.name, step, from = %from.display(), "resuming from a checkpoint"),
+        Event::Checkpoint { step, dir } => tracing::info!(stage = ctx.name, step, dir = %dir.display(), "checkpoint"),
+        Event::Note { message } => tracing::info!(stage = ctx.name, "{message}"),
+        Event::Done(d) => {
+            tracing::info!(stage = ctx.name, seconds = d.seconds, peak_rss_mib = d.peak_rss_mib, "trainer done");
+            *done = Some(d);
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use tailor_engine::OutputDecl;
 
-use crate::record::{Body, Record, Reject, read_jsonl};
+use tailor_text::record::{Body, Record, Reject, read_jsonl};
 
 fn clip(s: &str, n: usize) -> String {
     let one = s.replace('\n', "⏎");

@@ -16,7 +16,7 @@ use crate::data::{Dataset, Rng, masked_loss};
 use crate::model::Attend;
 use crate::optim::{AdamW, AdamWConfig};
 use crate::peft::LoraSpec;
-use crate::trainer::{Job, Method, build, peak_rss_mib};
+use crate::trainer::{Method, TrainJob, build, peak_rss_mib};
 
 /// Benchmark settings (the peer script's flags).
 #[derive(Debug, Clone)]
@@ -68,13 +68,13 @@ pub fn run(b: &Bench) -> Result<serde_json::Value, String> {
     tch::set_num_threads(b.threads as i32);
     let rss_start = peak_rss_mib();
     let lora = Some(LoraSpec { r: b.r, alpha: b.alpha, dropout: 0.0, targets: b.targets.clone(), rslora: false });
-    let job = Job {
+    let job = TrainJob {
         lr: b.lr,
         max_steps: Some(b.steps),
         batch_size: b.batch,
         seed: b.seed,
         threads: Some(b.threads),
-        ..Job::with_defaults(b.model.clone(), PathBuf::new(), PathBuf::new(), b.method, lora)
+        ..TrainJob::with_defaults(b.model.clone(), PathBuf::new(), PathBuf::new(), b.method, lora)
     };
     let t_load = Instant::now();
     let built = build(&job, Device::Cpu)?;

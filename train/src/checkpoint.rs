@@ -48,9 +48,23 @@ pub struct Checkpoint {
     pub dir: PathBuf,
 }
 
+/// Durability where the filesystem supports it; the bytes are written
+/// either way, and a checkpoint that did not reach the disk is ignored on
+/// resume (its key or tensors do not read back).
 fn fsync(path: &Path) {
     if let Ok(f) = std::fs::File::open(path) {
         let _ = f.sync_all();
+    }
+}
+
+/// Remove an old or half-written checkpoint. Failing leaves it for the
+/// next save to remove; a checkpoint is only ever used when it reads back
+/// whole with this job's key.
+fn discard(dir: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        eprintln!("warning: could not remove {}: {e}", dir.display());
     }
 }
 
@@ -59,7 +73,7 @@ pub fn save(root: &Path, job: &str, state: &LoopState, tensors: &[(String, Tenso
     let name = format!("ckpt-{:08}", state.step);
     let tmp = root.join(format!("{name}.tmp"));
     let dir = root.join(&name);
-    let _ = std::fs::remove_dir_all(&tmp);
+    discard(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
     let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
     Tensor::write_safetensors(&refs, tmp.join("state.safetensors")).map_err(|e| format!("writing checkpoint tensors: {e}"))?;
@@ -67,18 +81,18 @@ pub fn save(root: &Path, job: &str, state: &LoopState, tensors: &[(String, Tenso
     std::fs::write(tmp.join("state.json"), meta).map_err(|e| format!("writing checkpoint state: {e}"))?;
     fsync(&tmp.join("state.safetensors"));
     fsync(&tmp.join("state.json"));
-    let _ = std::fs::remove_dir_all(&dir);
+    discard(&dir);
     std::fs::rename(&tmp, &dir).map_err(|e| format!("renaming checkpoint: {e}"))?;
     fsync(root);
     // Older checkpoints (and any half-written one) go once this one is in place.
     for old in list(root) {
         if old != dir {
-            let _ = std::fs::remove_dir_all(&old);
+            discard(&old);
         }
     }
     for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
         if e.file_name().to_string_lossy().ends_with(".tmp") {
-            let _ = std::fs::remove_dir_all(e.path());
+            discard(&e.path());
         }
     }
     Ok(dir)

@@ -3,35 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Llama-3 style RoPE frequency scaling (`rope_scaling` with `rope_type: llama3`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct RopeScaling {
-    /// `llama3`, `linear`, or `default`.
-    #[serde(alias = "type")]
-    pub rope_type: String,
-    /// Scale factor.
-    #[serde(default = "one")]
-    pub factor: f64,
-    /// llama3: low-frequency factor.
-    #[serde(default = "one")]
-    pub low_freq_factor: f64,
-    /// llama3: high-frequency factor.
-    #[serde(default = "four")]
-    pub high_freq_factor: f64,
-    /// llama3: the context length the base model was trained on.
-    #[serde(default = "ctx8k")]
-    pub original_max_position_embeddings: usize,
-}
+pub use tailor_model::rope::RopeScaling;
 
-fn one() -> f64 {
-    1.0
-}
-fn four() -> f64 {
-    4.0
-}
-fn ctx8k() -> usize {
-    8192
-}
 fn theta() -> f64 {
     10000.0
 }
@@ -124,6 +97,7 @@ impl LlamaConfig {
 
     /// Check the architecture is one this model implements.
     pub fn check(&self) -> Result<(), String> {
+        self.rope()?;
         let ok = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"];
         if let Some(a) = self.architectures.first()
             && !ok.contains(&a.as_str())
@@ -134,6 +108,11 @@ impl LlamaConfig {
             return Err(format!("{} attention heads are not a multiple of {} key/value heads", self.num_attention_heads, self.kv_heads()));
         }
         Ok(())
+    }
+
+    /// The rotary embedding (`rope_scaling`, or plain RoPE).
+    pub fn rope(&self) -> Result<tailor_model::rope::Rope, String> {
+        self.rope_scaling.as_ref().map_or(Ok(tailor_model::rope::Rope::Default), |s| s.rope().map_err(String::from))
     }
 
     /// Parameter count (weights only).

@@ -14,8 +14,6 @@ pub struct Dataset {
     offsets: Vec<usize>,
     /// Rows: each a list of sample indices (one sample, or one pack).
     rows: Vec<Vec<usize>>,
-    /// Tokenizer digest from the manifest.
-    pub tokenizer_digest: String,
     /// Sample ids (from `samples.jsonl`), when known.
     pub ids_of_samples: Vec<String>,
 }
@@ -88,17 +86,24 @@ impl Dataset {
             }
             _ => (0..offsets.len().saturating_sub(1)).map(|i| vec![i]).collect(),
         };
-        let manifest: serde_json::Value = std::fs::read(dir.join("manifest.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        let tokenizer_digest = manifest["tokenizer"]["digest"].as_str().unwrap_or_default().to_string();
         if ids.len() != mask.len() || offsets.last().copied().unwrap_or(0) != ids.len() {
             return Err("tokens.safetensors is inconsistent (ids, mask and offsets disagree)".into());
         }
-        let ids_of_samples: Vec<String> = std::fs::read_to_string(dir.join("samples.jsonl"))
-            .map(|t| {
-                t.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).map(|v| v["id"].as_str().unwrap_or_default().to_string()).collect()
-            })
-            .unwrap_or_default();
-        Ok(Dataset { ids, mask, offsets, rows, tokenizer_digest, ids_of_samples })
+        // Sample ids, by sample index (a split written without them has none).
+        let samples = dir.join("samples.jsonl");
+        let ids_of_samples: Vec<String> = match std::fs::read_to_string(&samples) {
+            Ok(t) => t
+                .lines()
+                .enumerate()
+                .map(|(i, l)| {
+                    let v: serde_json::Value = serde_json::from_str(l).map_err(|e| format!("{}:{}: {e}", samples.display(), i + 1))?;
+                    Ok(v["id"].as_str().unwrap_or_default().to_string())
+                })
+                .collect::<Result<_, String>>()?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(format!("{}: {e}", samples.display())),
+        };
+        Ok(Dataset { ids, mask, offsets, rows, ids_of_samples })
     }
 
     /// A dataset of fixed-length rows cut from one token stream, every token
@@ -112,7 +117,7 @@ impl Dataset {
             offsets.push(ids.len());
         }
         let mask = vec![1u8; ids.len()];
-        Dataset { ids, mask, offsets, rows: (0..rows).map(|i| vec![i]).collect(), tokenizer_digest: String::new(), ids_of_samples: Vec::new() }
+        Dataset { ids, mask, offsets, rows: (0..rows).map(|i| vec![i]).collect(), ids_of_samples: Vec::new() }
     }
 
     /// Repeat the rows holding the given sample ids `factor` times in all

@@ -13,22 +13,7 @@ use tch::{Device, Kind, Tensor};
 use crate::data::Rng;
 use crate::model::{Attend, KvCache, Llama};
 
-/// Decoding settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Decoding {
-    /// Tokens to generate at most.
-    pub max_new_tokens: usize,
-    /// 0 = greedy.
-    pub temperature: f64,
-    /// Nucleus sampling mass (1 = off).
-    pub top_p: f64,
-    /// Seed of the sampling streams.
-    pub seed: u64,
-    /// Stop when the output contains one of these (it is cut there).
-    pub stop: Vec<String>,
-    /// Prompts per batch.
-    pub batch_size: usize,
-}
+pub use tailor_protocol::settings::Decoding;
 
 /// One generated continuation.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

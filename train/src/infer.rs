@@ -7,60 +7,15 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use tailor_protocol::event::{Done, Event, Start};
+use tailor_protocol::job::{Generation, InferJob, Prompt, Scored, Variant};
 use tch::Device;
 
 use crate::data::Dataset;
-use crate::generate::{Decoding, generate};
+use crate::generate::generate;
 use crate::load::LoadOptions;
 use crate::model::Llama;
-use crate::trainer::{DeviceSpec, Dtype, emit, row_losses};
-
-/// One model to evaluate.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Variant {
-    /// Name in the results (`tuned`, `base`).
-    pub name: String,
-    /// Model directory (Hugging Face layout).
-    pub model: PathBuf,
-    /// PEFT adapter on top, if any.
-    pub adapter: Option<PathBuf>,
-}
-
-/// A prompt to continue.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Prompt {
-    /// Sample id.
-    pub id: String,
-    /// Token ids of the prompt (template applied, up to the reply).
-    pub ids: Vec<u32>,
-}
-
-/// What to compute.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct InferJob {
-    /// Models, in order.
-    pub variants: Vec<Variant>,
-    /// Weights and compute kind.
-    #[serde(default)]
-    pub dtype: Dtype,
-    /// Device.
-    #[serde(default)]
-    pub device: DeviceSpec,
-    /// Intra-op threads.
-    pub threads: Option<usize>,
-    /// A tokenized split whose per-sample loss is wanted.
-    pub score: Option<PathBuf>,
-    /// Prompts to continue (JSON lines of [`Prompt`]).
-    pub prompts: Option<PathBuf>,
-    /// Token ids that end a reply.
-    pub eos: Vec<u32>,
-    /// Decoding settings.
-    pub decoding: Decoding,
-    /// Output directory: `losses.jsonl`, `generations.jsonl`.
-    pub out: PathBuf,
-}
+use crate::trainer::{emit, row_losses};
 
 fn load(v: &Variant, opts: LoadOptions) -> Result<Llama, String> {
     let cfg = crate::load::config(&v.model)?;
@@ -83,8 +38,8 @@ pub fn run(job: &InferJob) -> Result<(), String> {
     if let Some(n) = job.threads {
         tch::set_num_threads(n as i32);
     }
-    let device: Device = job.device.resolve()?;
-    let opts = LoadOptions { kind: job.dtype.resolve(device), device, nf4: None };
+    let device: Device = crate::trainer::device(job.device)?;
+    let opts = LoadOptions { kind: crate::trainer::kind(job.dtype, device), device, nf4: None };
     let prompts: Vec<Prompt> = match &job.prompts {
         Some(p) => std::fs::read_to_string(p)
             .map_err(|e| format!("{}: {e}", p.display()))?
@@ -98,7 +53,15 @@ pub fn run(job: &InferJob) -> Result<(), String> {
     let mut losses = std::fs::File::create(job.out.join("losses.jsonl")).map_err(|e| e.to_string())?;
     let mut gens = std::fs::File::create(job.out.join("generations.jsonl")).map_err(|e| e.to_string())?;
     let total = job.variants.len() * (prompts.len() + score.as_ref().map_or(0, Dataset::len));
-    emit(json!({"event": "start", "steps": total}));
+    emit(&Event::Start(Start {
+        steps: total as u64,
+        trainer: tailor_protocol::TRAINER.into(),
+        rows: None,
+        trainable_parameters: None,
+        weight_bytes: None,
+        device: Some(format!("{device:?}")),
+        dtype: Some(format!("{:?}", opts.kind)),
+    }));
     let mut done = 0usize;
     let mut loaded: Option<(PathBuf, Llama)> = None;
     for v in &job.variants {
@@ -117,10 +80,11 @@ pub fn run(job: &InferJob) -> Result<(), String> {
         let model = &model.1;
         if let Some(ds) = &score {
             for (row, (nll, n)) in row_losses(model, ds, 8, device)?.into_iter().enumerate() {
-                writeln!(losses, "{}", json!({"variant": v.name, "id": ds.sample_id(row), "nll": nll, "targets": n})).map_err(|e| e.to_string())?;
+                let line = Scored { variant: v.name.clone(), id: ds.sample_id(row).map(str::to_string), nll, targets: n };
+                writeln!(losses, "{}", json_line(&line)?).map_err(|e| e.to_string())?;
             }
             done += ds.len();
-            emit(json!({"event": "step", "step": done, "steps": total, "variant": v.name}));
+            emit(&Event::Progress { step: done as u64, steps: total as u64, variant: v.name.clone() });
         }
         if !prompts.is_empty() {
             let tok = tokenizers::Tokenizer::from_file(v.model.join("tokenizer.json")).map_err(|e| format!("{}/tokenizer.json: {e}", v.model.display()))?;
@@ -128,15 +92,19 @@ pub fn run(job: &InferJob) -> Result<(), String> {
             let ids: Vec<Vec<u32>> = prompts.iter().map(|p| p.ids.clone()).collect();
             let mut progress = |n: usize| {
                 done += n;
-                emit(json!({"event": "step", "step": done, "steps": total, "variant": v.name}));
+                emit(&Event::Progress { step: done as u64, steps: total as u64, variant: v.name.clone() });
             };
             let out = generate(model, &ids, &job.eos, &job.decoding, device, &decode, &mut progress)?;
             for (p, g) in prompts.iter().zip(out) {
-                writeln!(gens, "{}", json!({"variant": v.name, "id": p.id, "text": g.text, "tokens": g.ids.len(), "finish": g.finish}))
-                    .map_err(|e| e.to_string())?;
+                let line = Generation { variant: v.name.clone(), id: p.id.clone(), text: g.text, tokens: g.ids.len(), finish: g.finish };
+                writeln!(gens, "{}", json_line(&line)?).map_err(|e| e.to_string())?;
             }
         }
     }
-    emit(json!({"event": "done", "metrics": {}}));
+    emit(&Event::Done(Done { metrics: None, tokens_per_s: None, seconds: None, peak_rss_mib: crate::trainer::peak_rss_mib() }));
     Ok(())
+}
+
+fn json_line<T: serde::Serialize>(v: &T) -> Result<String, String> {
+    serde_json::to_string(v).map_err(|e| format!("serialising a result line: {e}"))
 }

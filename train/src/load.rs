@@ -29,10 +29,17 @@ pub fn weight_files(dir: &Path) -> Result<Vec<std::path::PathBuf>, String> {
     let index = dir.join("model.safetensors.index.json");
     let text = std::fs::read_to_string(&index).map_err(|_| format!("{} has neither model.safetensors nor model.safetensors.index.json", dir.display()))?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", index.display()))?;
-    let mut files: Vec<String> = v["weight_map"].as_object().map(|m| m.values().filter_map(|f| f.as_str().map(str::to_string)).collect()).unwrap_or_default();
+    let map = v["weight_map"].as_object().ok_or_else(|| format!("{} has no `weight_map` object", index.display()))?;
+    let mut files: Vec<String> = map.values().filter_map(|f| f.as_str().map(str::to_string)).collect();
     files.sort();
     files.dedup();
     Ok(files.into_iter().map(|f| dir.join(f)).collect())
+}
+
+/// A tensor's shape in a safetensors header (non-negative integers).
+fn header_shape(t: &serde_json::Value, file: &Path, name: &str) -> Result<Vec<u64>, String> {
+    let bad = || format!("{}: tensor `{name}` has no valid shape", file.display());
+    t["shape"].as_array().ok_or_else(bad)?.iter().map(|x| x.as_u64().ok_or_else(bad)).collect()
 }
 
 /// Tensor names and shapes from the safetensors headers, without loading
@@ -43,7 +50,7 @@ pub fn shapes(dir: &Path) -> Result<HashMap<String, Vec<usize>>, String> {
         let mut file = std::fs::File::open(&f).map_err(|e| format!("{}: {e}", f.display()))?;
         let (v, _) = read_header(&mut file, &f)?;
         for (k, t) in v.as_object().into_iter().flatten().filter(|(k, _)| *k != "__metadata__") {
-            let shape = t["shape"].as_array().map(|a| a.iter().filter_map(|x| x.as_u64().map(|x| x as usize)).collect()).unwrap_or_default();
+            let shape = header_shape(t, &f, k)?.into_iter().map(|x| x as usize).collect();
             out.insert(k.clone(), shape);
         }
     }
@@ -80,7 +87,7 @@ fn kind_of(dtype: &str) -> Option<Kind> {
 /// Whether a tensor is a decoder linear weight (what QLoRA quantizes; the
 /// embeddings, norms and output head stay in the model's dtype).
 pub fn is_decoder_linear(name: &str) -> bool {
-    name.starts_with("model.layers.") && name.ends_with("_proj.weight") && crate::model::TARGETS.iter().any(|t| name.ends_with(&format!(".{t}.weight")))
+    name.starts_with("model.layers.") && crate::model::names::LINEARS.iter().any(|n| name.ends_with(&format!(".{n}.weight")))
 }
 
 /// Read a checkpoint one tensor at a time, so that peak memory is the
@@ -93,8 +100,8 @@ pub fn weights(dir: &Path, opts: LoadOptions) -> Result<Weights, String> {
         let (header, data_start) = read_header(&mut file, &f)?;
         let mut entries: Vec<(String, String, Vec<i64>, u64, u64)> = Vec::new();
         for (name, t) in header.as_object().into_iter().flatten().filter(|(k, _)| *k != "__metadata__") {
-            let dtype = t["dtype"].as_str().unwrap_or_default().to_string();
-            let shape: Vec<i64> = t["shape"].as_array().map(|a| a.iter().filter_map(|x| x.as_i64()).collect()).unwrap_or_default();
+            let dtype = t["dtype"].as_str().ok_or_else(|| format!("{}: tensor `{name}` has no dtype", f.display()))?.to_string();
+            let shape: Vec<i64> = header_shape(t, &f, name)?.into_iter().map(|x| x as i64).collect();
             let (a, b) = (t["data_offsets"][0].as_u64(), t["data_offsets"][1].as_u64());
             let (Some(a), Some(b)) = (a, b) else { return Err(format!("{}: tensor `{name}` has no data_offsets", f.display())) };
             entries.push((name.clone(), dtype, shape, a, b));
@@ -144,7 +151,8 @@ pub fn save(dir: &Path, cfg: &LlamaConfig, tensors: &[(String, Tensor)]) -> Resu
         cfg.architectures = vec!["LlamaForCausalLM".into()];
         cfg.model_type = Some("llama".into());
     }
-    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&cfg).unwrap_or_default()).map_err(|e| e.to_string())?;
+    let text = serde_json::to_string_pretty(&cfg).map_err(|e| format!("serialising config.json: {e}"))?;
+    std::fs::write(dir.join("config.json"), text).map_err(|e| format!("{}: {e}", dir.join("config.json").display()))?;
     let owned: Vec<(String, Tensor)> = tensors.iter().map(|(n, t)| (n.clone(), t.detach().to_kind(Kind::Float).to_device(Device::Cpu).contiguous())).collect();
     let refs: Vec<(&str, &Tensor)> = owned.iter().map(|(n, t)| (n.as_str(), t)).collect();
     Tensor::write_safetensors(&refs, dir.join("model.safetensors")).map_err(|e| format!("writing model.safetensors: {e}"))

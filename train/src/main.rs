@@ -9,7 +9,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tailor_train::bench::Bench;
 use tailor_train::tiny::TinySpec;
-use tailor_train::trainer::Method;
 
 /// Training and inference on libtorch for Tailor's stages.
 #[derive(Debug, Parser)]
@@ -97,15 +96,6 @@ fn read_job<T: serde::de::DeserializeOwned>(path: &PathBuf) -> Result<T, String>
     serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn method(s: &str) -> Result<Method, String> {
-    match s {
-        "full" => Ok(Method::Full),
-        "lora" => Ok(Method::Lora),
-        "qlora" => Ok(Method::Qlora),
-        _ => Err(format!("unknown method `{s}` (full, lora, qlora)")),
-    }
-}
-
 fn dispatch(cmd: Cmd) -> Result<(), String> {
     match cmd {
         Cmd::Run { job } => tailor_train::trainer::train(&read_job(&job)?).map(|_| ()),
@@ -119,7 +109,7 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
         Cmd::Bench { model, method: m, seq, batch, steps, warmup, threads, r, alpha, targets, lr, seed, pool, data } => {
             let b = Bench {
                 model,
-                method: method(&m)?,
+                method: m.parse()?,
                 seq,
                 batch,
                 steps,
@@ -139,15 +129,25 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
     }
 }
 
+/// One line for a caught panic: libtorch's own errors (tch raises them as
+/// panics carrying `Torch(...)`/c10 text) are reported as such; anything
+/// else is a bug in `tailor-train` and is labelled that way.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_string())).unwrap_or_else(|| "no message".into());
+    let first = msg.lines().find(|l| !l.trim().is_empty()).unwrap_or("no message").trim();
+    if msg.contains("Torch(") || msg.contains("c10::") || msg.contains("libtorch") {
+        format!("libtorch failed: {first}")
+    } else {
+        format!("tailor-train panicked (a bug; please report it with the stage's job.json): {first}")
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // libtorch errors raised through tch's panicking API end here as one line.
+    // libtorch errors raised through tch's panicking API end here as one
+    // line; any other panic is a bug in the trainer and says so.
     std::panic::set_hook(Box::new(|_| {}));
-    let result = std::panic::catch_unwind(|| dispatch(cli.command)).unwrap_or_else(|p| {
-        let msg =
-            p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_string())).unwrap_or_else(|| "unknown failure".into());
-        Err(format!("libtorch failed: {}", msg.lines().next().unwrap_or_default()))
-    });
+    let result = std::panic::catch_unwind(|| dispatch(cli.command)).unwrap_or_else(|p| Err(panic_message(p.as_ref())));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -19,10 +19,35 @@ use crate::config::LlamaConfig;
 use crate::linear::Linear;
 use crate::nf4::Nf4;
 
-/// One decoder layer.
-pub struct Layer {
-    /// Pre-attention RMSNorm weight.
-    pub input_norm: Tensor,
+/// Hugging Face tensor names, in one place.
+pub mod names {
+    /// Token embeddings `[vocab, hidden]`.
+    pub const EMBED: &str = "model.embed_tokens.weight";
+    /// Final RMSNorm.
+    pub const NORM: &str = "model.norm.weight";
+    /// Untied output head.
+    pub const LM_HEAD: &str = "lm_head.weight";
+    /// Pre-attention RMSNorm, under a layer prefix.
+    pub const INPUT_NORM: &str = "input_layernorm.weight";
+    /// Pre-MLP RMSNorm, under a layer prefix.
+    pub const POST_NORM: &str = "post_attention_layernorm.weight";
+    /// The linear modules of a layer, in [`super::Block::linears`] order.
+    pub const LINEARS: [&str; 7] =
+        ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"];
+
+    /// `model.layers.{l}`.
+    pub fn layer(l: usize) -> String {
+        format!("model.layers.{l}")
+    }
+
+    /// The last part of a module name (`q_proj`), what LoRA targets name.
+    pub fn leaf(module: &str) -> &str {
+        module.rsplit('.').next().unwrap_or(module)
+    }
+}
+
+/// Grouped-query self-attention.
+pub struct Attention {
     /// Query projection.
     pub q: Linear,
     /// Key projection.
@@ -31,14 +56,71 @@ pub struct Layer {
     pub v: Linear,
     /// Output projection.
     pub o: Linear,
+}
+
+/// SwiGLU feed-forward.
+pub struct Mlp {
+    /// Gate projection (SiLU).
+    pub gate: Linear,
+    /// Up projection.
+    pub up: Linear,
+    /// Down projection.
+    pub down: Linear,
+}
+
+/// One decoder layer: pre-norm attention, then pre-norm MLP.
+pub struct Block {
+    /// Pre-attention RMSNorm weight.
+    pub input_norm: Tensor,
+    /// Attention.
+    pub attn: Attention,
     /// Pre-MLP RMSNorm weight.
     pub post_norm: Tensor,
-    /// SwiGLU gate.
-    pub gate: Linear,
-    /// SwiGLU up.
-    pub up: Linear,
-    /// SwiGLU down.
-    pub down: Linear,
+    /// Feed-forward.
+    pub mlp: Mlp,
+}
+
+impl Block {
+    /// The linear layers in [`names::LINEARS`] order.
+    pub fn linears(&self) -> [&Linear; 7] {
+        let (a, m) = (&self.attn, &self.mlp);
+        [&a.q, &a.k, &a.v, &a.o, &m.gate, &m.up, &m.down]
+    }
+
+    /// The linear layers in [`names::LINEARS`] order, mutably.
+    pub fn linears_mut(&mut self) -> [&mut Linear; 7] {
+        let (a, m) = (&mut self.attn, &mut self.mlp);
+        [&mut a.q, &mut a.k, &mut a.v, &mut a.o, &mut m.gate, &mut m.up, &mut m.down]
+    }
+
+    /// Shapes `[out, in]` and whether a bias is expected, in
+    /// [`names::LINEARS`] order.
+    pub fn linear_shapes(cfg: &LlamaConfig) -> [(usize, usize, bool); 7] {
+        let (h, i, d) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim());
+        let (nq, nkv) = (cfg.num_attention_heads, cfg.kv_heads());
+        let bias = cfg.attention_bias || cfg.model_type.as_deref() == Some("qwen2");
+        [(nq * d, h, bias), (nkv * d, h, bias), (nkv * d, h, bias), (h, nq * d, false), (i, h, false), (i, h, false), (h, i, false)]
+    }
+
+    fn load(w: &mut Weights, cfg: &LlamaConfig, l: usize) -> Result<Block, String> {
+        let p = names::layer(l);
+        let h = cfg.hidden_size as i64;
+        let shapes = Block::linear_shapes(cfg);
+        let mut lin = |i: usize| w.linear(&format!("{p}.{}", names::LINEARS[i]), shapes[i].0, shapes[i].1, shapes[i].2);
+        let (q, k, v, o, gate, up, down) = (lin(0)?, lin(1)?, lin(2)?, lin(3)?, lin(4)?, lin(5)?, lin(6)?);
+        Ok(Block {
+            input_norm: w.take(&format!("{p}.{}", names::INPUT_NORM), &[h])?,
+            attn: Attention { q, k, v, o },
+            post_norm: w.take(&format!("{p}.{}", names::POST_NORM), &[h])?,
+            mlp: Mlp { gate, up, down },
+        })
+    }
+}
+
+impl Mlp {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, String> {
+        self.down.forward(&(self.gate.forward(x, train)?.silu() * self.up.forward(x, train)?), train)
+    }
 }
 
 /// The model.
@@ -48,7 +130,7 @@ pub struct Llama {
     /// `[vocab, hidden]`.
     pub embed: Tensor,
     /// Decoder layers.
-    pub layers: Vec<Layer>,
+    pub layers: Vec<Block>,
     /// Final RMSNorm weight.
     pub norm: Tensor,
     /// Untied output head (`None`: tied to `embed`).
@@ -100,9 +182,6 @@ impl KvCache {
     }
 }
 
-/// The module names LoRA can target, per layer.
-pub const TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
-
 /// Named weights to build a model from: dense tensors, and linear weights
 /// already quantized to NF4 while loading.
 #[derive(Default)]
@@ -135,34 +214,6 @@ impl Weights {
     }
 }
 
-/// Inverse RoPE frequencies, with Llama-3 scaling when configured.
-fn inv_freq(cfg: &LlamaConfig) -> Vec<f64> {
-    let d = cfg.head_dim();
-    let base: Vec<f64> = (0..d / 2).map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f64 / d as f64)).collect();
-    match &cfg.rope_scaling {
-        Some(s) if s.rope_type == "llama3" => {
-            let old = s.original_max_position_embeddings as f64;
-            let low_wavelen = old / s.low_freq_factor;
-            let high_wavelen = old / s.high_freq_factor;
-            base.into_iter()
-                .map(|f| {
-                    let wavelen = 2.0 * std::f64::consts::PI / f;
-                    if wavelen < high_wavelen {
-                        f
-                    } else if wavelen > low_wavelen {
-                        f / s.factor
-                    } else {
-                        let smooth = (old / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
-                        (1.0 - smooth) * f / s.factor + smooth * f
-                    }
-                })
-                .collect()
-        }
-        Some(s) if s.rope_type == "linear" => base.into_iter().map(|f| f / s.factor).collect(),
-        _ => base,
-    }
-}
-
 fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Tensor {
     let xf = x.to_kind(Kind::Float);
     let var = xf.pow_tensor_scalar(2).mean_dim(Some([-1i64].as_slice()), true, Kind::Float);
@@ -183,50 +234,33 @@ impl Llama {
     /// in `compute`.
     pub fn from_weights(cfg: LlamaConfig, mut w: Weights, compute: Kind, device: Device) -> Result<Self, String> {
         cfg.check()?;
-        let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
-        let d = cfg.head_dim();
-        let (nq, nkv) = (cfg.num_attention_heads, cfg.kv_heads());
-        let embed = w.take("model.embed_tokens.weight", &[v as i64, h as i64])?;
-        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
-        let bias = cfg.attention_bias || cfg.model_type.as_deref() == Some("qwen2");
-        for l in 0..cfg.num_hidden_layers {
-            let p = format!("model.layers.{l}");
-            layers.push(Layer {
-                input_norm: w.take(&format!("{p}.input_layernorm.weight"), &[h as i64])?,
-                q: w.linear(&format!("{p}.self_attn.q_proj"), nq * d, h, bias)?,
-                k: w.linear(&format!("{p}.self_attn.k_proj"), nkv * d, h, bias)?,
-                v: w.linear(&format!("{p}.self_attn.v_proj"), nkv * d, h, bias)?,
-                o: w.linear(&format!("{p}.self_attn.o_proj"), h, nq * d, false)?,
-                post_norm: w.take(&format!("{p}.post_attention_layernorm.weight"), &[h as i64])?,
-                gate: w.linear(&format!("{p}.mlp.gate_proj"), i, h, false)?,
-                up: w.linear(&format!("{p}.mlp.up_proj"), i, h, false)?,
-                down: w.linear(&format!("{p}.mlp.down_proj"), h, i, false)?,
-            });
-        }
-        let norm = w.take("model.norm.weight", &[h as i64])?;
-        let lm_head = match w.dense.remove("lm_head.weight") {
+        let (h, v) = (cfg.hidden_size, cfg.vocab_size);
+        let embed = w.take(names::EMBED, &[v as i64, h as i64])?;
+        let layers = (0..cfg.num_hidden_layers).map(|l| Block::load(&mut w, &cfg, l)).collect::<Result<Vec<_>, _>>()?;
+        let norm = w.take(names::NORM, &[h as i64])?;
+        let lm_head = match w.dense.remove(names::LM_HEAD) {
             Some(t) if !cfg.tie_word_embeddings => {
                 if t.size() != [v as i64, h as i64] {
-                    return Err(format!("lm_head.weight has shape {:?}, expected [{v}, {h}]", t.size()));
+                    return Err(format!("{} has shape {:?}, expected [{v}, {h}]", names::LM_HEAD, t.size()));
                 }
                 Some(Linear::new(t, None))
             }
             Some(_) => None,
             None if cfg.tie_word_embeddings => None,
-            None => return Err("the checkpoint has no `lm_head.weight` and `tie_word_embeddings` is false".into()),
+            None => return Err(format!("the checkpoint has no `{}` and `tie_word_embeddings` is false", names::LM_HEAD)),
         };
         // Buffers some exporters include; anything else left over is a mismatch.
         w.dense.retain(|k, _| !k.ends_with("rotary_emb.inv_freq"));
         if let Some(extra) = w.dense.keys().chain(w.nf4.keys()).next() {
             return Err(format!("the checkpoint has {} tensors this architecture does not use, e.g. `{extra}`", w.dense.len() + w.nf4.len()));
         }
-        let inv = Tensor::from_slice(&inv_freq(&cfg)).to_kind(Kind::Float).to_device(device);
+        let inv = Tensor::from_slice(&cfg.rope()?.inv_freq(cfg.rope_theta, cfg.head_dim())).to_kind(Kind::Float).to_device(device);
         Ok(Llama { cfg, embed, layers, norm, lm_head, compute, inv_freq: inv })
     }
 
     /// Build from dense named tensors, computing in the embedding's kind.
     pub fn from_tensors(cfg: LlamaConfig, dense: HashMap<String, Tensor>, device: Device) -> Result<Self, String> {
-        let kind = dense.get("model.embed_tokens.weight").map_or(Kind::Float, Tensor::kind);
+        let kind = dense.get(names::EMBED).map_or(Kind::Float, Tensor::kind);
         Self::from_weights(cfg, Weights { dense, nf4: HashMap::new() }, kind, device)
     }
 
@@ -288,9 +322,10 @@ impl Llama {
         let eps = self.cfg.rms_norm_eps;
         for (li, layer) in self.layers.iter().enumerate() {
             let h = rms_norm(&x, &layer.input_norm, eps);
-            let q = layer.q.forward(&h, train)?.view([b, t, nq, d]).transpose(1, 2);
-            let k = layer.k.forward(&h, train)?.view([b, t, nkv, d]).transpose(1, 2);
-            let v = layer.v.forward(&h, train)?.view([b, t, nkv, d]).transpose(1, 2);
+            let a = &layer.attn;
+            let q = a.q.forward(&h, train)?.view([b, t, nq, d]).transpose(1, 2);
+            let k = a.k.forward(&h, train)?.view([b, t, nkv, d]).transpose(1, 2);
+            let v = a.v.forward(&h, train)?.view([b, t, nkv, d]).transpose(1, 2);
             let q = &q * &cos + rotate_half(&q) * &sin;
             let mut k = &k * &cos + rotate_half(&k) * &sin;
             let mut v = v;
@@ -306,10 +341,9 @@ impl Llama {
             }
             let attn = Tensor::f_scaled_dot_product_attention(&q, &k, &v, mask.as_ref(), 0.0, is_causal, None, nq != nkv).map_err(|e| e.to_string())?;
             let attn = attn.transpose(1, 2).reshape([b, t, nq * d]);
-            x = x + layer.o.forward(&attn, train)?;
+            x = x + a.o.forward(&attn, train)?;
             let h = rms_norm(&x, &layer.post_norm, eps);
-            let mlp = layer.down.forward(&(layer.gate.forward(&h, train)?.silu() * layer.up.forward(&h, train)?), train)?;
-            x = x + mlp;
+            x = x + layer.mlp.forward(&h, train)?;
         }
         Ok(x)
     }
@@ -318,14 +352,8 @@ impl Llama {
     pub fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
         let mut out = Vec::new();
         for (l, layer) in self.layers.iter_mut().enumerate() {
-            let p = format!("model.layers.{l}");
-            out.push((format!("{p}.self_attn.q_proj"), &mut layer.q));
-            out.push((format!("{p}.self_attn.k_proj"), &mut layer.k));
-            out.push((format!("{p}.self_attn.v_proj"), &mut layer.v));
-            out.push((format!("{p}.self_attn.o_proj"), &mut layer.o));
-            out.push((format!("{p}.mlp.gate_proj"), &mut layer.gate));
-            out.push((format!("{p}.mlp.up_proj"), &mut layer.up));
-            out.push((format!("{p}.mlp.down_proj"), &mut layer.down));
+            let p = names::layer(l);
+            out.extend(names::LINEARS.iter().zip(layer.linears_mut()).map(|(n, lin)| (format!("{p}.{n}"), lin)));
         }
         out
     }
@@ -346,11 +374,11 @@ impl Llama {
     /// Every weight with its Hugging Face name (for saving a merged or fully
     /// fine-tuned model), in float32; adapters are folded in.
     pub fn named_weights(&mut self) -> Result<Vec<(String, Tensor)>, String> {
-        let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed.shallow_clone())];
+        let mut out = vec![(names::EMBED.to_string(), self.embed.shallow_clone())];
         for (l, layer) in self.layers.iter().enumerate() {
-            let p = format!("model.layers.{l}");
-            out.push((format!("{p}.input_layernorm.weight"), layer.input_norm.shallow_clone()));
-            out.push((format!("{p}.post_attention_layernorm.weight"), layer.post_norm.shallow_clone()));
+            let p = names::layer(l);
+            out.push((format!("{p}.{}", names::INPUT_NORM), layer.input_norm.shallow_clone()));
+            out.push((format!("{p}.{}", names::POST_NORM), layer.post_norm.shallow_clone()));
         }
         for (name, lin) in self.linears_mut() {
             out.push((format!("{name}.weight"), lin.merged_weight()?));
@@ -358,9 +386,9 @@ impl Llama {
                 out.push((format!("{name}.bias"), b.shallow_clone()));
             }
         }
-        out.push(("model.norm.weight".to_string(), self.norm.shallow_clone()));
+        out.push((names::NORM.to_string(), self.norm.shallow_clone()));
         if let Some(h) = &self.lm_head {
-            out.push(("lm_head.weight".to_string(), h.merged_weight()?));
+            out.push((names::LM_HEAD.to_string(), h.merged_weight()?));
         }
         Ok(out)
     }

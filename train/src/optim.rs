@@ -86,7 +86,8 @@ impl AdamW {
                 for p in &self.params {
                     let mut g = p.tensor.grad();
                     if g.defined() {
-                        let _ = g.f_mul_scalar_(c);
+                        // In place; the returned handle is `g` itself.
+                        let _ = g.g_mul_scalar_(c);
                     }
                 }
             }
@@ -121,6 +122,7 @@ impl AdamW {
         for p in &mut self.params {
             let mut g = p.tensor.grad();
             if g.defined() {
+                // In place; the returned handle is `g` itself.
                 let _ = g.zero_();
             }
         }

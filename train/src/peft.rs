@@ -12,33 +12,7 @@ use tch::{Device, Kind, Tensor};
 use crate::linear::Lora;
 use crate::model::Llama;
 
-/// LoRA settings.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct LoraSpec {
-    /// Rank.
-    pub r: i64,
-    /// Alpha.
-    pub alpha: f64,
-    /// Adapter dropout.
-    pub dropout: f64,
-    /// Module names (`q_proj`, …) or `all-linear`.
-    pub targets: Vec<String>,
-    /// rsLoRA scaling (`alpha / sqrt(r)`).
-    pub rslora: bool,
-}
-
-impl LoraSpec {
-    /// The scale applied to the adapter's output.
-    pub fn scale(&self) -> f64 {
-        if self.rslora { self.alpha / (self.r as f64).sqrt() } else { self.alpha / self.r as f64 }
-    }
-
-    /// Whether a module (`model.layers.0.self_attn.q_proj`) is targeted.
-    pub fn targets(&self, module: &str) -> bool {
-        let leaf = module.rsplit('.').next().unwrap_or(module);
-        self.targets.iter().any(|t| t == "all-linear" || t == leaf || t == module)
-    }
-}
+pub use tailor_protocol::settings::LoraSpec;
 
 /// Attach fresh adapters (A Kaiming-uniform from libtorch's generator, B
 /// zero) to targeted layers. Returns the adapter variables by their PEFT
@@ -99,7 +73,8 @@ pub fn save(model: &mut Llama, spec: &LoraSpec, base: &str, dir: &Path) -> Resul
         "layers_pattern": null,
         "revision": null,
     });
-    std::fs::write(dir.join("adapter_config.json"), serde_json::to_string_pretty(&cfg).unwrap_or_default()).map_err(|e| e.to_string())
+    let text = serde_json::to_string_pretty(&cfg).map_err(|e| format!("serialising adapter_config.json: {e}"))?;
+    std::fs::write(dir.join("adapter_config.json"), text).map_err(|e| format!("{}: {e}", dir.join("adapter_config.json").display()))
 }
 
 /// Read a PEFT adapter directory: its settings and tensors by name.
@@ -112,7 +87,12 @@ pub fn read(dir: &Path) -> Result<(LoraSpec, HashMap<String, Tensor>), String> {
         r,
         alpha,
         dropout: cfg["lora_dropout"].as_f64().unwrap_or(0.0),
-        targets: cfg["target_modules"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default(),
+        targets: match &cfg["target_modules"] {
+            serde_json::Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            // PEFT writes a single string (a regex or `all-linear`) as is.
+            serde_json::Value::String(s) => vec![s.clone()],
+            _ => return Err(format!("{}/adapter_config.json has no `target_modules`", dir.display())),
+        },
         rslora: cfg["use_rslora"].as_bool().unwrap_or(false),
     };
     let tensors = Tensor::read_safetensors(dir.join("adapter_model.safetensors"))

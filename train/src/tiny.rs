@@ -6,6 +6,7 @@ use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 use crate::config::LlamaConfig;
+use crate::model::{Block, names};
 
 /// Shape of a tiny model.
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
@@ -55,24 +56,24 @@ pub fn make(spec: &TinySpec, tokenizer_dir: &Path, out: &Path) -> Result<LlamaCo
     tch::manual_seed(spec.seed);
     let opts = (Kind::Float, Device::Cpu);
     let normal = |r: i64, c: i64| Tensor::randn([r, c], opts) * 0.02;
-    let (h, f, d) = (cfg.hidden_size as i64, cfg.intermediate_size as i64, cfg.head_dim() as i64);
-    let (nq, nkv) = (cfg.num_attention_heads as i64, cfg.kv_heads() as i64);
-    let mut t: Vec<(String, Tensor)> = vec![("model.embed_tokens.weight".into(), normal(vocab as i64, h))];
+    let h = cfg.hidden_size as i64;
+    let mut t: Vec<(String, Tensor)> = vec![(names::EMBED.into(), normal(vocab as i64, h))];
+    // Drawn in a fixed order (attention, then the MLP), so a seed always
+    // makes the same model.
+    let shapes = Block::linear_shapes(&cfg);
     for l in 0..cfg.num_hidden_layers {
-        let p = format!("model.layers.{l}");
-        t.push((format!("{p}.input_layernorm.weight"), Tensor::ones([h], opts)));
-        t.push((format!("{p}.self_attn.q_proj.weight"), normal(nq * d, h)));
-        t.push((format!("{p}.self_attn.k_proj.weight"), normal(nkv * d, h)));
-        t.push((format!("{p}.self_attn.v_proj.weight"), normal(nkv * d, h)));
-        t.push((format!("{p}.self_attn.o_proj.weight"), normal(h, nq * d)));
-        t.push((format!("{p}.post_attention_layernorm.weight"), Tensor::ones([h], opts)));
-        t.push((format!("{p}.mlp.gate_proj.weight"), normal(f, h)));
-        t.push((format!("{p}.mlp.up_proj.weight"), normal(f, h)));
-        t.push((format!("{p}.mlp.down_proj.weight"), normal(h, f)));
+        let p = names::layer(l);
+        t.push((format!("{p}.{}", names::INPUT_NORM), Tensor::ones([h], opts)));
+        for (i, (name, (out, inp, _))) in names::LINEARS.iter().zip(shapes).enumerate() {
+            if i == 4 {
+                t.push((format!("{p}.{}", names::POST_NORM), Tensor::ones([h], opts)));
+            }
+            t.push((format!("{p}.{name}.weight"), normal(out as i64, inp as i64)));
+        }
     }
-    t.push(("model.norm.weight".into(), Tensor::ones([h], opts)));
+    t.push((names::NORM.into(), Tensor::ones([h], opts)));
     if !spec.tied {
-        t.push(("lm_head.weight".into(), normal(vocab as i64, h)));
+        t.push((names::LM_HEAD.into(), normal(vocab as i64, h)));
     }
     crate::load::save(out, &cfg, &t)?;
     crate::load::copy_tokenizer(tokenizer_dir, out)?;

@@ -11,13 +11,10 @@
 //! from (seed, epoch). That is what makes a resumed run equal an
 //! uninterrupted one without saving generator state.
 
-use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, LoopState};
@@ -25,228 +22,42 @@ use crate::data::{Dataset, masked_loss};
 use crate::load::LoadOptions;
 use crate::model::{Attend, Llama};
 use crate::optim::{AdamW, AdamWConfig};
-use crate::peft::{self, LoraSpec};
+use crate::peft;
+use tailor_protocol::event::{Done, Event, Start, Step, TrainMetrics};
 
-/// Training method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Method {
-    /// All weights.
-    Full,
-    /// Low-rank adapters, base frozen.
-    Lora,
-    /// Low-rank adapters over an NF4-quantized base.
-    Qlora,
-}
+pub use tailor_protocol::job::{Init, Oversample, TrainJob};
+pub use tailor_protocol::settings::{Device as DeviceSpec, Dtype, LoraSpec, Method, Schedule};
 
-/// Learning-rate schedule after warm-up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Schedule {
-    /// Flat.
-    Constant,
-    /// Linear decay to zero.
-    Linear,
-    /// Cosine decay to zero.
-    Cosine,
-}
-
-/// Floating-point kind of the (frozen) weights and of the computation.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Dtype {
-    /// float32 on CPU, bfloat16 on CUDA.
-    #[default]
-    Auto,
-    /// float32.
-    Float32,
-    /// bfloat16.
-    Bfloat16,
-    /// float16.
-    Float16,
-}
-
-/// Where to train.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeviceSpec {
-    /// CUDA when available, else CPU.
-    #[default]
-    Auto,
-    /// CPU.
-    Cpu,
-    /// The first CUDA device (an error when there is none).
-    Cuda,
-}
-
-impl DeviceSpec {
-    /// The device this resolves to here.
-    pub fn resolve(self) -> Result<Device, String> {
-        match self {
-            DeviceSpec::Cpu => Ok(Device::Cpu),
-            DeviceSpec::Auto => Ok(Device::cuda_if_available()),
-            DeviceSpec::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
-            DeviceSpec::Cuda => Err("`device: cuda` was asked for, but libtorch sees no CUDA device here (use `device: auto` or `cpu`)".into()),
-        }
+/// The libtorch device a job's `device` setting means here.
+pub fn device(spec: DeviceSpec) -> Result<Device, String> {
+    match spec {
+        DeviceSpec::Cpu => Ok(Device::Cpu),
+        DeviceSpec::Auto => Ok(Device::cuda_if_available()),
+        DeviceSpec::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
+        DeviceSpec::Cuda => Err("`device: cuda` was asked for, but libtorch sees no CUDA device here (use `device: auto` or `cpu`)".into()),
     }
 }
 
-impl Dtype {
-    /// The kind this resolves to on `device`.
-    pub fn resolve(self, device: Device) -> Kind {
-        match self {
-            Dtype::Auto if device.is_cuda() => Kind::BFloat16,
-            Dtype::Auto | Dtype::Float32 => Kind::Float,
-            Dtype::Bfloat16 => Kind::BFloat16,
-            Dtype::Float16 => Kind::Half,
-        }
+/// The libtorch kind a job's `dtype` setting means on `device`.
+pub fn kind(dtype: Dtype, device: Device) -> Kind {
+    match dtype {
+        Dtype::Auto if device.is_cuda() => Kind::BFloat16,
+        Dtype::Auto | Dtype::Float32 => Kind::Float,
+        Dtype::Bfloat16 => Kind::BFloat16,
+        Dtype::Float16 => Kind::Half,
     }
 }
 
-/// Where a run starts from instead of fresh adapters (a `retrain`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Init {
-    /// A PEFT adapter directory whose A/B values initialise the adapters.
-    pub adapter: Option<PathBuf>,
-    /// A saved optimizer state (`optimizer.safetensors`) to continue from.
-    pub optimizer: Option<PathBuf>,
-}
-
-/// Samples to repeat (a `retrain` focusing on an evaluation's failures).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Oversample {
-    /// Sample ids.
-    pub ids: BTreeSet<String>,
-    /// Times each appears per epoch.
-    pub factor: usize,
-}
-
-/// Everything a training run needs (written by the `train` stage).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Job {
-    /// Base model directory (Hugging Face layout).
-    pub base: PathBuf,
-    /// Tokenized training split.
-    pub train: PathBuf,
-    /// Tokenized validation split, if any.
-    pub validation: Option<PathBuf>,
-    /// Output directory.
-    pub out: PathBuf,
-    /// Method.
-    pub method: Method,
-    /// LoRA settings (methods lora and qlora).
-    pub lora: Option<LoraSpec>,
-    /// QLoRA: double-quantize the NF4 block scales.
-    #[serde(default = "yes")]
-    pub double_quant: bool,
-    /// Weights and compute kind.
-    #[serde(default)]
-    pub dtype: Dtype,
-    /// Device.
-    #[serde(default)]
-    pub device: DeviceSpec,
-    /// Peak learning rate.
-    pub lr: f64,
-    /// Passes over the data.
-    pub epochs: usize,
-    /// Stop after this many optimizer steps.
-    pub max_steps: Option<usize>,
-    /// Rows per micro-batch.
-    pub batch_size: usize,
-    /// Micro-batches per optimizer step.
-    pub grad_accum: usize,
-    /// Warm-up steps.
-    pub warmup_steps: usize,
-    /// Schedule.
-    pub schedule: Schedule,
-    /// AdamW weight decay (matrices only).
-    pub weight_decay: f64,
-    /// Clip the global gradient norm to this.
-    pub max_grad_norm: f64,
-    /// Seed of every random stream.
-    pub seed: u64,
-    /// Validation loss every N steps (and at the end).
-    pub eval_every: Option<usize>,
-    /// Also write a merged model (LoRA folded into the base).
-    pub merge: bool,
-    /// Intra-op threads.
-    pub threads: Option<usize>,
-    /// Checkpoint every N steps into `checkpoint_dir`.
-    #[serde(default)]
-    pub checkpoint_every: Option<usize>,
-    /// Where checkpoints live (kept across attempts of the same job).
-    #[serde(default)]
-    pub checkpoint_dir: Option<PathBuf>,
-    /// Start from an earlier result.
-    #[serde(default)]
-    pub init: Option<Init>,
-    /// Repeat some samples.
-    #[serde(default)]
-    pub oversample: Option<Oversample>,
-    /// Write the optimizer state beside the result (for a later retrain).
-    #[serde(default)]
-    pub save_optimizer: bool,
-    /// Batch rows of similar length together (less padding).
-    #[serde(default)]
-    pub group_by_length: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl Job {
-    /// A job with the usual defaults (float32 on the CPU, constant learning
-    /// rate 2e-4 without warm-up, one epoch, batch 4, no clipping, seed 0,
-    /// no checkpoints) for callers that set only what they measure.
-    pub fn with_defaults(base: PathBuf, train: PathBuf, out: PathBuf, method: Method, lora: Option<LoraSpec>) -> Job {
-        Job {
-            base,
-            train,
-            validation: None,
-            out,
-            method,
-            lora,
-            double_quant: true,
-            dtype: Dtype::Float32,
-            device: DeviceSpec::Cpu,
-            lr: 2e-4,
-            epochs: 1,
-            max_steps: None,
-            batch_size: 4,
-            grad_accum: 1,
-            warmup_steps: 0,
-            schedule: Schedule::Constant,
-            weight_decay: 0.0,
-            max_grad_norm: 0.0,
-            seed: 0,
-            eval_every: None,
-            merge: false,
-            threads: None,
-            checkpoint_every: None,
-            checkpoint_dir: None,
-            init: None,
-            oversample: None,
-            save_optimizer: false,
-            group_by_length: false,
-        }
+/// Identifies a job's settings (not where its files are: an imported base
+/// lands in a new scratch directory on every attempt, and the checkpoint
+/// directory already belongs to one stage fingerprint), for matching
+/// checkpoints.
+fn job_key(job: &TrainJob) -> Result<String, String> {
+    let mut v = serde_json::to_value(job).map_err(|e| format!("serialising the job: {e}"))?;
+    for k in ["base", "train", "validation", "out", "checkpoint_dir", "init", "threads"] {
+        v[k] = serde_json::Value::Null;
     }
-
-    /// Identifies the job's settings (not where its files are: an imported
-    /// base lands in a new scratch directory on every attempt, and the
-    /// checkpoint directory already belongs to one stage fingerprint), for
-    /// matching checkpoints.
-    fn key(&self) -> String {
-        let mut v = serde_json::to_value(self).unwrap_or_default();
-        for k in ["base", "train", "validation", "out", "checkpoint_dir", "init", "threads"] {
-            v[k] = serde_json::Value::Null;
-        }
-        format!("{:016x}", fnv(v.to_string().as_bytes()))
-    }
-
-    fn steps_per_epoch(&self, rows: usize) -> usize {
-        rows.div_ceil(self.batch_size.max(1) * self.grad_accum.max(1)).max(1)
-    }
+    Ok(format!("{:016x}", fnv(v.to_string().as_bytes())))
 }
 
 fn fnv(bytes: &[u8]) -> u64 {
@@ -259,7 +70,7 @@ fn stream(seed: u64, name: &str, index: u64) -> i64 {
     (r.next_u64() >> 1) as i64
 }
 
-fn lr_at(job: &Job, step: usize, total: usize) -> f64 {
+fn lr_at(job: &TrainJob, step: usize, total: usize) -> f64 {
     if step < job.warmup_steps {
         return job.lr * (step + 1) as f64 / job.warmup_steps as f64;
     }
@@ -272,12 +83,12 @@ fn lr_at(job: &Job, step: usize, total: usize) -> f64 {
     }
 }
 
-/// Print one JSON line on stdout (the train stage reads these). When the
-/// stage that started this process is gone (the pipe is closed), there is
-/// no one to report to: stop, leaving the last checkpoint to resume from.
-pub fn emit(v: serde_json::Value) {
+/// Print one event on stdout (the stage that started this process reads
+/// them). When that stage is gone (the pipe is closed), there is no one to
+/// report to: stop, leaving the last checkpoint to resume from.
+pub fn emit(e: &Event) {
     let mut out = std::io::stdout().lock();
-    if writeln!(out, "{v}").and_then(|()| out.flush()).is_err() {
+    if writeln!(out, "{}", e.to_line()).and_then(|()| out.flush()).is_err() {
         std::process::exit(3);
     }
 }
@@ -340,9 +151,9 @@ pub struct Built {
 
 /// Build the model for a job: every weight a float32 variable (full), or
 /// frozen in the job's dtype (NF4 for QLoRA) with adapters attached.
-pub fn build(job: &Job, device: Device) -> Result<Built, String> {
+pub fn build(job: &TrainJob, device: Device) -> Result<Built, String> {
     let cfg = crate::load::config(&job.base)?;
-    let kind = job.dtype.resolve(device);
+    let kind = kind(job.dtype, device);
     let full = job.method == Method::Full;
     let opts = LoadOptions { kind: if full { Kind::Float } else { kind }, device, nf4: (job.method == Method::Qlora).then_some(job.double_quant) };
     let mut weights = crate::load::weights(&job.base, opts)?;
@@ -387,18 +198,18 @@ pub fn build(job: &Job, device: Device) -> Result<Built, String> {
 
 /// Run a job to completion (resuming from its newest checkpoint, if any);
 /// returns the final metrics.
-pub fn train(job: &Job) -> Result<serde_json::Value, String> {
+pub fn train(job: &TrainJob) -> Result<TrainMetrics, String> {
     if let Some(n) = job.threads {
         tch::set_num_threads(n as i32);
     }
-    let device = job.device.resolve()?;
+    let device = device(job.device)?;
     let mut train = Dataset::open(&job.train)?;
     if train.is_empty() {
         return Err("the training split is empty".into());
     }
     if let Some(o) = &job.oversample {
         let n = train.oversample(&o.ids, o.factor);
-        emit(json!({"event": "note", "message": format!("{n} samples repeated ×{}", o.factor)}));
+        emit(&Event::Note { message: format!("{n} samples repeated ×{}", o.factor) });
     }
     let val = match &job.validation {
         Some(p) => Some(Dataset::open(p)?).filter(|d| !d.is_empty()),
@@ -417,23 +228,29 @@ pub fn train(job: &Job) -> Result<serde_json::Value, String> {
         let saved = Tensor::read_safetensors(p).map_err(|e| format!("{}: {e}", p.display()))?.into_iter().collect();
         opt.load_state(&saved)?;
     }
-    let key = job.key();
+    let key = job_key(job)?;
     let mut st = LoopState::default();
     if let Some(dir) = &job.checkpoint_dir {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         if let Some(ck) = checkpoint::latest(dir, &key)? {
             opt.load_state(&ck.tensors)?;
             st = ck.state;
-            emit(json!({"event": "resume", "step": st.step, "from": ck.dir}));
+            emit(&Event::Resume { step: st.step as u64, from: ck.dir });
         }
     }
     let per_step = job.batch_size.max(1) * job.grad_accum.max(1);
     let steps_per_epoch = job.steps_per_epoch(train.len());
     let total = job.max_steps.unwrap_or(steps_per_epoch * job.epochs.max(1));
     let weight_bytes = model.weight_bytes();
-    emit(
-        json!({"event": "start", "steps": total, "rows": train.len(), "trainable_parameters": opt.numel(), "weight_bytes": weight_bytes, "device": format!("{device:?}"), "dtype": format!("{:?}", model.compute)}),
-    );
+    emit(&Event::Start(Start {
+        steps: total as u64,
+        trainer: tailor_protocol::TRAINER.into(),
+        rows: Some(train.len() as u64),
+        trainable_parameters: Some(opt.numel() as u64),
+        weight_bytes: Some(weight_bytes as u64),
+        device: Some(format!("{device:?}")),
+        dtype: Some(format!("{:?}", model.compute)),
+    }));
     let mut log = std::fs::File::create(job.out.join("log.jsonl")).map_err(|e| e.to_string())?;
     for line in &st.log {
         writeln!(log, "{line}").map_err(|e| e.to_string())?;
@@ -481,27 +298,36 @@ pub fn train(job: &Job) -> Result<serde_json::Value, String> {
         let tps = tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9);
         // The log is part of the (content-addressed) result, so it holds
         // only what is reproducible; throughput goes to stdout alone.
-        let mut rec =
-            json!({"event": "step", "step": st.step, "steps": total, "epoch": epoch, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm, "tokens": tokens});
+        let mut rec = Step {
+            step: st.step as u64,
+            steps: total as u64,
+            epoch: epoch as u64,
+            loss: loss_sum,
+            lr,
+            grad_norm,
+            tokens: tokens as u64,
+            val_loss: None,
+            tokens_per_s: None,
+        };
         if let (Some(v), Some(every)) = (&val, job.eval_every)
             && (st.step % every == 0 || st.step == total)
         {
             let l = evaluate(&model, v, job.batch_size, device)?;
-            rec["val_loss"] = json!(l);
+            rec.val_loss = Some(l);
             st.last_val = Some(l);
         }
-        let line = rec.to_string();
+        let line = Event::Step(rec.clone()).to_line();
         writeln!(log, "{line}").map_err(|e| e.to_string())?;
         st.log.push(line);
-        rec["tokens_per_s"] = json!(tps);
-        emit(rec);
+        rec.tokens_per_s = Some(tps);
+        emit(&Event::Step(rec));
         if let (Some(dir), Some(every)) = (&job.checkpoint_dir, job.checkpoint_every)
             && every > 0
             && st.step % every == 0
             && st.step < total
         {
             let at = checkpoint::save(dir, &key, &st, &opt.state())?;
-            emit(json!({"event": "checkpoint", "step": st.step, "dir": at}));
+            emit(&Event::Checkpoint { step: st.step as u64, dir: at });
         }
     }
     if let (Some(v), None) = (&val, st.last_val) {
@@ -509,17 +335,26 @@ pub fn train(job: &Job) -> Result<serde_json::Value, String> {
     }
     let secs = start.elapsed().as_secs_f64();
     write_results(job, &mut model, &opt)?;
-    let metrics = json!({"steps": st.step, "train_loss": st.last_loss, "val_loss": st.last_val, "tokens": st.tokens, "trainable_parameters": opt.numel(), "weight_bytes": weight_bytes});
-    std::fs::write(job.out.join("metrics.json"), serde_json::to_string_pretty(&metrics).unwrap_or_default()).map_err(|e| e.to_string())?;
-    let mut done = metrics.clone();
-    done["tokens_per_s"] = json!(tokens_now as f64 / secs.max(1e-9));
-    done["seconds"] = json!(secs);
-    done["peak_rss_mib"] = json!(peak_rss_mib());
-    emit(json!({"event": "done", "metrics": done}));
+    let metrics = TrainMetrics {
+        steps: st.step as u64,
+        train_loss: st.last_loss,
+        val_loss: st.last_val,
+        tokens: st.tokens as u64,
+        trainable_parameters: opt.numel() as u64,
+        weight_bytes: weight_bytes as u64,
+    };
+    let text = serde_json::to_string_pretty(&metrics).map_err(|e| format!("serialising metrics: {e}"))?;
+    std::fs::write(job.out.join("metrics.json"), text).map_err(|e| format!("{}: {e}", job.out.join("metrics.json").display()))?;
+    emit(&Event::Done(Done {
+        metrics: Some(metrics.clone()),
+        tokens_per_s: Some(tokens_now as f64 / secs.max(1e-9)),
+        seconds: Some(secs),
+        peak_rss_mib: peak_rss_mib(),
+    }));
     Ok(metrics)
 }
 
-fn write_results(job: &Job, model: &mut Llama, opt: &AdamW) -> Result<(), String> {
+fn write_results(job: &TrainJob, model: &mut Llama, opt: &AdamW) -> Result<(), String> {
     match job.method {
         Method::Lora | Method::Qlora => {
             let spec = job.lora.as_ref().ok_or("missing lora spec")?;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use tailor_train::data::Dataset;
 use tailor_train::model::{Attend, Llama};
 use tailor_train::peft::{self, LoraSpec};
-use tailor_train::trainer::{Dtype, Job, Method, Schedule, train};
+use tailor_train::trainer::{Dtype, Method, Schedule, TrainJob as Job, train};
 use tch::{Device, Kind, Tensor};
 
 fn fixture(name: &str) -> PathBuf {
@@ -147,7 +147,7 @@ fn loss_decreases_for_full_and_lora() {
     for method in [Method::Full, Method::Lora, Method::Qlora] {
         let j = job(tmp.path(), method, 30, 1);
         let m = train(&j).unwrap();
-        bytes.insert(format!("{method:?}"), m["weight_bytes"].as_i64().unwrap());
+        bytes.insert(format!("{method:?}"), m.weight_bytes as i64);
         let l = losses(&j.out);
         let first: f64 = l[..3].iter().sum::<f64>() / 3.0;
         let last: f64 = l[l.len() - 3..].iter().sum::<f64>() / 3.0;

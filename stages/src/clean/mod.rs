@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tailor_engine::{ConfigIssue, FileDecl, InputDecl, IoContext, OutputDecl, Stage, StageContext, StageError, StageOutcome, StageSpec};
 
-use crate::record::{Record, Reject, read_jsonl, write_jsonl};
-use crate::text::{MinHashConfig, NormalizeOptions, PiiKind};
+use tailor_text::record::{Record, Reject, read_jsonl, write_jsonl};
+use tailor_text::{MinHashConfig, NormalizeOptions, PiiKind};
 
 /// Configuration of a `clean` stage.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -292,7 +292,7 @@ impl Stage for Clean {
                             ConfigIssue::new(format!("/steps/{i}/filter"), "`min_tokens`/`max_tokens` need a `tokenizer`")
                                 .help("add `tokenizer: path/to/tokenizer.json` (or a model directory) to the filter"),
                         ),
-                        (Some(t), _) => match crate::tokenizer::load_declared(root, t, &format!("/steps/{i}/filter/tokenizer")) {
+                        (Some(t), _) => match crate::inputs::tokenizer(root, t, &format!("/steps/{i}/filter/tokenizer")) {
                             Ok((_, decl)) => spec.files.extend(decl),
                             Err(e) => issues.push(ConfigIssue::new(format!("/steps/{i}/filter/tokenizer"), e)),
                         },
@@ -326,7 +326,7 @@ impl Stage for Clean {
         let out = ctx.output_dir("records")?;
         write_jsonl(&out.join("records.jsonl"), &records).ctx(|| "writing records.jsonl".into())?;
         let summary = json!({"input": before, "kept": records.len(), "rejected": rejects.len(), "steps": stats});
-        std::fs::write(out.join("stats.json"), serde_json::to_vec_pretty(&summary).unwrap_or_default()).ctx(|| "writing stats.json".into())?;
+        crate::files::write_json(&out.join("stats.json"), &summary)?;
         let rej = ctx.output_dir("rejects")?;
         write_jsonl(&rej.join("rejects.jsonl"), &rejects).ctx(|| "writing rejects.jsonl".into())?;
         let mut metrics = BTreeMap::new();
@@ -341,7 +341,7 @@ impl Stage for Clean {
     }
 
     fn report(output: &OutputDecl, dir: &Path) -> Option<String> {
-        (output.kind == "records").then(|| crate::report::records(dir))
+        (output.kind == "records").then(|| tailor_report::records(dir))
     }
 
     fn show(output: &OutputDecl, dir: &Path, w: &mut dyn std::io::Write, limit: usize) -> std::io::Result<bool> {

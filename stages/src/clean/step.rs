@@ -8,8 +8,8 @@ use rayon::prelude::*;
 use serde_json::{Value, json};
 
 use super::{CheckStep, DedupStep, Field, FilterStep, Keep, PiiAction, PiiStep, Politeness, RuleAction, Step, StepStats, StyleStep};
-use crate::record::{Body, Record, Reject};
-use crate::text::{self, NormalizeOptions, Register, normalize, quality};
+use tailor_text::record::{Body, Record, Reject};
+use tailor_text::{self, NormalizeOptions, Register, normalize, quality};
 
 /// The step's name as written in the config.
 pub fn name(s: &Step) -> &'static str {
@@ -30,7 +30,7 @@ pub fn apply(s: &Step, records: &mut Vec<Record>, rejects: &mut Vec<Reject>, roo
         Step::Normalize(o) => st.changed = normalize_all(records, o),
         Step::Filter(f) => {
             let tok = match &f.tokenizer {
-                Some(t) => Some(crate::tokenizer::load(&root.join(t))?),
+                Some(t) => Some(tailor_model::tokenizer::load(&root.join(t))?),
                 None => None,
             };
             let verdicts: Vec<Option<String>> = records.par_iter().map(|r| filter_reason(r, f, tok.as_ref())).collect();
@@ -107,7 +107,7 @@ fn normalize_all(records: &mut [Record], o: &NormalizeOptions) -> usize {
         .sum()
 }
 
-fn filter_reason(r: &Record, f: &FilterStep, tok: Option<&crate::tokenizer::TokenizerFiles>) -> Option<String> {
+fn filter_reason(r: &Record, f: &FilterStep, tok: Option<&tailor_model::tokenizer::TokenizerFiles>) -> Option<String> {
     for key in &f.required_meta {
         let present = r.meta.get(key).is_some_and(|v| !v.is_null() && v.as_str() != Some(""));
         if !present {
@@ -164,7 +164,7 @@ fn filter_reason(r: &Record, f: &FilterStep, tok: Option<&crate::tokenizer::Toke
         return Some("no sentence-ending punctuation".into());
     }
     if let Some(langs) = &f.lang {
-        let got = text::detect(&t).unwrap_or("none");
+        let got = tailor_text::detect(&t).unwrap_or("none");
         if !langs.iter().any(|l| l == got) {
             return Some(format!("language not allowed ({got} not in {})", langs.join(", ")));
         }
@@ -208,7 +208,7 @@ fn dedup(records: &mut Vec<Record>, rejects: &mut Vec<Reject>, st: &mut StepStat
     if let Some(cfg) = &d.near {
         let alive: Vec<usize> = order.iter().copied().filter(|&i| verdicts[i].is_none()).collect();
         let refs: Vec<&str> = alive.iter().map(|&i| texts[i].as_str()).collect();
-        for (k, dup) in text::near_duplicates(&refs, cfg).into_iter().enumerate() {
+        for (k, dup) in tailor_text::near_duplicates(&refs, cfg).into_iter().enumerate() {
             if let Some(j) = dup {
                 verdicts[alive[k]] = Some(format!("near duplicate (of {}, Jaccard ≥ {})", records[alive[j]].id, cfg.threshold));
             }
@@ -223,12 +223,12 @@ fn pii(records: &mut Vec<Record>, rejects: &mut Vec<Reject>, st: &mut StepStats,
         .map(|r| {
             let mut kinds = BTreeMap::new();
             for t in r.body.texts_mut() {
-                let m = text::find_pii(t, &p.kinds);
+                let m = tailor_text::find_pii(t, &p.kinds);
                 for x in &m {
                     *kinds.entry(format!("{:?}", x.kind).to_lowercase()).or_insert(0) += 1;
                 }
                 if !m.is_empty() && p.action == PiiAction::Redact {
-                    *t = text::redact(t, &m);
+                    *t = tailor_text::redact(t, &m);
                 }
             }
             kinds
@@ -256,7 +256,7 @@ fn pii(records: &mut Vec<Record>, rejects: &mut Vec<Reject>, st: &mut StepStats,
 }
 
 fn style(records: &mut Vec<Record>, rejects: &mut Vec<Reject>, st: &mut StepStats, s: &StyleStep) {
-    let reports: Vec<text::RegisterReport> = records.par_iter().map(|r| text::analyze(r.body.target())).collect();
+    let reports: Vec<tailor_text::RegisterReport> = records.par_iter().map(|r| tailor_text::analyze(r.body.target())).collect();
     let target = match s.politeness {
         Politeness::DesuMasu => Some(Register::Polite),
         Politeness::DaDearu => Some(Register::Plain),

@@ -21,8 +21,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tailor_engine::{ConfigIssue, FileDecl, IoContext, OutputDecl, Stage, StageContext, StageError, StageOutcome, StageSpec};
 
-use crate::record::{Body, Message, Provenance, Record, Reject, body_id, write_jsonl};
 use crate::show;
+use tailor_text::record::{Body, Message, Provenance, Record, Reject, body_id, write_jsonl};
 
 mod parquet;
 
@@ -233,7 +233,7 @@ impl Stage for Collect {
         let out = ctx.output_dir("records")?;
         write_jsonl(&out.join("records.jsonl"), &records).ctx(|| "writing records.jsonl".into())?;
         let stats = json!({"records": records.len(), "rejected": rejects.len(), "per_source": per_source});
-        std::fs::write(out.join("stats.json"), serde_json::to_vec_pretty(&stats).unwrap_or_default()).ctx(|| "writing stats.json".into())?;
+        crate::files::write_json(&out.join("stats.json"), &stats)?;
         let rej = ctx.output_dir("rejects")?;
         write_jsonl(&rej.join("rejects.jsonl"), &rejects).ctx(|| "writing rejects.jsonl".into())?;
         let mut metrics = BTreeMap::new();
@@ -244,7 +244,7 @@ impl Stage for Collect {
     }
 
     fn report(output: &OutputDecl, dir: &Path) -> Option<String> {
-        (output.kind == "records").then(|| crate::report::records(dir))
+        (output.kind == "records").then(|| tailor_report::records(dir))
     }
 
     fn show(output: &OutputDecl, dir: &Path, w: &mut dyn std::io::Write, limit: usize) -> std::io::Result<bool> {

@@ -22,15 +22,16 @@ pub mod review;
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tailor_engine::{Check, ConfigIssue, FileDecl, InputDecl, IoContext, OutputDecl, Stage, StageContext, StageError, StageOutcome, StageSpec};
 
-use crate::metric::{self, MetricCfg};
-use crate::train::settings::{DeviceCfg, DtypeCfg};
+use crate::train::settings::{Decoding, Device, Dtype};
+use tailor_metric::{self as metric, MetricCfg};
+use tailor_protocol::job::{Generation, InferJob, Prompt, Scored, Variant};
 
 /// Configuration of an `evaluate` stage.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -59,10 +60,10 @@ pub struct EvaluateConfig {
     pub limit: Option<usize>,
     /// Floating-point kind of weights and computation.
     #[serde(default)]
-    pub dtype: DtypeCfg,
+    pub dtype: Dtype,
     /// Where to run.
     #[serde(default)]
-    pub device: DeviceCfg,
+    pub device: Device,
     /// CPU threads for libtorch (default: all).
     pub threads: Option<usize>,
 }
@@ -75,75 +76,28 @@ pub enum CompareTo {
     Base,
 }
 
-/// Decoding settings.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Decoding {
-    /// Most tokens generated per reply.
-    #[serde(default = "default_new_tokens")]
-    #[schemars(range(min = 1, max = 4096))]
-    pub max_new_tokens: usize,
-    /// 0 = greedy; higher samples more freely.
-    #[serde(default)]
-    #[schemars(range(min = 0.0, max = 5.0))]
-    pub temperature: f64,
-    /// Nucleus sampling: keep the smallest set of tokens with this much probability.
-    #[serde(default = "one")]
-    #[schemars(range(min = 0.0, max = 1.0))]
-    pub top_p: f64,
-    /// Seed of the sampling.
-    #[serde(default)]
-    pub seed: u64,
-    /// Stop a reply at any of these strings (they are cut off).
-    #[serde(default)]
-    pub stop: Vec<String>,
-    /// Prompts decoded together.
-    #[serde(default = "eight")]
-    #[schemars(range(min = 1))]
-    pub batch_size: usize,
-}
-
 fn default_metrics() -> Vec<MetricCfg> {
     vec![MetricCfg::Loss, MetricCfg::ExactMatch, MetricCfg::Chrf]
 }
-fn default_new_tokens() -> usize {
-    128
-}
-fn one() -> f64 {
-    1.0
-}
-fn eight() -> usize {
-    8
-}
-
-impl Default for Decoding {
-    fn default() -> Self {
-        Decoding { max_new_tokens: 128, temperature: 0.0, top_p: 1.0, seed: 0, stop: vec![], batch_size: 8 }
-    }
-}
-
 /// The `evaluate` stage kind.
 pub struct Evaluate;
 
-fn read_json(p: &Path) -> Result<Value, StageError> {
-    serde_json::from_slice(&std::fs::read(p).ctx(|| format!("reading {}", p.display()))?).map_err(|e| StageError::msg(format!("{}: {e}", p.display())))
-}
-
-fn read_lines(p: &Path) -> Result<Vec<Value>, StageError> {
+fn read_lines<T: serde::de::DeserializeOwned>(p: &Path) -> Result<Vec<T>, StageError> {
     std::fs::read_to_string(p)
         .ctx(|| format!("reading {}", p.display()))?
         .lines()
-        .map(|l| serde_json::from_str(l).map_err(|e| StageError::msg(format!("{}: {e}", p.display()))))
+        .enumerate()
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| StageError::msg(format!("{}:{}: {e}", p.display(), i + 1))))
         .collect()
 }
 
 /// A model artifact as an inference variant: its base with its adapter,
 /// or its full model.
-fn variant(name: &str, artifact: &Path, base_dir: &Path) -> Value {
+fn variant(name: &str, artifact: &Path, base_dir: &Path) -> Variant {
     if artifact.join("adapter").exists() {
-        json!({"name": name, "model": base_dir, "adapter": artifact.join("adapter")})
+        Variant { name: name.into(), model: base_dir.to_path_buf(), adapter: Some(artifact.join("adapter")) }
     } else {
-        json!({"name": name, "model": artifact.join("model"), "adapter": null})
+        Variant { name: name.into(), model: artifact.join("model"), adapter: None }
     }
 }
 
@@ -158,7 +112,7 @@ fn compared(config: &EvaluateConfig) -> Option<&'static str> {
 
 /// Token ids that end a reply: the tokenizer's EOS and the usual end-of-turn tokens.
 fn eos_ids(model_dir: &Path) -> Result<Vec<u32>, StageError> {
-    let tok = crate::tokenizer::load(model_dir).map_err(StageError::msg)?;
+    let tok = tailor_model::tokenizer::load(model_dir).map_err(StageError::msg)?;
     let mut ids: Vec<u32> =
         ["<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>", "<|end_of_text|>"].iter().filter_map(|t| tok.tokenizer.token_to_id(t)).collect();
     ids.extend(tok.id(tok.config.eos_token.as_deref()));
@@ -224,8 +178,7 @@ impl Stage for Evaluate {
         let model = ctx.input("model")?.dir.clone();
         let data = ctx.input("data")?.dir.clone();
         let out = ctx.output_dir("results")?;
-        let base_rec = read_json(&model.join("base.json"))?;
-        let base_path = PathBuf::from(base_rec["path"].as_str().unwrap_or_default());
+        let base_path = crate::files::read_record::<crate::train::BaseRecord>(&model, "base.json")?.path;
         let base_dir = crate::train::base::materialize(&base_path, ctx.root, &out.with_file_name("import"))?;
         crate::train::check_tokenizer(&data, &base_dir, &base_path)?;
         let cases = cases::read(&data, config.limit).map_err(StageError::msg)?;
@@ -236,31 +189,35 @@ impl Stage for Evaluate {
         std::fs::create_dir_all(&work).ctx(|| "creating a work directory".into())?;
         let mut prompts = std::io::BufWriter::new(std::fs::File::create(work.join("prompts.jsonl")).ctx(|| "prompts.jsonl".into())?);
         for c in &cases {
-            writeln!(prompts, "{}", json!({"id": c.id, "ids": c.prompt_ids})).ctx(|| "prompts.jsonl".into())?;
+            let line =
+                serde_json::to_string(&Prompt { id: c.id.clone(), ids: c.prompt_ids.clone() }).map_err(|e| StageError::msg(format!("prompts.jsonl: {e}")))?;
+            writeln!(prompts, "{line}").ctx(|| "prompts.jsonl".into())?;
         }
         prompts.flush().ctx(|| "prompts.jsonl".into())?;
         let wants_loss = config.metrics.iter().any(|m| matches!(m, MetricCfg::Loss));
         let wants_text = config.metrics.iter().any(|m| !matches!(m, MetricCfg::Loss));
-        let g = &config.generate;
         let mut variants = vec![];
         match compared(config) {
-            Some("base") => variants.push(json!({"name": "base", "model": base_dir, "adapter": null})),
+            Some("base") => variants.push(Variant { name: "base".into(), model: base_dir.clone(), adapter: None }),
             Some(_) => variants.push(variant("before", &ctx.input("before")?.dir, &base_dir)),
             None => {}
         }
         variants.push(variant("tuned", &model, &base_dir));
-        let job = json!({
-            "variants": variants,
-            "dtype": config.dtype, "device": config.device, "threads": crate::numerics::threads(config.threads),
-            "score": wants_loss.then_some(&data), "prompts": wants_text.then(|| work.join("prompts.jsonl")),
-            "eos": eos_ids(&base_dir)?,
-            "decoding": {"max_new_tokens": g.max_new_tokens, "temperature": g.temperature, "top_p": g.top_p, "seed": g.seed, "stop": g.stop, "batch_size": g.batch_size},
-            "out": work,
-        });
-        crate::runner::run(ctx, "infer", &job, &work.join("job.json"))?;
+        let job = InferJob {
+            variants,
+            dtype: config.dtype,
+            device: config.device,
+            threads: Some(crate::numerics::threads(config.threads)),
+            score: wants_loss.then(|| data.clone()),
+            prompts: wants_text.then(|| work.join("prompts.jsonl")),
+            eos: eos_ids(&base_dir)?,
+            decoding: config.generate.clone(),
+            out: work.clone(),
+        };
+        crate::runner::run(ctx, &job, &work.join("job.json"))?;
         let scorer = metric::Scorer::new(&config.metrics, ctx.root).map_err(|e| StageError::msg(String::from(e)))?;
-        let generations = read_lines(&work.join("generations.jsonl"))?;
-        let losses = read_lines(&work.join("losses.jsonl"))?;
+        let generations: Vec<Generation> = read_lines(&work.join("generations.jsonl"))?;
+        let losses: Vec<Scored> = read_lines(&work.join("losses.jsonl"))?;
         let other = compared(config);
         let report = score(&scorer, &cases, &generations, &losses, other);
         write_results(&out, ctx.name, &report, other)?;
@@ -290,7 +247,7 @@ impl Stage for Evaluate {
     }
 
     fn report(_output: &OutputDecl, dir: &Path) -> Option<String> {
-        Some(crate::report::evaluation(dir))
+        Some(tailor_report::evaluation(dir))
     }
 
     fn show(_output: &OutputDecl, dir: &Path, w: &mut dyn Write, limit: usize) -> std::io::Result<bool> {
@@ -313,25 +270,23 @@ pub struct Report {
     pub review: Vec<review::Row>,
 }
 
-fn score(scorer: &metric::Scorer, cases: &[cases::Case], generations: &[Value], losses: &[Value], other: Option<&str>) -> Report {
+fn score(scorer: &metric::Scorer, cases: &[cases::Case], generations: &[Generation], losses: &[Scored], other: Option<&str>) -> Report {
     let mut corpus = BTreeMap::new();
     let mut samples = Vec::new();
     let mut by_variant: BTreeMap<String, BTreeMap<String, (String, metric::Scored)>> = BTreeMap::new();
     let variants: Vec<&str> = other.into_iter().chain(["tuned"]).collect();
     for v in &variants {
-        let outs: BTreeMap<&str, &Value> = generations.iter().filter(|g| g["variant"] == *v).filter_map(|g| Some((g["id"].as_str()?, g))).collect();
+        let outs: BTreeMap<&str, &Generation> = generations.iter().filter(|g| g.variant == *v).map(|g| (g.id.as_str(), g)).collect();
         for c in cases {
-            let output = outs.get(c.id.as_str()).and_then(|g| g["text"].as_str()).unwrap_or_default().to_string();
+            // No generation for a case only when no text metric was asked for.
+            let output = outs.get(c.id.as_str()).map(|g| g.text.clone()).unwrap_or_default();
             let s = scorer.score(&output, Some(&c.reference));
-            samples.push(json!({"variant": v, "id": c.id, "prompt": c.prompt, "reference": c.reference, "output": output, "finish": outs.get(c.id.as_str()).map(|g| g["finish"].clone()), "metrics": s.values, "pass": s.pass}));
+            samples.push(json!({"variant": v, "id": c.id, "prompt": c.prompt, "reference": c.reference, "output": output, "finish": outs.get(c.id.as_str()).map(|g| g.finish.as_str()), "metrics": s.values, "pass": s.pass}));
             by_variant.entry(v.to_string()).or_default().insert(c.id.clone(), (output, s));
         }
         let scored: Vec<&metric::Scored> = cases.iter().filter_map(|c| by_variant[*v].get(&c.id).map(|(_, s)| s)).collect();
         let mut m = if generations.is_empty() { BTreeMap::new() } else { scorer.corpus(scored) };
-        let (nll, n) = losses
-            .iter()
-            .filter(|l| l["variant"] == *v)
-            .fold((0.0, 0i64), |(a, b), l| (a + l["nll"].as_f64().unwrap_or(0.0), b + l["targets"].as_i64().unwrap_or(0)));
+        let (nll, n) = losses.iter().filter(|l| l.variant == *v).fold((0.0, 0i64), |(a, b), l| (a + l.nll, b + l.targets));
         if n > 0 {
             m.insert("loss".into(), nll / n as f64);
             m.insert("perplexity".into(), (nll / n as f64).exp());
@@ -362,7 +317,7 @@ fn score(scorer: &metric::Scorer, cases: &[cases::Case], generations: &[Value], 
 }
 
 fn write_results(out: &Path, name: &str, r: &Report, other: Option<&str>) -> Result<(), StageError> {
-    crate::train::write_json(&out.join("metrics.json"), &json!({"variants": r.corpus, "compared": other, "samples": r.review.len()}))?;
+    crate::files::write_json(&out.join("metrics.json"), &json!({"variants": r.corpus, "compared": other, "samples": r.review.len()}))?;
     let mut w = std::io::BufWriter::new(std::fs::File::create(out.join("results.jsonl")).ctx(|| "results.jsonl".into())?);
     for s in &r.samples {
         writeln!(w, "{s}").ctx(|| "results.jsonl".into())?;

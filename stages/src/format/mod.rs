@@ -24,8 +24,8 @@ use serde::Deserialize;
 use serde_json::json;
 use tailor_engine::{ConfigIssue, InputDecl, IoContext, OutputDecl, Stage, StageContext, StageError, StageOutcome, StageSpec};
 
-use crate::record::{Record, read_jsonl};
-use crate::tokenizer::{self, TokenizerFiles};
+use tailor_model::tokenizer::{self, TokenizerFiles};
+use tailor_text::record::{Record, read_jsonl};
 use template::{Jinja, Rendered, Template};
 
 /// Configuration of a `format` stage.
@@ -189,7 +189,7 @@ fn write_split(
     m["target_tokens"] = json!(target);
     m["truncated"] = json!(samples.iter().filter(|s| s.truncated).count());
     m["packs"] = json!(packs);
-    std::fs::write(dir.join("manifest.json"), serde_json::to_vec_pretty(&m).unwrap_or_default()).ctx(|| "writing manifest.json".into())?;
+    crate::files::write_json(&dir.join("manifest.json"), &m)?;
     let mut w = std::io::BufWriter::new(std::fs::File::create(dir.join("samples.jsonl")).ctx(|| "samples.jsonl".into())?);
     for s in samples {
         let t: usize = s.mask.iter().map(|&m| m as usize).sum();
@@ -213,7 +213,7 @@ impl Stage for Format {
     fn spec(config: &FormatConfig, root: &Path) -> Result<StageSpec, Vec<ConfigIssue>> {
         let mut issues = Vec::new();
         let mut files = Vec::new();
-        match tokenizer::load_declared(root, &config.tokenizer, "/tokenizer") {
+        match crate::inputs::tokenizer(root, &config.tokenizer, "/tokenizer") {
             Ok((t, decl)) => {
                 files = decl;
                 if config.template == Template::Tokenizer && t.config.chat_template.is_none() {
@@ -327,7 +327,7 @@ impl Stage for Format {
     }
 
     fn report(_output: &OutputDecl, dir: &Path) -> Option<String> {
-        Some(crate::report::tokenized(dir))
+        Some(tailor_report::tokenized(dir))
     }
 
     fn show(_output: &OutputDecl, dir: &Path, w: &mut dyn Write, limit: usize) -> std::io::Result<bool> {

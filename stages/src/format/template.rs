@@ -15,7 +15,7 @@ use std::ops::Range;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::record::{Body, Message};
+use tailor_text::record::{Body, Message};
 
 /// Built-in templates.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -252,7 +252,7 @@ mod tests {
 
     #[test]
     fn jinja_template_trains_assistant_turns() {
-        let j = Jinja::new(crate::tokenizer::CHATML_TEMPLATE, None, Some("<|im_end|>")).unwrap();
+        let j = Jinja::new(tailor_model::tokenizer::CHATML_TEMPLATE, None, Some("<|im_end|>")).unwrap();
         let body = Body::Chat {
             messages: vec![
                 Message { role: "user".into(), content: "hi".into() },

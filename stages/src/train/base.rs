@@ -15,10 +15,7 @@ use tailor_engine::{ConfigIssue, StageError};
 /// Architectures the trainer implements.
 pub const ARCHITECTURES: [&str; 3] = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"];
 
-/// Whether `path` names a GGUF file.
-pub fn is_gguf(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
-}
+pub use tailor_model::gguf::is_gguf;
 
 /// Tensor names and shapes of a checkpoint, from the safetensors headers
 /// (single file or shards); no weight is read.
@@ -166,7 +163,7 @@ pub fn check(base: &Path, root: &Path, pointer: &str, targets: &[String]) -> Vec
 /// A model whose tokenizer has no end-of-sequence token never learns to
 /// stop, and its generations never end.
 fn eos_issue(path: &Path, shown: &Path, pointer: &str) -> Option<ConfigIssue> {
-    match crate::tokenizer::load(path) {
+    match tailor_model::tokenizer::load(path) {
         Err(e) => Some(ConfigIssue::new(pointer, e)),
         Ok(t) if t.id(t.config.eos_token.as_deref()).is_none() => Some(
             ConfigIssue::new(pointer, format!("the tokenizer of `{}` has no end-of-sequence token", shown.display()))
@@ -184,7 +181,7 @@ pub fn materialize(base: &Path, root: &Path, scratch: &Path) -> Result<PathBuf, 
         return Ok(path);
     }
     let out = scratch.join("base-model");
-    let summary = crate::model::import(&path, &out).map_err(|e| StageError::msg(format!("importing {}: {e}", base.display())))?;
+    let summary = tailor_model::import(&path, &out).map_err(|e| StageError::msg(format!("importing {}: {e}", base.display())))?;
     tracing::info!(gguf = %base.display(), summary = %serde_json::to_string(&summary).unwrap_or_default(), "imported GGUF");
     Ok(out)
 }

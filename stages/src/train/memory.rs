@@ -1,13 +1,13 @@
 //! What a configured training run will need in memory, from the base
 //! model's `config.json` (or its GGUF metadata), the method and dtype, and
 //! the data's `max_tokens` — for `tailor plan`'s note and for the check
-//! before any weight loads. The model itself is [`crate::estimate::run_memory`].
+//! before any weight loads. The model itself is [`tailor_model::estimate::run_memory`].
 
 use std::path::Path;
 
-use crate::estimate::{GIB, Method, RunMemory, Shape, available_memory, run_memory};
-use crate::train::base::is_gguf;
-use crate::train::settings::{DeviceCfg, DtypeCfg, Hyper, Method as MethodSettings, MethodCfg};
+use crate::train::settings::{Device, Dtype, Hyper, MethodSettings};
+use tailor_model::estimate::{GIB, RunMemory, Shape, available_memory, run_memory};
+use tailor_model::gguf::is_gguf;
 
 /// An estimate with what it assumed.
 pub struct RunEstimate {
@@ -24,7 +24,7 @@ pub struct RunEstimate {
 /// Estimate a run; `None` when the base's shape cannot be read.
 pub fn estimate(base: &Path, m: &MethodSettings, h: &Hyper, data: Option<&Path>) -> Option<RunEstimate> {
     let cfg = if is_gguf(base) {
-        crate::model::import::config_json(base).ok()
+        tailor_model::import::config_json(base).ok()
     } else {
         std::fs::read(base.join("config.json")).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
     };
@@ -35,19 +35,14 @@ pub fn estimate(base: &Path, m: &MethodSettings, h: &Hyper, data: Option<&Path>)
         Some(s) => (s, true),
         None => (512.0, false),
     };
-    let method = match m.method {
-        MethodCfg::Full => Method::Full,
-        MethodCfg::Lora => Method::Lora,
-        MethodCfg::Qlora => Method::Qlora,
-    };
     let bytes = match h.dtype {
-        DtypeCfg::Bfloat16 | DtypeCfg::Float16 => 2.0,
-        DtypeCfg::Float32 => 4.0,
-        DtypeCfg::Auto if h.device == DeviceCfg::Cuda => 2.0,
-        DtypeCfg::Auto => 4.0,
+        Dtype::Bfloat16 | Dtype::Float16 => 2.0,
+        Dtype::Float32 => 4.0,
+        Dtype::Auto if h.device == Device::Cuda => 2.0,
+        Dtype::Auto => 4.0,
     };
     let targets = if m.lora.targets.iter().any(|t| t == "all-linear") { 7.0 } else { m.lora.targets.len() as f64 };
-    let memory = run_memory(&shape, vocab, method, bytes, m.lora.r as f64, targets, seq, h.batch_size as f64);
+    let memory = run_memory(&shape, vocab, m.method, bytes, m.lora.r as f64, targets, seq, h.batch_size as f64);
     Some(RunEstimate { memory, seq, seq_known, bytes })
 }
 
@@ -70,7 +65,7 @@ pub fn plan_note(base: &Path, m: &MethodSettings, h: &Hyper, data: Option<&Path>
         if e.seq_known { "" } else { ", assumed until the data exists" },
         e.bytes * 8.0
     );
-    if h.device != DeviceCfg::Cuda
+    if h.device != Device::Cuda
         && let Some(avail) = available_memory()
     {
         line.push_str(&if mm.total() < avail * 0.9 {
@@ -87,7 +82,7 @@ pub fn plan_note(base: &Path, m: &MethodSettings, h: &Hyper, data: Option<&Path>
 /// run that would fit).
 pub fn preflight(base: &Path, m: &MethodSettings, h: &Hyper, data: &Path) -> Result<(), String> {
     let (Some(e), Some(avail)) = (estimate(base, m, h, Some(data)), available_memory()) else { return Ok(()) };
-    if h.device != DeviceCfg::Cuda && e.memory.total() > avail {
+    if h.device != Device::Cuda && e.memory.total() > avail {
         return Err(format!(
             "this run needs about {:.1} GiB ({} × {} tokens, {:?}), more than the {:.1} GiB available; lower `batch_size` or the format stage's `max_tokens`, or use `method: qlora`",
             e.memory.total() / GIB,

@@ -24,7 +24,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tailor_engine::{ConfigIssue, FileDecl, InputDecl, IoContext, OutputDecl, Stage, StageContext, StageError, StageOutcome, StageSpec};
 
-use settings::{Hyper, Method, MethodCfg};
+use settings::{Hyper, MethodSettings};
+use tailor_protocol::job::TrainJob;
 
 /// Configuration of a `train` stage.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -39,7 +40,7 @@ pub struct TrainConfig {
     pub base: PathBuf,
     /// Full fine-tuning, LoRA or QLoRA.
     #[serde(flatten)]
-    pub method: Method,
+    pub method: MethodSettings,
     /// Optimisation and runtime settings.
     #[serde(flatten)]
     pub hyper: Hyper,
@@ -72,27 +73,49 @@ pub fn data_inputs(data: &str, validation: Option<&String>) -> Vec<InputDecl> {
 }
 
 /// The `tailor-train run` job for these settings.
-pub fn job(m: &Method, h: &Hyper, base: &Path, ctx: &StageContext<'_>, out: &Path) -> Result<Value, StageError> {
-    let lora = (m.method != MethodCfg::Full)
-        .then(|| json!({"r": m.lora.r, "alpha": m.lora.alpha, "dropout": m.lora.dropout, "targets": m.lora.targets, "rslora": m.lora.rslora}));
-    Ok(json!({
-        "base": base, "train": ctx.input("data")?.dir, "validation": ctx.input("validation").ok().map(|v| v.dir.clone()),
-        "out": out, "method": m.method, "lora": lora, "double_quant": m.qlora.double_quant,
-        "dtype": h.dtype, "device": h.device,
-        "lr": h.lr, "epochs": h.epochs, "max_steps": h.max_steps, "batch_size": h.batch_size,
-        "grad_accum": h.grad_accum, "warmup_steps": h.warmup_steps, "schedule": h.schedule,
-        "weight_decay": h.weight_decay, "max_grad_norm": h.max_grad_norm, "seed": h.seed,
-        "eval_every": h.eval_every, "merge": h.merge, "threads": crate::numerics::threads(h.threads),
-        "checkpoint_every": h.checkpoint_every, "checkpoint_dir": ctx.state_dir()?, "group_by_length": h.group_by_length,
-        "save_optimizer": m.method != MethodCfg::Full,
-    }))
+pub fn job(m: &MethodSettings, h: &Hyper, base: &Path, ctx: &StageContext<'_>, out: &Path) -> Result<TrainJob, StageError> {
+    Ok(TrainJob {
+        base: base.to_path_buf(),
+        train: ctx.input("data")?.dir.clone(),
+        validation: ctx.input("validation").ok().map(|v| v.dir.clone()),
+        out: out.to_path_buf(),
+        method: m.method,
+        lora: m.method.is_adapter().then(|| m.lora.clone()),
+        double_quant: m.qlora.double_quant,
+        dtype: h.dtype,
+        device: h.device,
+        lr: h.lr,
+        epochs: h.epochs,
+        max_steps: h.max_steps,
+        batch_size: h.batch_size,
+        grad_accum: h.grad_accum,
+        warmup_steps: h.warmup_steps,
+        schedule: h.schedule,
+        weight_decay: h.weight_decay,
+        max_grad_norm: h.max_grad_norm,
+        seed: h.seed,
+        eval_every: h.eval_every,
+        merge: h.merge,
+        threads: Some(crate::numerics::threads(h.threads)),
+        checkpoint_every: h.checkpoint_every,
+        checkpoint_dir: Some(ctx.state_dir()?),
+        init: None,
+        oversample: None,
+        save_optimizer: m.method.is_adapter(),
+        group_by_length: h.group_by_length,
+    })
 }
 
 /// The data must have been tokenized with the model's own tokenizer.
 pub fn check_tokenizer(data: &Path, model_dir: &Path, shown: &Path) -> Result<(), StageError> {
-    let manifest: Value = serde_json::from_slice(&std::fs::read(data.join("manifest.json")).ctx(|| "reading the data manifest".into())?).unwrap_or_default();
+    let path = data.join("manifest.json");
+    let manifest: Value = serde_json::from_slice(&std::fs::read(&path).ctx(|| "reading the data manifest".into())?)
+        .map_err(|e| StageError::msg(format!("{} is not valid JSON ({e}); rerun the format stage", path.display())))?;
+    let Some(have) = manifest["tokenizer"]["digest"].as_str() else {
+        return Err(StageError::msg(format!("{} names no tokenizer digest; rerun the format stage", path.display())));
+    };
     let want = blake3::hash(&std::fs::read(model_dir.join("tokenizer.json")).ctx(|| "reading the model's tokenizer.json".into())?).to_hex().to_string();
-    if manifest["tokenizer"]["digest"].as_str() != Some(want.as_str()) {
+    if have != want {
         return Err(StageError::msg(format!(
             "the data was tokenized with a different tokenizer than {}'s; point the format stage's `tokenizer:` at the model (directory or .gguf)",
             shown.display()
@@ -101,39 +124,64 @@ pub fn check_tokenizer(data: &Path, model_dir: &Path, shown: &Path) -> Result<()
     Ok(())
 }
 
+/// `base.json` in a model artifact: the base as the pipeline named it, its
+/// format, and the digest the engine hashed it to (from the lineage).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BaseRecord {
+    /// The path as written in the pipeline.
+    pub path: PathBuf,
+    /// `hf` or `gguf`.
+    pub format: String,
+    /// Content digest of the base.
+    pub digest: Option<String>,
+}
+
+/// `train.json` in a model artifact: how it was trained.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainRecord {
+    /// Method, LoRA and QLoRA settings.
+    pub method: MethodSettings,
+    /// Optimisation and runtime settings.
+    pub settings: Hyper,
+}
+
 /// Run a training job and write the artifact's bookkeeping files (`base.json`,
 /// `train.json` with the method and settings, `lineage.json`); returns the
 /// headline metrics (reproducible numbers only: throughput is logged).
-pub fn execute(ctx: &StageContext<'_>, job: &Value, out: &Path, base: &Value, m: &Method, h: &Hyper) -> Result<BTreeMap<String, Value>, StageError> {
-    let done = crate::runner::run(ctx, "run", job, &out.with_file_name("job.json"))?;
-    tracing::info!(
-        tokens_per_s = done["tokens_per_s"].as_f64().unwrap_or(0.0),
-        peak_rss_mib = done["peak_rss_mib"].as_f64().unwrap_or(0.0),
-        "training finished"
-    );
-    write_json(&out.join("base.json"), base)?;
-    write_json(&out.join("train.json"), &json!({"method": m, "settings": h}))?;
-    write_json(&out.join("lineage.json"), ctx.lineage())?;
+pub fn execute(
+    ctx: &StageContext<'_>,
+    job: &TrainJob,
+    out: &Path,
+    base: &BaseRecord,
+    m: &MethodSettings,
+    h: &Hyper,
+) -> Result<BTreeMap<String, Value>, StageError> {
+    let done = crate::runner::run(ctx, job, &out.with_file_name("job.json"))?;
+    tracing::info!(tokens_per_s = done.tokens_per_s.unwrap_or(0.0), peak_rss_mib = done.peak_rss_mib.unwrap_or(0.0), "training finished");
+    let Some(trained) = done.metrics else { return Err(StageError::msg("the trainer finished without metrics")) };
+    crate::files::write_json(&out.join("base.json"), base)?;
+    crate::files::write_json(&out.join("train.json"), &TrainRecord { method: m.clone(), settings: h.clone() })?;
+    crate::files::write_json(&out.join("lineage.json"), ctx.lineage())?;
     let mut metrics = BTreeMap::new();
-    for k in ["train_loss", "val_loss", "steps", "tokens", "trainable_parameters"] {
-        if !done[k].is_null() {
-            metrics.insert(k.to_string(), done[k].clone());
+    metrics.insert("steps".into(), json!(trained.steps));
+    metrics.insert("tokens".into(), json!(trained.tokens));
+    metrics.insert("trainable_parameters".into(), json!(trained.trainable_parameters));
+    for (k, v) in [("train_loss", trained.train_loss), ("val_loss", trained.val_loss)] {
+        if let Some(v) = v {
+            metrics.insert(k.into(), json!(v));
         }
     }
     Ok(metrics)
 }
 
-/// Write pretty JSON.
-pub fn write_json(path: &Path, v: &Value) -> Result<(), StageError> {
-    let mut f = std::fs::File::create(path).ctx(|| format!("writing {}", path.display()))?;
-    f.write_all(serde_json::to_string_pretty(v).unwrap_or_default().as_bytes()).ctx(|| format!("writing {}", path.display()))
-}
-
-/// The base record a model artifact keeps: the path as written, its format,
-/// and the digest the engine hashed it to (from the lineage).
-pub fn base_record(base: &Path, ctx: &StageContext<'_>) -> Value {
+/// The base record a model artifact keeps.
+pub fn base_record(base: &Path, ctx: &StageContext<'_>) -> BaseRecord {
     let key = base.display().to_string();
-    json!({"path": key, "format": if base::is_gguf(base) { "gguf" } else { "hf" }, "digest": ctx.lineage()["files"].get(&key)})
+    BaseRecord {
+        path: base.to_path_buf(),
+        format: if base::is_gguf(base) { "gguf" } else { "hf" }.into(),
+        digest: ctx.lineage()["files"].get(&key).and_then(Value::as_str).map(str::to_string),
+    }
 }
 
 impl Stage for Train {
@@ -145,7 +193,7 @@ impl Stage for Train {
     const OUTPUTS: &'static [OutputDecl] = MODEL_OUTPUTS;
 
     fn spec(config: &TrainConfig, root: &Path) -> Result<StageSpec, Vec<ConfigIssue>> {
-        let targets: &[String] = if config.method.method == MethodCfg::Full { &[] } else { &config.method.lora.targets };
+        let targets: &[String] = if !config.method.method.is_adapter() { &[] } else { &config.method.lora.targets };
         let issues = base::check(&config.base, root, "/base", targets);
         if !issues.is_empty() {
             return Err(issues);
@@ -174,7 +222,7 @@ impl Stage for Train {
     }
 
     fn report(_output: &OutputDecl, dir: &Path) -> Option<String> {
-        Some(crate::report::model(dir))
+        Some(tailor_report::model(dir))
     }
 
     fn show(_output: &OutputDecl, dir: &Path, w: &mut dyn Write, _limit: usize) -> std::io::Result<bool> {

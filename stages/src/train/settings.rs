@@ -6,97 +6,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Training method.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum MethodCfg {
-    /// All weights train (float32 master weights).
-    Full,
-    /// Low-rank adapters; the base is frozen.
-    #[default]
-    Lora,
-    /// Low-rank adapters over a base quantized to 4-bit NormalFloat.
-    Qlora,
-}
-
-/// Learning-rate schedule.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ScheduleCfg {
-    /// Flat after warm-up.
-    Constant,
-    /// Linear decay to zero.
-    Linear,
-    /// Cosine decay to zero.
-    #[default]
-    Cosine,
-}
-
-/// Floating-point kind of the frozen weights and of the computation.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum DtypeCfg {
-    /// float32 on CPU, bfloat16 on CUDA.
-    #[default]
-    Auto,
-    /// 32-bit floats.
-    Float32,
-    /// bfloat16.
-    Bfloat16,
-    /// float16.
-    Float16,
-}
-
-/// Where to train.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum DeviceCfg {
-    /// CUDA when libtorch sees a GPU, else the CPU.
-    #[default]
-    Auto,
-    /// The CPU.
-    Cpu,
-    /// The first CUDA GPU (an error when there is none).
-    Cuda,
-}
-
-/// LoRA settings, as PEFT names them.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LoraCfg {
-    /// Rank.
-    #[serde(default = "eight")]
-    #[schemars(range(min = 1))]
-    pub r: i64,
-    /// Alpha; the adapter's output is scaled by alpha / r.
-    #[serde(default = "sixteen")]
-    pub alpha: f64,
-    /// Dropout on the adapter input.
-    #[serde(default)]
-    pub dropout: f64,
-    /// Module names (`q_proj`, `v_proj`, …) or `all-linear`.
-    #[serde(default = "default_targets")]
-    pub targets: Vec<String>,
-    /// rsLoRA: scale by alpha / sqrt(r).
-    #[serde(default)]
-    pub rslora: bool,
-}
-
-fn eight() -> i64 {
-    8
-}
-fn sixteen() -> f64 {
-    16.0
-}
-fn default_targets() -> Vec<String> {
-    vec!["q_proj".into(), "v_proj".into()]
-}
-
-impl Default for LoraCfg {
-    fn default() -> Self {
-        LoraCfg { r: 8, alpha: 16.0, dropout: 0.0, targets: default_targets(), rslora: false }
-    }
-}
+pub use tailor_protocol::settings::{Decoding, Device, Dtype, LoraSpec, Method, Schedule};
 
 /// QLoRA settings.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -121,14 +31,14 @@ impl Default for QloraCfg {
 /// What is trained: all weights or adapters (a `retrain` continues with
 /// the settings of the model it starts from).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-pub struct Method {
+pub struct MethodSettings {
     /// `full` (all weights), `lora` (adapters; base frozen) or `qlora`
     /// (adapters over an NF4-quantized base).
     #[serde(default)]
-    pub method: MethodCfg,
+    pub method: Method,
     /// LoRA settings (methods `lora` and `qlora`).
     #[serde(default)]
-    pub lora: LoraCfg,
+    pub lora: LoraSpec,
     /// QLoRA settings (method `qlora`).
     #[serde(default)]
     pub qlora: QloraCfg,
@@ -160,7 +70,7 @@ pub struct Hyper {
     pub warmup_steps: usize,
     /// Learning-rate schedule after warm-up.
     #[serde(default)]
-    pub schedule: ScheduleCfg,
+    pub schedule: Schedule,
     /// AdamW weight decay (matrices only).
     #[serde(default)]
     pub weight_decay: f64,
@@ -177,10 +87,10 @@ pub struct Hyper {
     pub merge: bool,
     /// Floating-point kind of weights and computation.
     #[serde(default)]
-    pub dtype: DtypeCfg,
+    pub dtype: Dtype,
     /// Where to train.
     #[serde(default)]
-    pub device: DeviceCfg,
+    pub device: Device,
     /// CPU threads for libtorch (default: all).
     pub threads: Option<usize>,
     /// Write a checkpoint every N steps; a killed run resumes from the last

@@ -1,0 +1,150 @@
+//! HTML fragments for `tailor report`, one per artifact kind: counts and
+//! rejects by reason for data, length histograms for tokenized splits, loss
+//! curves for models, base-versus-tuned metrics and sample outputs for
+//! evaluations. Each reads only the artifact's own files.
+
+pub mod svg;
+
+use std::fmt::Write;
+use std::path::Path;
+
+use serde_json::Value;
+use svg::{Series, bars, esc, histogram, line_chart};
+
+fn json_file(p: &Path) -> Value {
+    std::fs::read(p).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+fn lines(p: &Path, max: usize) -> Vec<Value> {
+    std::fs::read_to_string(p).map(|t| t.lines().take(max).filter_map(|l| serde_json::from_str(l).ok()).collect()).unwrap_or_default()
+}
+
+fn table(rows: &[(String, String)]) -> String {
+    let mut s = String::from("<table class=\"kv\">");
+    for (k, v) in rows {
+        let _ = write!(s, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(v));
+    }
+    s.push_str("</table>");
+    s
+}
+
+fn num(v: &Value) -> String {
+    match v.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{f:.0}"),
+        Some(f) => format!("{f:.4}"),
+        None => v.as_str().map_or_else(|| v.to_string(), str::to_string),
+    }
+}
+
+/// A `records` artifact: counts per step (clean) or source (collect), and
+/// the length of the answers.
+pub fn records(dir: &Path) -> String {
+    let stats = json_file(&dir.join("stats.json"));
+    let mut s = String::new();
+    let top: Vec<(String, String)> = stats.as_object().into_iter().flatten().filter(|(_, v)| v.is_number()).map(|(k, v)| (k.clone(), num(v))).collect();
+    s.push_str(&table(&top));
+    if let Some(steps) = stats["steps"].as_array() {
+        let removed: Vec<(String, f64)> =
+            steps.iter().map(|st| (st["step"].as_str().unwrap_or("?").to_string(), st["removed"].as_f64().unwrap_or(0.0))).collect();
+        s.push_str("<h4>Removed per cleaning step</h4>");
+        s.push_str(&bars(&removed, "#c97b6b"));
+        let mut reasons: Vec<(String, f64)> = steps
+            .iter()
+            .flat_map(|st| {
+                st["reasons"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(move |(r, n)| (format!("{}: {r}", st["step"].as_str().unwrap_or("?")), n.as_f64().unwrap_or(0.0)))
+            })
+            .collect();
+        reasons.sort_by(|a, b| b.1.total_cmp(&a.1));
+        if !reasons.is_empty() {
+            s.push_str("<h4>Rejects by reason</h4>");
+            s.push_str(&bars(&reasons, "#d9a441"));
+        }
+    }
+    let lens: Vec<f64> = lines(&dir.join("records.jsonl"), 20_000)
+        .into_iter()
+        .filter_map(|r| serde_json::from_value::<tailor_text::record::Record>(r).ok())
+        .map(|r| r.body.exchange().1.chars().count() as f64)
+        .collect();
+    if !lens.is_empty() {
+        s.push_str("<h4>Answer length (characters)</h4>");
+        s.push_str(&histogram(&lens, 30, "characters"));
+    }
+    s
+}
+
+/// A tokenized split: its manifest and the sample lengths.
+pub fn tokenized(dir: &Path) -> String {
+    let m = json_file(&dir.join("manifest.json"));
+    let keys = ["samples", "tokens", "target_tokens", "truncated", "dropped", "packs", "max_tokens", "template"];
+    let rows: Vec<(String, String)> = keys.iter().filter(|k| !m[**k].is_null()).map(|k| (k.to_string(), num(&m[*k]))).collect();
+    let mut s = table(&rows);
+    let lens: Vec<f64> = lines(&dir.join("samples.jsonl"), 100_000).iter().filter_map(|r| r["tokens"].as_f64()).collect();
+    if !lens.is_empty() {
+        s.push_str("<h4>Sample length (tokens)</h4>");
+        s.push_str(&histogram(&lens, 30, "tokens"));
+    }
+    s
+}
+
+/// A model: training and validation loss per step, and the headline numbers.
+pub fn model(dir: &Path) -> String {
+    let log = lines(&dir.join("log.jsonl"), 1_000_000);
+    let train: Vec<(f64, f64)> = log.iter().filter_map(|r| Some((r["step"].as_f64()?, r["loss"].as_f64()?))).collect();
+    let val: Vec<(f64, f64)> = log.iter().filter_map(|r| Some((r["step"].as_f64()?, r["val_loss"].as_f64()?))).collect();
+    let mut series = vec![Series { name: "train loss".into(), points: train, color: "#3a6ea5", markers: false }];
+    if !val.is_empty() {
+        series.push(Series { name: "validation loss".into(), points: val, color: "#c0392b", markers: true });
+    }
+    let m = json_file(&dir.join("metrics.json"));
+    let t = json_file(&dir.join("train.json"));
+    let mut rows = vec![
+        ("method".to_string(), t["method"]["method"].as_str().unwrap_or("?").to_string()),
+        ("base".into(), json_file(&dir.join("base.json"))["path"].as_str().unwrap_or("?").to_string()),
+    ];
+    rows.extend(m.as_object().into_iter().flatten().map(|(k, v)| (k.clone(), num(v))));
+    format!("{}{}", table(&rows), line_chart(&series, "step", "loss"))
+}
+
+/// An evaluation: metrics of the tuned model (and the base), and the worst cases.
+pub fn evaluation(dir: &Path) -> String {
+    let m = json_file(&dir.join("metrics.json"));
+    let tuned = m["variants"]["tuned"].as_object().cloned().unwrap_or_default();
+    let other = m["compared"].as_str().unwrap_or("base").to_string();
+    let base = m["variants"].get(&other).and_then(Value::as_object).cloned();
+    let mut s = String::from("<table><tr><th>metric</th><th>tuned</th>");
+    if base.is_some() {
+        let _ = write!(s, "<th>{}</th><th>change</th>", esc(&other));
+    }
+    s.push_str("</tr>");
+    for (k, v) in &tuned {
+        let t = v.as_f64().unwrap_or(f64::NAN);
+        let _ = write!(s, "<tr><td>{}</td><td>{t:.4}</td>", esc(k));
+        if let Some(b) = base.as_ref().and_then(|b| b.get(k)).and_then(Value::as_f64) {
+            let _ = write!(s, "<td>{b:.4}</td><td>{:+.4}</td>", t - b);
+        }
+        s.push_str("</tr>");
+    }
+    s.push_str("</table>");
+    let rows = lines(&dir.join("results.jsonl"), 1_000_000);
+    let mut worst: Vec<&Value> = rows.iter().filter(|r| r["variant"] == "tuned").collect();
+    worst.sort_by_key(|r| r["pass"].as_bool().unwrap_or(false));
+    let _ = write!(s, "<h4>Sample outputs (failures first)</h4><table><tr><th>prompt</th><th>reference</th><th>tuned</th><th>{}</th></tr>", esc(&other));
+    for r in worst.iter().take(8) {
+        let base_out = rows.iter().find(|b| b["variant"] == other.as_str() && b["id"] == r["id"]).and_then(|b| b["output"].as_str()).unwrap_or("");
+        let _ = write!(
+            s,
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            if r["pass"] == true { "ok" } else { "fail" },
+            esc(r["prompt"].as_str().unwrap_or("")),
+            esc(r["reference"].as_str().unwrap_or("")),
+            esc(r["output"].as_str().unwrap_or("")),
+            esc(base_out)
+        );
+    }
+    s.push_str("</table>");
+    s
+}
