@@ -82,7 +82,7 @@ fn quickstart_runs_then_reruns_nothing_then_reruns_only_what_a_param_touches() {
     let plan = run_in(tmp.path(), &["plan", "-p", "near_threshold=0.9"]);
     let plan = text(&plan.stdout);
     assert!(plan.contains("✓ raw (collect): up-to-date"), "{plan}");
-    assert!(plan.contains("steps.2.dedup.near.threshold changed 0.8 → 0.9"), "{plan}");
+    assert!(plan.contains("steps.2.dedup.near.threshold changed 0.6 → 0.9"), "{plan}");
     let third = run_in(tmp.path(), &["run", "-p", "near_threshold=0.9", "--json"]);
     assert!(third.status.success());
     let summary: serde_json::Value = serde_json::from_slice(&third.stdout).unwrap();

@@ -85,7 +85,11 @@ fn collect_names_file_and_line_for_every_bad_input() {
     for (name, extra, want) in cases {
         let from = if *name == "giant.jsonl" { giant_file.clone() } else { bad.join(name) };
         for policy in ["fail", "skip"] {
-            let yaml = format!("version: 1\nname: bad\nstages:\n  raw: {{kind: collect, on_error: {policy}, sources: [{{path: {name}{extra}}}]}}\n");
+            // Small files that are all bad: allow any reject share here (the
+            // share rule has its own test).
+            let yaml = format!(
+                "version: 1\nname: bad\nstages:\n  raw: {{kind: collect, on_error: {policy}, max_reject_share: 1.0, sources: [{{path: {name}{extra}}}]}}\n"
+            );
             let dir = scratch_with(&[(name, &from)], &yaml);
             let (ws, out) = run(&dir.path().join("tailor.yaml"));
             match (policy, &out[0].1) {
@@ -175,4 +179,143 @@ fn parquet_sources_are_read_with_mapping_and_nested_fields() {
         assert_eq!(first["completion"], "東京です。");
         assert_eq!(first["source"]["line"], 1);
     }
+}
+
+fn records_of(ws: &Workspace, stage: &str) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(output_dir(ws, stage, "records").join("records.jsonl")).unwrap();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn rejects_of(ws: &Workspace, stage: &str) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(output_dir(ws, stage, "rejects").join("rejects.jsonl")).unwrap();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn scratch_bytes(files: &[(&str, Vec<u8>)], yaml: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in files {
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+    }
+    std::fs::write(dir.path().join("tailor.yaml"), yaml).unwrap();
+    dir
+}
+
+const JA_LINES: &str = "{\"prompt\": \"挨拶して\", \"completion\": \"こんにちは。\"}\n{\"prompt\": \"天気は？\", \"completion\": \"晴れです。\"}\n{\"prompt\": \"名前は？\", \"completion\": \"テイラーです。\"}\n";
+
+#[test]
+fn collect_decodes_boms_and_legacy_encodings_and_fails_mostly_rejected_sources() {
+    let collect = |extra: &str| format!("version: 1\nname: enc\nstages:\n  raw: {{kind: collect, on_error: skip{extra}, sources: [{{path: d.jsonl}}]}}\n");
+    let with_source = |src: &str| format!("version: 1\nname: enc\nstages:\n  raw: {{kind: collect, on_error: skip, sources: [{{path: d.jsonl{src}}}]}}\n");
+    // UTF-16 LE and BE and UTF-32 with a BOM: read as what they are.
+    let mut le = vec![0xFF, 0xFE];
+    let mut be = vec![0xFE, 0xFF];
+    for u in JA_LINES.encode_utf16() {
+        le.extend(u.to_le_bytes());
+        be.extend(u.to_be_bytes());
+    }
+    let mut u32le = vec![0xFF, 0xFE, 0, 0];
+    for c in JA_LINES.chars() {
+        u32le.extend((c as u32).to_le_bytes());
+    }
+    for bytes in [le, be, u32le] {
+        let dir = scratch_bytes(&[("d.jsonl", bytes)], &collect(""));
+        let (ws, out) = run(&dir.path().join("tailor.yaml"));
+        assert!(matches!(&out[0].1, Outcome::Ran { metrics, .. } if metrics["records"] == 3 && metrics["rejected"] == 0), "{out:?}");
+        assert_eq!(records_of(&ws, "raw")[2]["completion"], "テイラーです。");
+    }
+    // Shift_JIS and EUC-JP when the source says so.
+    for (enc, name) in [(encoding_rs::SHIFT_JIS, "shift_jis"), (encoding_rs::EUC_JP, "euc-jp")] {
+        let bytes = enc.encode(JA_LINES).0.to_vec();
+        let dir = scratch_bytes(&[("d.jsonl", bytes.clone())], &with_source(&format!(", encoding: {name}")));
+        let (ws, out) = run(&dir.path().join("tailor.yaml"));
+        assert!(matches!(&out[0].1, Outcome::Ran { metrics, .. } if metrics["records"] == 3), "{name}: {out:?}");
+        assert_eq!(records_of(&ws, "raw")[1]["completion"], "晴れです。");
+        // Unsaid, every line is invalid UTF-8: the stage fails with the
+        // counts and the way out, instead of succeeding with 0 records.
+        let dir = scratch_bytes(&[("d.jsonl", bytes)], &collect(""));
+        let (_, out) = run(&dir.path().join("tailor.yaml"));
+        match &out[0].1 {
+            Outcome::Failed { error } => {
+                assert!(error.contains("3 of 3 records rejected") && error.contains("invalid UTF-8") && error.contains("encoding: shift_jis"), "{error}")
+            }
+            o => panic!("{name} read as UTF-8 must fail: {o:?}"),
+        }
+    }
+    // The share is configurable: a file with 1 bad line in 4 passes at the
+    // default (0.5) and fails at 0.2; 1.0 allows anything.
+    let mixed = format!("{JA_LINES}{{broken\n");
+    for (share, ok) in [("", true), (", max_reject_share: 0.2", false), (", max_reject_share: 1.0", true)] {
+        let dir = scratch_bytes(&[("d.jsonl", mixed.clone().into_bytes())], &collect(share));
+        let (_, out) = run(&dir.path().join("tailor.yaml"));
+        assert_eq!(matches!(&out[0].1, Outcome::Ran { .. }), ok, "{share}: {out:?}");
+    }
+}
+
+#[test]
+fn a_directory_given_as_a_source_says_so_and_how_to_fix_it() {
+    let dir = scratch_bytes(&[], "version: 1\nname: d\nstages:\n  raw: {kind: collect, sources: [{path: data}]}\n");
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let err = match tailor_engine::load(&dir.path().join("tailor.yaml"), &tailor_stages::registry(), &Overrides::default()) {
+        Err(e) => e.render(),
+        Ok(_) => panic!("a directory is not a source file"),
+    };
+    assert!(err.contains("is a directory") && err.contains("data/*.jsonl") && !err.contains("does not exist"), "{err}");
+}
+
+#[test]
+fn csv_rejects_carry_physical_lines_and_reasons_without_positions() {
+    // Line 1 header; 2 good; 3 ragged; 4-6 one record with a quoted field
+    // over three lines; 7 ragged; 8 good.
+    let csv = "question,answer\nq1,a1\nq2,a2,extra\nq3,\"multi\nline\nanswer\"\nq4\nq5,a5\n";
+    let yaml = "version: 1\nname: c\nstages:\n  raw: {kind: collect, on_error: skip, sources: [{path: d.csv, map: {prompt: question, completion: answer}}]}\n";
+    let dir = scratch_bytes(&[("d.csv", csv.as_bytes().to_vec())], yaml);
+    let (ws, out) = run(&dir.path().join("tailor.yaml"));
+    assert!(matches!(&out[0].1, Outcome::Ran { .. }), "{out:?}");
+    let lines: Vec<u64> = records_of(&ws, "raw").iter().map(|r| r["source"]["line"].as_u64().unwrap()).collect();
+    assert_eq!(lines, [2, 4, 8]);
+    let rejects = rejects_of(&ws, "raw");
+    let ids: Vec<&str> = rejects.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["d.csv:3", "d.csv:7"]);
+    assert_eq!(rejects[0]["reason"], "row has 3 fields, the header has 2");
+    assert_eq!(rejects[1]["reason"], "row has 1 fields, the header has 2");
+    // JSON reasons name the problem, not the column, so they group.
+    let dir = scratch_bytes(
+        &[("d.jsonl", b"{\"text\": 1,}\n{\"text\": \"ok\"}\n{\"text\": \"x\",,}\n{\"text\": \"ok2\"}\n".to_vec())],
+        &yaml.replace("d.csv, map: {prompt: question, completion: answer}", "d.jsonl"),
+    );
+    let (ws, _) = run(&dir.path().join("tailor.yaml"));
+    let rejects = rejects_of(&ws, "raw");
+    assert_eq!(rejects.len(), 2);
+    assert!(rejects.iter().all(|r| !r["reason"].as_str().unwrap().contains("column")), "{rejects:?}");
+    assert!(rejects[0]["id"].as_str().unwrap().starts_with("d.jsonl:1:"), "{rejects:?}");
+}
+
+#[test]
+fn unknown_fields_are_kept_and_where_limits_a_step() {
+    let data = concat!(
+        "{\"id\": 1, \"task\": \"json\", \"prompt\": \"p1\", \"completion\": \"{\\\"a\\\": 1}\"}\n",
+        "{\"id\": 2, \"task\": \"chat\", \"prompt\": \"p2\", \"completion\": \"ただの文章です。よろしくお願いします。\"}\n",
+        "{\"id\": 3, \"task\": \"json\", \"prompt\": \"p3\", \"completion\": \"not json\"}\n",
+        "{\"id\": 4, \"task\": \"chat\", \"prompt\": \"p4\", \"completion\": \"これは普通の文だ。問題はない。\"}\n",
+        "{\"id\": 5, \"task\": \"chat\", \"prompt\": \"p5\", \"completion\": \"今日は晴れです。明日は雨だ。\"}\n",
+        "{\"id\": 6, \"task\": \"chat\", \"prompt\": \"p6\", \"completion\": \"彼は「行くぞ」と言いました。私も行きます。\"}\n",
+    );
+    let yaml = "version: 1\nname: w\nstages:\n  raw: {kind: collect, sources: [{path: d.jsonl}]}\n  cleaned:\n    kind: clean\n    input: raw\n    steps:\n      - check: {json: true}\n        where: {meta: {task: json}}\n      - style: {politeness: mixed}\n        where: {meta: {task: chat}}\n";
+    let dir = scratch_bytes(&[("d.jsonl", data.as_bytes().to_vec())], yaml);
+    let (ws, out) = run(&dir.path().join("tailor.yaml"));
+    assert!(out.iter().all(|(_, o)| matches!(o, Outcome::Ran { .. })), "{out:?}");
+    let raw = records_of(&ws, "raw");
+    assert_eq!(raw[0]["meta"]["id"], 1);
+    assert_eq!(raw[0]["meta"]["task"], "json");
+    assert!(raw[0]["meta"].get("prompt").is_none());
+    let kept: Vec<i64> = records_of(&ws, "cleaned").iter().map(|r| r["meta"]["id"].as_i64().unwrap()).collect();
+    // 3 is not JSON (only JSON tasks are checked, so the chat replies pass
+    // that step); 5 mixes です and だ; 4 is consistently plain and 6 has
+    // its だ-like ending only inside quotes, so both stay.
+    assert_eq!(kept, [1, 2, 4, 6]);
+    let stats: serde_json::Value = serde_json::from_slice(&std::fs::read(output_dir(&ws, "cleaned", "records").join("stats.json")).unwrap()).unwrap();
+    assert_eq!(stats["steps"][0]["input"], 2, "{stats}");
+    assert_eq!(stats["steps"][0]["skipped"], 4, "{stats}");
+    assert!(stats["steps"][0]["scope"].as_str().unwrap().contains("meta.task"), "{stats}");
+    assert_eq!(stats["steps"][1]["reasons"]["mixed register"], 1, "{stats}");
 }

@@ -19,8 +19,21 @@ pub fn records_or_rejects(output: &OutputDecl, dir: &Path, w: &mut dyn Write, li
         "records" => {
             let recs: Vec<Record> = read_jsonl(&dir.join("records.jsonl"))?;
             writeln!(w, "{} records", recs.len())?;
+            let mut keys: BTreeMap<&str, usize> = BTreeMap::new();
+            for r in &recs {
+                for k in r.meta.keys() {
+                    *keys.entry(k.as_str()).or_insert(0) += 1;
+                }
+            }
+            if !keys.is_empty() {
+                let list: Vec<String> = keys.iter().map(|(k, n)| format!("{k} ({n})")).collect();
+                writeln!(w, "meta: {} — the source's own `meta`, fields the body does not use, and the source's constants", list.join(", "))?;
+            }
             for r in recs.iter().take(limit) {
                 writeln!(w, "\n[{}] {}:{}", r.id, r.source.path, r.source.line)?;
+                if !r.meta.is_empty() {
+                    writeln!(w, "        meta: {}", clip(&serde_json::Value::Object(r.meta.clone()).to_string(), 100))?;
+                }
                 match &r.body {
                     Body::Chat { messages } => {
                         for m in messages {

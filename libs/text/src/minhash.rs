@@ -30,27 +30,43 @@
 //!   so results are identical for any thread count.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 
-use super::hash::{GOLDEN, SplitMix64, hash_chars, hash_u64s};
+use super::hash::{GOLDEN, SplitMix64, hash_chars, hash_u64s, mix64};
 use super::normalize::is_known_nfkc;
 
 /// Parameters for MinHash signatures and LSH near-duplicate search.
+///
+/// The similarity is the exact Jaccard similarity of the two texts' sets of
+/// character `ngram`s, taken over the canonical form: NFKC, lower case,
+/// letters and digits only (spaces, punctuation and symbols removed). The
+/// defaults (3-grams, 40 bands × 5 rows, Jaccard ≥ 0.6, same numbers) find
+/// edited copies with up to ~15 % of characters changed by word edits,
+/// punctuation and spacing, in English and Japanese, and keep records that
+/// state different facts in the same frame (`bench/README.md` has the table).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct MinHashConfig {
-    /// Shingle length in characters of the canonical form (0 is treated as 1).
+    /// Shingle length in characters of the canonical form (0 is treated as
+    /// 1). Shorter shingles tolerate more editing; every edited character
+    /// changes up to `ngram` shingles.
     pub ngram: usize,
     /// Number of LSH bands (0 is treated as 1).
     pub bands: usize,
-    /// Signature values per band (0 is treated as 1).
+    /// Signature values per band (0 is treated as 1). A pair at Jaccard `J`
+    /// becomes a candidate with probability `1 - (1 - J^rows)^bands`.
     pub rows: usize,
     /// Minimum exact Jaccard similarity for a confirmed duplicate.
     pub threshold: f64,
+    /// Require the same numbers (runs of digits, in order) in both texts:
+    /// records that differ in their numbers — prices, dates, counts,
+    /// versions — state different facts and are kept.
+    pub same_numbers: bool,
     /// Seed for shingle hashing and permutations; signatures are only
     /// comparable between identical configurations.
     pub seed: u64,
@@ -58,7 +74,7 @@ pub struct MinHashConfig {
 
 impl Default for MinHashConfig {
     fn default() -> Self {
-        Self { ngram: 5, bands: 20, rows: 10, threshold: 0.8, seed: 0 }
+        Self { ngram: 3, bands: 40, rows: 5, threshold: 0.6, same_numbers: true, seed: 0 }
     }
 }
 
@@ -147,6 +163,12 @@ fn canonical_chars(text: &str) -> Vec<char> {
     out
 }
 
+/// The runs of digits of the canonical form, in order.
+fn numbers(text: &str) -> Vec<String> {
+    let chars = canonical_chars(text);
+    chars.split(|c| !c.is_ascii_digit()).filter(|run| !run.is_empty()).map(|run| run.iter().collect()).collect()
+}
+
 /// Shingle hashes in text order (duplicates included).
 fn shingle_hashes(text: &str, cfg: &MinHashConfig) -> Vec<u64> {
     let chars = canonical_chars(text);
@@ -210,14 +232,58 @@ pub fn jaccard(a: &str, b: &str, cfg: &MinHashConfig) -> f64 {
     jaccard_sets(&shingles(a, cfg), &shingles(b, cfg))
 }
 
-/// One LSH key per band, or an empty vector for a text without shingles.
-fn band_keys(text: &str, cfg: &MinHashConfig, perms: &Permutations) -> Vec<u64> {
+/// Bytes in a text's sketch: one byte of each of its first signature
+/// values, enough to estimate a Jaccard similarity to about ±0.06.
+const SKETCH: usize = 64;
+
+/// One LSH key per band (empty for a text without shingles) and the
+/// text's sketch.
+fn band_keys(text: &str, cfg: &MinHashConfig, perms: &Permutations) -> (Vec<u64>, [u8; SKETCH]) {
+    let mut sketch = [0u8; SKETCH];
     let hashes = shingle_hashes(text, cfg);
     if hashes.is_empty() {
-        return Vec::new();
+        return (Vec::new(), sketch);
     }
     let sig = perms.signature(&hashes);
-    sig.chunks_exact(cfg.rows.max(1)).enumerate().map(|(band, rows)| hash_u64s(rows, cfg.seed ^ (band as u64 + 1).wrapping_mul(GOLDEN))).collect()
+    for (slot, v) in sketch.iter_mut().zip(sig.iter().cycle()) {
+        *slot = mix64(*v) as u8;
+    }
+    let keys = sig.chunks_exact(cfg.rows.max(1)).enumerate().map(|(band, rows)| hash_u64s(rows, cfg.seed ^ (band as u64 + 1).wrapping_mul(GOLDEN))).collect();
+    (keys, sketch)
+}
+
+/// Whether two sketches leave any real chance that the texts' Jaccard
+/// similarity reaches `threshold`. Equal bytes estimate the Jaccard
+/// similarity (plus a 1/256 chance collision); a candidate whose estimate is
+/// more than 0.3 below the threshold — five standard deviations at worst —
+/// is not worth the exact comparison.
+fn may_reach(a: &[u8; SKETCH], b: &[u8; SKETCH], threshold: f64) -> bool {
+    let equal = a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / SKETCH as f64;
+    let estimate = (equal - 1.0 / 256.0) / (1.0 - 1.0 / 256.0);
+    estimate >= threshold - 0.3
+}
+
+/// End of a bucket chain.
+const END: usize = usize::MAX;
+
+/// Hasher for keys that are hashes already: passes the `u64` through.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// Finds near-duplicates among `texts`.
@@ -228,18 +294,23 @@ fn band_keys(text: &str, cfg: &MinHashConfig, perms: &Permutations) -> Vec<u64> 
 /// The result does not depend on the rayon thread count.
 pub fn near_duplicates(texts: &[&str], cfg: &MinHashConfig) -> Vec<Option<usize>> {
     let perms = Permutations::new(cfg);
-    let keys: Vec<Vec<u64>> = texts.par_iter().map(|t| band_keys(t, cfg, &perms)).collect();
-    let mut buckets: Vec<HashMap<u64, Vec<usize>>> = (0..cfg.bands.max(1)).map(|_| HashMap::new()).collect();
+    let keys: Vec<(Vec<u64>, [u8; SKETCH])> = texts.par_iter().map(|t| band_keys(t, cfg, &perms)).collect();
+    // Per band: key → the newest kept text with that key, chained through
+    // `links` (text, next) to the older ones. Keys are already hashes.
+    let mut buckets: Vec<HashMap<u64, usize, BuildHasherDefault<KeyHasher>>> = (0..cfg.bands.max(1)).map(|_| HashMap::default()).collect();
+    let mut links: Vec<(usize, usize)> = Vec::new();
     let mut result = vec![None; texts.len()];
     let mut candidates: Vec<usize> = Vec::new();
-    for (i, (text, text_keys)) in texts.iter().zip(&keys).enumerate() {
+    for (i, (text, (text_keys, sketch))) in texts.iter().zip(&keys).enumerate() {
         if text_keys.is_empty() {
             continue;
         }
         candidates.clear();
         for (bucket, key) in buckets.iter().zip(text_keys) {
-            if let Some(list) = bucket.get(key) {
-                candidates.extend_from_slice(list);
+            let mut at = bucket.get(key).copied().unwrap_or(END);
+            while let Some(&(j, next)) = links.get(at) {
+                candidates.push(j);
+                at = next;
             }
         }
         candidates.sort_unstable();
@@ -248,8 +319,11 @@ pub fn near_duplicates(texts: &[&str], cfg: &MinHashConfig) -> Vec<Option<usize>
         let mut found = None;
         for &j in &candidates {
             let Some(other) = texts.get(j) else { continue };
+            if !keys.get(j).is_some_and(|(_, theirs)| may_reach(sketch, theirs, cfg.threshold)) {
+                continue;
+            }
             let mine = own.get_or_insert_with(|| shingles(text, cfg));
-            if jaccard_sets(mine, &shingles(other, cfg)) >= cfg.threshold {
+            if jaccard_sets(mine, &shingles(other, cfg)) >= cfg.threshold && (!cfg.same_numbers || numbers(text) == numbers(other)) {
                 found = Some(j);
                 break;
             }
@@ -262,7 +336,8 @@ pub fn near_duplicates(texts: &[&str], cfg: &MinHashConfig) -> Vec<Option<usize>
             }
             None => {
                 for (bucket, key) in buckets.iter_mut().zip(text_keys) {
-                    bucket.entry(*key).or_default().push(i);
+                    let next = bucket.insert(*key, links.len()).unwrap_or(END);
+                    links.push((i, next));
                 }
             }
         }
@@ -443,7 +518,7 @@ mod tests {
 
     #[test]
     fn degenerate_config_does_not_panic() {
-        let cfg = MinHashConfig { ngram: 0, bands: 0, rows: 0, threshold: 0.95, seed: 3 };
+        let cfg = MinHashConfig { ngram: 0, bands: 0, rows: 0, threshold: 0.95, same_numbers: true, seed: 3 };
         let got = near_duplicates(&["hello world", "hello world", "other"], &cfg);
         assert_eq!(got, vec![None, Some(0), None]);
     }

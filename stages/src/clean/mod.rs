@@ -5,7 +5,10 @@
 //! Steps run record-parallel with rayon; results are collected in input
 //! order, so the output is identical for any thread count.
 
+mod select;
 mod step;
+
+pub use select::{StepEntry, Where};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,8 +27,9 @@ use tailor_text::{MinHashConfig, NormalizeOptions, PiiKind};
 pub struct CleanConfig {
     /// The records to clean: a `collect` or `clean` stage (`raw` or `raw.records`).
     pub input: String,
-    /// Steps, applied in order.
-    pub steps: Vec<Step>,
+    /// Steps, applied in order. A step may carry a sibling `where:` key
+    /// that limits it to some records (by metadata, regex or language).
+    pub steps: Vec<StepEntry>,
 }
 
 /// One cleaning step. Written as a one-key mapping: `- dedup: {exact: true}`.
@@ -180,6 +184,10 @@ pub enum Politeness {
     /// Whatever most completions of the dataset use.
     #[default]
     Majority,
+    /// No target: flag only completions that mix です/ます and だ/である
+    /// sentence endings within themselves; a consistent completion passes
+    /// whichever register it uses. Quoted speech (「…」『…』) never counts.
+    Mixed,
 }
 
 /// What a style or check rule does with a failing record.
@@ -245,6 +253,16 @@ pub struct StepStats {
     pub flagged: usize,
     /// Removals/flags by reason.
     pub reasons: BTreeMap<String, usize>,
+    /// The step's `where:` selector in words, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// Records the selector passed over (unchanged).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The `clean` stage kind.
@@ -267,8 +285,13 @@ impl Stage for Clean {
             ..Default::default()
         };
         let mut issues = Vec::new();
-        for (i, s) in config.steps.iter().enumerate() {
-            match s {
+        for (i, e) in config.steps.iter().enumerate() {
+            if let Some(w) = &e.selector
+                && let Err(why) = w.compile()
+            {
+                issues.push(ConfigIssue::new(format!("/steps/{i}/where"), why));
+            }
+            match &e.step {
                 Step::Check(c) => {
                     if let Some(p) = &c.schema {
                         match tailor_engine::paths::not_a_file(&root.join(p)) {
@@ -315,10 +338,26 @@ impl Stage for Clean {
         let mut rejects: Vec<Reject> = Vec::new();
         let mut stats = Vec::new();
         ctx.progress().set_length(config.steps.len() as u64);
-        for (i, s) in config.steps.iter().enumerate() {
-            let name = step::name(s);
+        for (i, e) in config.steps.iter().enumerate() {
+            let name = step::name(&e.step);
             ctx.progress().set_message(name);
-            let st = step::apply(s, &mut records, &mut rejects, ctx.root).map_err(|e| StageError::msg(format!("step {} ({name}): {e}", i + 1)))?;
+            let failed = |e: String| StageError::msg(format!("step {} ({name}): {e}", i + 1));
+            let st = match &e.selector {
+                None => step::apply(&e.step, &mut records, &mut rejects, ctx.root).map_err(failed)?,
+                Some(w) => {
+                    let sel = w.compile().map_err(failed)?;
+                    let mut st = StepStats::default();
+                    let total = records.len();
+                    let picked = select::on_subset(&mut records, &sel, |sub| {
+                        st = step::apply(&e.step, sub, &mut rejects, ctx.root)?;
+                        Ok(())
+                    })
+                    .map_err(failed)?;
+                    st.scope = Some(w.describe());
+                    st.skipped = total - picked;
+                    st
+                }
+            };
             tracing::info!(step = name, removed = st.removed, changed = st.changed, "clean step");
             stats.push(st);
             ctx.progress().inc(1);
@@ -354,6 +393,9 @@ impl Stage for Clean {
             for s in v["steps"].as_array().into_iter().flatten() {
                 let n = |k: &str| s[k].as_u64().unwrap_or(0);
                 writeln!(w, "{:<10} {:>8} {:>8} {:>8} {:>8}", s["step"].as_str().unwrap_or(""), n("input"), n("changed"), n("removed"), n("flagged"))?;
+                if let Some(scope) = s["scope"].as_str() {
+                    writeln!(w, "{:<10} {:>8}  not selected by `where: {scope}`, passed unchanged", "", n("skipped"))?;
+                }
                 for (reason, n) in s["reasons"].as_object().into_iter().flatten() {
                     writeln!(w, "{:<10} {:>8}  {reason}", "", n.as_u64().unwrap_or(0))?;
                 }

@@ -44,7 +44,7 @@ pub fn apply(s: &Step, records: &mut Vec<Record>, rejects: &mut Vec<Reject>, roo
     Ok(st)
 }
 
-fn text_of(r: &Record, f: Field) -> String {
+pub(super) fn text_of(r: &Record, f: Field) -> String {
     match f {
         Field::Target => r.body.target().to_string(),
         Field::All => r.body.joined(),
@@ -258,6 +258,7 @@ fn pii(records: &mut Vec<Record>, rejects: &mut Vec<Reject>, st: &mut StepStats,
 fn style(records: &mut Vec<Record>, rejects: &mut Vec<Reject>, st: &mut StepStats, s: &StyleStep) {
     let reports: Vec<tailor_text::RegisterReport> = records.par_iter().map(|r| tailor_text::analyze(r.body.target())).collect();
     let target = match s.politeness {
+        Politeness::Mixed => None,
         Politeness::DesuMasu => Some(Register::Polite),
         Politeness::DaDearu => Some(Register::Plain),
         Politeness::Majority => {

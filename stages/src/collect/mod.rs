@@ -24,7 +24,10 @@ use tailor_engine::{ConfigIssue, FileDecl, IoContext, OutputDecl, Stage, StageCo
 use crate::show;
 use tailor_text::record::{Body, Message, Provenance, Record, Reject, body_id, write_jsonl};
 
+mod decode;
 mod parquet;
+
+pub use decode::Encoding;
 
 /// Largest accepted line or JSON document.
 const MAX_LINE: usize = 16 << 20;
@@ -40,6 +43,17 @@ pub struct CollectConfig {
     /// reason, to the `rejects` output.
     #[serde(default)]
     pub on_error: OnError,
+    /// With `on_error: skip`: the largest share of a source's records that
+    /// may be rejected before the stage fails with the source's counts (a
+    /// file read in the wrong encoding or format rejects every line). `1.0`
+    /// accepts any share.
+    #[serde(default = "half")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_reject_share: f64,
+}
+
+fn half() -> f64 {
+    0.5
 }
 
 /// Error policy.
@@ -117,6 +131,10 @@ pub struct Source {
     /// For text files: one record per `file`, `paragraph` or `line`.
     #[serde(default)]
     pub split: TextSplit,
+    /// Character encoding: `auto` (a UTF-8/16/32 byte-order mark decides,
+    /// else UTF-8), `utf-8`, `utf-16`, `utf-16be`, `shift_jis`, `euc-jp`.
+    #[serde(default)]
+    pub encoding: Encoding,
 }
 
 const CANONICAL: &[&str] = &["prompt", "completion", "instruction", "input", "output", "messages", "text"];
@@ -130,6 +148,11 @@ fn expand(root: &Path, pattern: &str) -> Result<Vec<PathBuf>, String> {
     if !pattern.contains(['*', '?', '[']) {
         return match tailor_engine::paths::not_a_file(&full) {
             None => Ok(vec![PathBuf::from(pattern)]),
+            Some(what) if full.is_dir() => Err(format!(
+                "`{pattern}` {what}; to read the files in it, give a glob such as `{}/*.jsonl` or `{}/**/*`",
+                pattern.trim_end_matches('/'),
+                pattern.trim_end_matches('/')
+            )),
             Some(what) => Err(format!("`{pattern}` {what}")),
         };
     }
@@ -202,14 +225,22 @@ impl Stage for Collect {
         let mut warnings = Vec::new();
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         let mut taken = vec![0usize; config.sources.len()];
+        // (records read, rejected) per source, before sampling and limits.
+        let mut counts = vec![(0usize, 0usize); config.sources.len()];
+        let mut why: Vec<BTreeMap<String, usize>> = vec![BTreeMap::new(); config.sources.len()];
         for ((si, rel), r) in jobs.iter().zip(read) {
             let fr = r?;
             let s = &config.sources[*si];
             if fr.records.is_empty() && fr.rejects.is_empty() {
                 warnings.push(format!("{} has no records", rel.display()));
             }
+            counts[*si].0 += fr.records.len();
+            counts[*si].1 += fr.rejects.len();
+            for r in &fr.rejects {
+                *why[*si].entry(r.reason.clone()).or_insert(0) += 1;
+            }
             rejects.extend(fr.rejects);
-            for (line, body, own) in fr.records {
+            for (line, own, body) in fr.records {
                 let base = body_id(&body);
                 if let Some(p) = s.sample
                     && unit(&base, s.seed) >= p
@@ -228,6 +259,23 @@ impl Stage for Collect {
                 let mut meta = own;
                 meta.extend(s.meta.clone());
                 records.push(Record { id, body, source: Provenance { path: rel.display().to_string(), line }, meta });
+            }
+        }
+        for (si, &(read, rejected)) in counts.iter().enumerate() {
+            let total = read + rejected;
+            if rejected > 0 && rejected as f64 > config.max_reject_share * total as f64 {
+                let top: Vec<String> = {
+                    let mut by: Vec<(&String, &usize)> = why[si].iter().collect();
+                    by.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+                    by.into_iter().take(3).map(|(r, n)| format!("  {n} × {r}")).collect()
+                };
+                return Err(StageError::msg(format!(
+                    "source {} (`{}`): {rejected} of {total} records rejected, over the allowed share of {}\n{}\n  fix the source (its format, `encoding:` or `map:`), or raise `max_reject_share` on the stage (1.0 accepts any share)",
+                    si + 1,
+                    config.sources[si].path,
+                    config.max_reject_share,
+                    top.join("\n")
+                )));
             }
         }
         let out = ctx.output_dir("records")?;
@@ -261,12 +309,17 @@ fn unit(id: &str, seed: u64) -> f64 {
 }
 
 struct FileRead {
-    /// (line, body, the record's own `meta` object)
-    records: Vec<(u64, Body, Map<String, Value>)>,
+    /// (line, the record's metadata: its `meta` object and unmapped fields, body)
+    records: Vec<(u64, Map<String, Value>, Body)>,
     rejects: Vec<Reject>,
 }
 
-fn open(path: &Path) -> Result<Box<dyn Read + Send>, StageError> {
+fn open(path: &Path, encoding: Encoding) -> Result<Box<dyn Read + Send>, StageError> {
+    let raw = decompressed(path)?;
+    decode::utf8_reader(raw, encoding).ctx(|| format!("reading {}", path.display()))
+}
+
+fn decompressed(path: &Path) -> Result<Box<dyn Read + Send>, StageError> {
     let f = std::fs::File::open(path).ctx(|| format!("opening {}", path.display()))?;
     let name = path.to_string_lossy();
     Ok(if name.ends_with(".gz") {
@@ -297,6 +350,8 @@ fn detect(rel: &Path, f: Format) -> Format {
 fn read_file(root: &Path, rel: &Path, src: &Source, on_error: OnError) -> Result<FileRead, StageError> {
     let shown = rel.display().to_string();
     let mut out = FileRead { records: Vec::new(), rejects: Vec::new() };
+    // The position goes into the reject's id; the reason says what is wrong
+    // without it, so `tailor show` groups identical problems.
     let bad = |out: &mut FileRead, line: u64, col: Option<usize>, reason: String, raw: Value| -> Result<(), StageError> {
         let at = match col {
             Some(c) => format!("{shown}:{line}:{c}"),
@@ -307,7 +362,7 @@ fn read_file(root: &Path, rel: &Path, src: &Source, on_error: OnError) -> Result
                 Err(StageError::msg(format!("{at}: {reason}\n  fix the input, or set `on_error: skip` on the stage to keep going and record it in `rejects`")))
             }
             OnError::Skip => {
-                out.rejects.push(Reject { id: format!("{shown}:{line}"), step: "collect".into(), reason, record: raw });
+                out.rejects.push(Reject { id: at, step: "collect".into(), reason, record: raw });
                 Ok(())
             }
         }
@@ -318,8 +373,8 @@ fn read_file(root: &Path, rel: &Path, src: &Source, on_error: OnError) -> Result
             Ok(rows) => {
                 for (i, v) in rows.into_iter().enumerate() {
                     match to_body(&v, &src.map) {
-                        Ok(b) => out.records.push((i as u64 + 1, b, meta_of(&v))),
-                        Err(why) => bad(&mut out, i as u64 + 1, None, format!("row {}: {why}", i + 1), v)?,
+                        Ok(b) => out.records.push((i as u64 + 1, meta_of(&v, &src.map, &b), b)),
+                        Err(why) => bad(&mut out, i as u64 + 1, None, why, v)?,
                     }
                 }
             }
@@ -327,7 +382,7 @@ fn read_file(root: &Path, rel: &Path, src: &Source, on_error: OnError) -> Result
         }
         return Ok(out);
     }
-    let mut reader = BufReader::new(open(&root.join(rel))?);
+    let mut reader = BufReader::new(open(&root.join(rel), src.encoding)?);
     match format {
         Format::Jsonl | Format::Auto | Format::Parquet => {
             let mut buf = Vec::new();
@@ -350,13 +405,7 @@ fn read_file(root: &Path, rel: &Path, src: &Source, on_error: OnError) -> Result
                     Ok(t) => t.trim_end_matches(['\n', '\r']),
                     Err(e) => {
                         let raw = Value::String(String::from_utf8_lossy(&buf).into_owned());
-                        bad(
-                            &mut out,
-                            line,
-                            Some(e.valid_up_to() + 1),
-                            "invalid UTF-8; convert the file to UTF-8 (e.g. `iconv -f SHIFT_JIS -t UTF-8`)".into(),
-                            raw,
-                        )?;
+                        bad(&mut out, line, Some(e.valid_up_to() + 1), format!("invalid UTF-8; {}", decode::not_utf8_hint(&buf)), raw)?;
                         continue;
                     }
                 };
@@ -365,75 +414,88 @@ fn read_file(root: &Path, rel: &Path, src: &Source, on_error: OnError) -> Result
                 }
                 match serde_json::from_str::<Value>(text) {
                     Ok(v) => match to_body(&v, &src.map) {
-                        Ok(b) => out.records.push((line, b, meta_of(&v))),
+                        Ok(b) => out.records.push((line, meta_of(&v, &src.map, &b), b)),
                         Err(why) => bad(&mut out, line, None, why, v)?,
                     },
-                    Err(e) => bad(&mut out, line, Some(e.column()), format!("invalid JSON: {e}"), Value::String(text.chars().take(2000).collect()))?,
+                    Err(e) => bad(&mut out, line, Some(e.column()), json_reason(&e), Value::String(text.chars().take(2000).collect()))?,
                 }
             }
         }
         Format::Json => {
             let mut text = String::new();
-            if let Err(e) = reader.read_to_string(&mut text) {
-                bad(&mut out, 1, None, format!("cannot read as UTF-8 text: {e}"), Value::Null)?;
+            if let Err(e) = read_text(&mut reader, &mut text) {
+                bad(&mut out, 1, None, e, Value::Null)?;
                 return Ok(out);
             }
             match serde_json::from_str::<Value>(text.trim_start_matches('\u{feff}')) {
                 Ok(Value::Array(items)) => {
                     for (i, v) in items.into_iter().enumerate() {
                         match to_body(&v, &src.map) {
-                            Ok(b) => out.records.push((i as u64 + 1, b, meta_of(&v))),
-                            Err(why) => bad(&mut out, i as u64 + 1, None, format!("item {}: {why}", i + 1), v)?,
+                            Ok(b) => out.records.push((i as u64 + 1, meta_of(&v, &src.map, &b), b)),
+                            Err(why) => bad(&mut out, i as u64 + 1, None, why, v)?,
                         }
                     }
                 }
                 Ok(_) => bad(&mut out, 1, Some(1), "expected a JSON array of objects; for one object per line use `format: jsonl`".into(), Value::Null)?,
-                Err(e) => bad(&mut out, e.line() as u64, Some(e.column()), format!("invalid JSON: {e}"), Value::Null)?,
+                Err(e) => bad(&mut out, e.line() as u64, Some(e.column()), json_reason(&e), Value::Null)?,
             }
         }
         fmt @ (Format::Csv | Format::Tsv) => {
-            let mut rdr = csv::ReaderBuilder::new().delimiter(if fmt == Format::Tsv { b'\t' } else { b',' }).flexible(false).from_reader(reader);
+            // Flexible, so that a ragged row is one reject at its own line
+            // and the reader's line count (which includes the newlines in
+            // quoted fields) stays true for the rows after it.
+            let mut rdr = csv::ReaderBuilder::new().delimiter(if fmt == Format::Tsv { b'\t' } else { b',' }).flexible(true).from_reader(reader);
             let headers = match rdr.headers() {
                 Ok(h) => h.clone(),
                 Err(e) => {
-                    bad(&mut out, 1, None, format!("cannot read the header row: {e}"), Value::Null)?;
+                    bad(&mut out, 1, None, csv_reason(&e), Value::Null)?;
                     return Ok(out);
                 }
             };
-            for row in rdr.records() {
-                match row {
-                    Ok(r) => {
-                        let line = r.position().map_or(0, |p| p.line());
-                        let obj: Map<String, Value> = headers.iter().zip(r.iter()).map(|(h, v)| (h.to_string(), Value::String(v.to_string()))).collect();
-                        let v = Value::Object(obj);
+            let mut row = csv::StringRecord::new();
+            loop {
+                match rdr.read_record(&mut row) {
+                    Ok(false) => break,
+                    Ok(true) => {
+                        let line = row.position().map_or(0, |p| p.line());
+                        let fields: Vec<Value> = row.iter().map(|v| Value::String(v.to_string())).collect();
+                        if row.len() != headers.len() {
+                            let why = format!("row has {} fields, the header has {}", row.len(), headers.len());
+                            bad(&mut out, line, None, why, Value::Array(fields))?;
+                            continue;
+                        }
+                        let v = Value::Object(headers.iter().map(String::from).zip(fields).collect());
                         match to_body(&v, &src.map) {
-                            Ok(b) => out.records.push((line, b, meta_of(&v))),
+                            Ok(b) => out.records.push((line, meta_of(&v, &src.map, &b), b)),
                             Err(why) => bad(&mut out, line, None, why, v)?,
                         }
                     }
                     Err(e) => {
                         let line = e.position().map_or(0, |p| p.line());
-                        bad(&mut out, line, None, format!("malformed row: {e}"), Value::Null)?;
+                        bad(&mut out, line, None, csv_reason(&e), Value::Null)?;
+                        if !matches!(e.kind(), csv::ErrorKind::Utf8 { .. }) {
+                            break;
+                        }
                     }
                 }
             }
         }
         Format::Text => {
             let mut text = String::new();
-            if let Err(e) = reader.read_to_string(&mut text) {
-                bad(&mut out, 1, None, format!("cannot read as UTF-8 text: {e}"), Value::Null)?;
+            if let Err(e) = read_text(&mut reader, &mut text) {
+                bad(&mut out, 1, None, e, Value::Null)?;
                 return Ok(out);
             }
             let text = text.trim_start_matches('\u{feff}').replace("\r\n", "\n");
             match src.split {
                 TextSplit::File => {
                     if !text.trim().is_empty() {
-                        out.records.push((1, Body::Text { text: text.trim().to_string() }, Map::new()));
+                        out.records.push((1, Map::new(), Body::Text { text: text.trim().to_string() }));
                     }
                 }
                 TextSplit::Line => {
                     for (i, l) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-                        out.records.push((i as u64 + 1, Body::Text { text: l.trim().to_string() }, Map::new()));
+                        out.records.push((i as u64 + 1, Map::new(), Body::Text { text: l.trim().to_string() }));
                     }
                 }
                 TextSplit::Paragraph => {
@@ -442,7 +504,7 @@ fn read_file(root: &Path, rel: &Path, src: &Source, on_error: OnError) -> Result
                     for (i, l) in text.lines().enumerate() {
                         if l.trim().is_empty() {
                             if !para.is_empty() {
-                                out.records.push((start as u64 + 1, Body::Text { text: para.join("\n") }, Map::new()));
+                                out.records.push((start as u64 + 1, Map::new(), Body::Text { text: para.join("\n") }));
                                 para.clear();
                             }
                         } else {
@@ -453,7 +515,7 @@ fn read_file(root: &Path, rel: &Path, src: &Source, on_error: OnError) -> Result
                         }
                     }
                     if !para.is_empty() {
-                        out.records.push((start as u64 + 1, Body::Text { text: para.join("\n") }, Map::new()));
+                        out.records.push((start as u64 + 1, Map::new(), Body::Text { text: para.join("\n") }));
                     }
                 }
             }
@@ -489,10 +551,77 @@ fn role(r: &str) -> String {
     }
 }
 
-/// A record's own `meta` object (kept, so labels and corrections such as
-/// `fix_of` travel with the record).
-fn meta_of(v: &Value) -> Map<String, Value> {
-    v.get("meta").and_then(Value::as_object).cloned().unwrap_or_default()
+/// A record's metadata: its own `meta` object (so labels and corrections
+/// such as `fix_of` travel with the record), then every field the body did
+/// not use (`id`, `task`, extra CSV columns), so nothing is dropped. A key
+/// already in `meta` wins over a field of the same name.
+fn meta_of(v: &Value, map: &BTreeMap<String, String>, body: &Body) -> Map<String, Value> {
+    let mut meta = v.get("meta").and_then(Value::as_object).cloned().unwrap_or_default();
+    let Some(obj) = v.as_object() else { return meta };
+    let canon: &[&str] = match body {
+        Body::Chat { .. } => &["messages", "conversations"],
+        Body::Instruction { .. } => &["instruction", "input", "output"],
+        Body::Completion { .. } => &["prompt", "completion"],
+        Body::Text { .. } => &["text"],
+    };
+    // Source paths the body consumed: mapped ones, else the canonical names.
+    let used: Vec<&str> = canon.iter().map(|c| map.get(*c).map_or(*c, String::as_str)).collect();
+    let mut rest = obj.clone();
+    rest.remove("meta");
+    for path in used {
+        remove_path(&mut rest, path);
+    }
+    for (k, v) in rest {
+        meta.entry(k).or_insert(v);
+    }
+    meta
+}
+
+/// Remove a dotted path from an object; an object left empty goes too.
+fn remove_path(obj: &mut Map<String, Value>, path: &str) {
+    match path.split_once('.') {
+        None => {
+            obj.remove(path);
+        }
+        Some((head, tail)) => {
+            if let Some(Value::Object(inner)) = obj.get_mut(head) {
+                remove_path(inner, tail);
+                if inner.is_empty() {
+                    obj.remove(head);
+                }
+            }
+        }
+    }
+}
+
+/// A JSON parse error in words, without serde's `at line L column C` (the
+/// reject's id carries the position).
+fn json_reason(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    let msg = msg.rsplit_once(" at line ").map_or(msg.as_str(), |(m, _)| m);
+    format!("invalid JSON: {msg}")
+}
+
+/// A CSV error in words, without positions.
+fn csv_reason(e: &csv::Error) -> String {
+    match e.kind() {
+        csv::ErrorKind::Utf8 { .. } => format!("invalid UTF-8; {}", decode::not_utf8_hint(&[])),
+        csv::ErrorKind::Io(io) => format!("cannot read: {io}"),
+        _ => "malformed CSV".to_string(),
+    }
+}
+
+/// Read the whole (decoded) file as text; the error says how to fix it.
+fn read_text(reader: &mut impl Read, text: &mut String) -> Result<(), String> {
+    let mut bytes = Vec::new();
+    reader.read_to_end(&mut bytes).map_err(|e| format!("cannot read: {e}"))?;
+    match String::from_utf8(bytes) {
+        Ok(t) => {
+            *text = t;
+            Ok(())
+        }
+        Err(e) => Err(format!("invalid UTF-8; {}", decode::not_utf8_hint(e.as_bytes()))),
+    }
 }
 
 /// Turn one source object into a canonical body.
@@ -609,6 +738,8 @@ mod tests {
         /// line number — nothing is lost silently, nothing panics.
         #[test]
         fn jsonl_lines_are_records_or_rejects(bytes in jsonl_lines()) {
+            // A UTF-16/32 byte-order mark makes it another file altogether.
+            proptest::prop_assume!(matches!(decode::sniff(&bytes), decode::Bom::None | decode::Bom::Utf8));
             let dir = tempfile::tempdir().unwrap();
             std::fs::write(dir.path().join("d.jsonl"), &bytes).unwrap();
             let src: Source = serde_json::from_value(json!({"path": "d.jsonl"})).unwrap();
