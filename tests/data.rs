@@ -319,3 +319,50 @@ fn unknown_fields_are_kept_and_where_limits_a_step() {
     assert!(stats["steps"][0]["scope"].as_str().unwrap().contains("meta.task"), "{stats}");
     assert_eq!(stats["steps"][1]["reasons"]["mixed register"], 1, "{stats}");
 }
+
+#[test]
+fn spelling_variants_are_reported_then_normalized() {
+    let replies = [
+        "サーバーを再起動しました。申し込みは明日までです。",
+        "サーバーの設定を確認して下さい。",
+        "サーバが応答しません。申込書を送ってください。",
+        "ユーザーの登録が出来ます。",
+        "ユーザーを追加できます。",
+        "ビールとビルは別の言葉です。",
+    ];
+    let data: String =
+        replies.iter().enumerate().map(|(i, r)| format!("{}\n", serde_json::json!({"prompt": format!("質問{i}"), "completion": r}))).collect();
+    let pipeline = |step: &str| {
+        format!(
+            "version: 1\nname: v\nstages:\n  raw: {{kind: collect, sources: [{{path: d.jsonl}}]}}\n  cleaned:\n    kind: clean\n    input: raw\n    steps:\n      - variants: {step}\n"
+        )
+    };
+    // Report: groups with counts, less-used spellings flagged, nothing changed.
+    let dir = scratch_bytes(&[("d.jsonl", data.clone().into_bytes())], &pipeline("{}"));
+    let (ws, out) = run(&dir.path().join("tailor.yaml"));
+    assert!(out.iter().all(|(_, o)| matches!(o, Outcome::Ran { .. })), "{out:?}");
+    let stats: serde_json::Value = serde_json::from_slice(&std::fs::read(output_dir(&ws, "cleaned", "records").join("stats.json")).unwrap()).unwrap();
+    let groups = stats["steps"][0]["details"]["groups"].as_array().unwrap();
+    let find = |key: &str| groups.iter().find(|g| g["key"] == key).unwrap_or_else(|| panic!("no group {key}: {groups:?}"));
+    assert_eq!(find("サーバ")["preferred"], "サーバー");
+    assert_eq!(find("サーバ")["forms"][1]["text"], "サーバ");
+    assert_eq!(find("申込")["family"], "okurigana");
+    assert_eq!(find("出来")["family"], "kanji_kana");
+    assert!(groups.iter().all(|g| g["key"] != "ビル" && g["key"] != "ユーザ"), "one spelling each is no group: {groups:?}");
+    let recs = records_of(&ws, "cleaned");
+    assert_eq!(recs[2]["completion"], replies[2], "report changes nothing");
+    assert!(recs[2]["meta"]["flags"][0]["reason"].as_str().unwrap().contains("サーバ where the dataset mostly writes サーバー"), "{}", recs[2]);
+    // Normalize to the majority: rewritten, and recorded per record.
+    let dir = scratch_bytes(&[("d.jsonl", data.clone().into_bytes())], &pipeline("{normalize: majority, rules: [long_vowel]}"));
+    let (ws, _) = run(&dir.path().join("tailor.yaml"));
+    let recs = records_of(&ws, "cleaned");
+    assert_eq!(recs[2]["completion"], "サーバーが応答しません。申込書を送ってください。");
+    assert_eq!(recs[2]["meta"]["variants"][0], serde_json::json!({"from": "サーバ", "to": "サーバー"}));
+    assert_eq!(recs[5]["completion"], replies[5]);
+    // Normalize with a dictionary: only its words, to its forms.
+    let dir = scratch_bytes(&[("d.jsonl", data.into_bytes())], &pipeline("{normalize: dictionary, dictionary: {ください: [下さい]}}"));
+    let (ws, _) = run(&dir.path().join("tailor.yaml"));
+    let recs = records_of(&ws, "cleaned");
+    assert_eq!(recs[1]["completion"], "サーバーの設定を確認してください。");
+    assert_eq!(recs[2]["completion"], replies[2], "サーバ is not in the dictionary");
+}

@@ -15,6 +15,7 @@
 //! * [`minhash`]: character-shingle MinHash + LSH near-duplicate detection.
 //! * [`pii`]: e-mail, phone, URL, IPv4 and card-number detection/redaction.
 //! * [`register`]: Japanese polite/plain register of sentence endings.
+//! * [`variants`]: Japanese spelling variants (表記ゆれ) across a dataset.
 //! * [`quality`]: Gopher/C4-style measurements (callers own thresholds).
 //! * [`lang`]: a cheap script-based language guess.
 //! * [`hash`]: stable 64-bit hashing shared by the above.
@@ -27,6 +28,7 @@ pub mod pii;
 pub mod quality;
 pub mod record;
 pub mod register;
+pub mod variants;
 
 pub use lang::detect;
 pub use minhash::{MinHashConfig, near_duplicates, signature};

@@ -99,6 +99,17 @@ impl Body {
         }
     }
 
+    /// The target text, mutable ([`Body::target`]); `None` for a chat
+    /// without an assistant message.
+    pub fn target_mut(&mut self) -> Option<&mut String> {
+        match self {
+            Body::Chat { messages } => messages.iter_mut().rev().find(|m| m.role == "assistant").map(|m| &mut m.content),
+            Body::Instruction { output, .. } => Some(output),
+            Body::Completion { completion, .. } => Some(completion),
+            Body::Text { text } => Some(text),
+        }
+    }
+
     /// All text joined, for deduplication and length checks.
     pub fn joined(&self) -> String {
         match self {

@@ -49,6 +49,9 @@ pub enum Step {
     Style(StyleStep),
     /// Format rules on the completion: JSON, JSON Schema, regex, suffix.
     Check(CheckStep),
+    /// Japanese spelling variants (表記ゆれ) across the dataset: report the
+    /// groups, or rewrite each to one spelling.
+    Variants(VariantsStep),
 }
 
 /// Which text a rule looks at.
@@ -238,6 +241,66 @@ pub struct CheckStep {
     pub action: RuleAction,
 }
 
+/// Families of spelling variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VariantRule {
+    /// Katakana with and without ー (サーバー/サーバ; インターフェース/インタフェース).
+    LongVowel,
+    /// Compounds with and without okurigana (申し込み/申込み/申込).
+    Okurigana,
+    /// Words written in kanji or kana (出来る/できる, 下さい/ください).
+    KanjiKana,
+}
+
+/// Which spelling a rewrite keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Prefer {
+    /// Each group's most used spelling (ties: the longer); dictionary
+    /// words keep the dictionary's form.
+    Majority,
+    /// Only the dictionary's words, to its preferred forms.
+    Dictionary,
+}
+
+/// Which texts the variants step reads and rewrites.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VariantField {
+    /// The completion (output, last assistant message, or text).
+    #[default]
+    Target,
+    /// Every text field (prompts too).
+    All,
+}
+
+/// Japanese spelling variants. Without `normalize` the step reports: the
+/// groups with counts go to `stats.json`, `tailor show` and the report, and
+/// each record that uses a less-used spelling is flagged in `meta.flags`.
+/// With `normalize` it rewrites and records each change in `meta.variants`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VariantsStep {
+    /// Rewrite to `majority` (each group's most used spelling) or to the
+    /// `dictionary`'s preferred forms only; leave out to report.
+    pub normalize: Option<Prefer>,
+    /// Preferred form → the spellings to replace (`{サーバー: [サーバ]}`),
+    /// matched literally; these override the built-in rules.
+    #[serde(default)]
+    pub dictionary: BTreeMap<String, Vec<String>>,
+    /// Which built-in rules run.
+    #[serde(default = "all_rules")]
+    pub rules: Vec<VariantRule>,
+    /// Which texts are read and rewritten.
+    #[serde(default)]
+    pub field: VariantField,
+}
+
+fn all_rules() -> Vec<VariantRule> {
+    vec![VariantRule::LongVowel, VariantRule::Okurigana, VariantRule::KanjiKana]
+}
+
 /// Counts for one step.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StepStats {
@@ -259,6 +322,9 @@ pub struct StepStats {
     /// Records the selector passed over (unchanged).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub skipped: usize,
+    /// Step-specific findings (the variants step's groups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -321,6 +387,12 @@ impl Stage for Clean {
                         },
                         _ => {}
                     }
+                }
+                Step::Variants(v) if v.normalize == Some(Prefer::Dictionary) && v.dictionary.is_empty() => {
+                    issues.push(
+                        ConfigIssue::new(format!("/steps/{i}/variants/normalize"), "`normalize: dictionary` needs a `dictionary`")
+                            .help("add `dictionary: {サーバー: [サーバ]}` (preferred form: variants), or use `normalize: majority`"),
+                    );
                 }
                 Step::Style(st) if st.lang != "ja" => {
                     issues.push(ConfigIssue::new(format!("/steps/{i}/style/lang"), format!("register rules exist only for `ja`, not `{}`", st.lang)));
@@ -398,6 +470,10 @@ impl Stage for Clean {
                 }
                 for (reason, n) in s["reasons"].as_object().into_iter().flatten() {
                     writeln!(w, "{:<10} {:>8}  {reason}", "", n.as_u64().unwrap_or(0))?;
+                }
+                for g in s["details"]["groups"].as_array().into_iter().flatten().take(20) {
+                    let forms: Vec<String> = g["forms"].as_array().into_iter().flatten().map(|f| format!("{} ×{}", f["text"].as_str().unwrap_or("?"), f["count"])).collect();
+                    writeln!(w, "{:<10} {:>8}  {} ({})", "", "", forms.join(" / "), g["family"].as_str().unwrap_or(""))?;
                 }
             }
             writeln!(w)?;

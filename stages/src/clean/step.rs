@@ -7,7 +7,10 @@ use std::path::Path;
 use rayon::prelude::*;
 use serde_json::{Value, json};
 
-use super::{CheckStep, DedupStep, Field, FilterStep, Keep, PiiAction, PiiStep, Politeness, RuleAction, Step, StepStats, StyleStep};
+use super::{
+    CheckStep, DedupStep, Field, FilterStep, Keep, PiiAction, PiiStep, Politeness, Prefer, RuleAction, Step, StepStats, StyleStep, VariantField, VariantRule,
+    VariantsStep,
+};
 use tailor_text::record::{Body, Record, Reject};
 use tailor_text::{self, NormalizeOptions, Register, normalize, quality};
 
@@ -20,6 +23,7 @@ pub fn name(s: &Step) -> &'static str {
         Step::Pii(_) => "pii",
         Step::Style(_) => "style",
         Step::Check(_) => "check",
+        Step::Variants(_) => "variants",
     }
 }
 
@@ -40,6 +44,7 @@ pub fn apply(s: &Step, records: &mut Vec<Record>, rejects: &mut Vec<Reject>, roo
         Step::Pii(p) => pii(records, rejects, &mut st, p),
         Step::Style(sty) => style(records, rejects, &mut st, sty),
         Step::Check(c) => check(records, rejects, &mut st, c, root)?,
+        Step::Variants(v) => variants(records, &mut st, v),
     }
     Ok(st)
 }
@@ -334,4 +339,92 @@ fn check(records: &mut Vec<Record>, rejects: &mut Vec<Reject>, st: &mut StepStat
         .collect();
     enforce(records, rejects, st, verdicts, c.action);
     Ok(())
+}
+
+/// The texts the variants step reads, mutable.
+fn variant_texts(r: &mut Record, f: VariantField) -> Vec<&mut String> {
+    match f {
+        VariantField::Target => r.body.target_mut().into_iter().collect(),
+        VariantField::All => r.body.texts_mut(),
+    }
+}
+
+fn variants(records: &mut [Record], st: &mut StepStats, v: &VariantsStep) {
+    use std::collections::HashSet;
+    use tailor_text::variants::{Census, Family, Finder, Spelling, rewrite};
+    let finder = Finder::new(&v.dictionary);
+    let wanted = |f: Family| match f {
+        Family::Dictionary => true,
+        Family::LongVowel => v.rules.contains(&VariantRule::LongVowel),
+        Family::Okurigana => v.rules.contains(&VariantRule::Okurigana),
+        Family::KanjiKana => v.rules.contains(&VariantRule::KanjiKana),
+    };
+    // Pass 1: the okurigana keys the dataset's mixed spellings produce.
+    let keys: HashSet<String> = records
+        .par_iter_mut()
+        .map(|r| {
+            let mut k = HashSet::new();
+            for t in variant_texts(r, v.field) {
+                k.extend(finder.find(t, &HashSet::new()).into_iter().filter(|s| s.family == Family::Okurigana).map(|s| s.key));
+            }
+            k
+        })
+        .reduce(HashSet::new, |mut a, b| {
+            a.extend(b);
+            a
+        });
+    let keys = if wanted(Family::Okurigana) { keys } else { HashSet::new() };
+    // Pass 2: every spelling, then the dataset's counts.
+    let found: Vec<Vec<Vec<Spelling>>> = records
+        .par_iter_mut()
+        .map(|r| variant_texts(r, v.field).into_iter().map(|t| finder.find(t, &keys).into_iter().filter(|s| wanted(s.family)).collect()).collect())
+        .collect();
+    let mut census = Census::default();
+    for (r, per_text) in records.iter_mut().zip(&found) {
+        for (t, f) in variant_texts(r, v.field).into_iter().zip(per_text) {
+            census.add(t, f);
+        }
+    }
+    let groups = census.groups();
+    let preferred: BTreeMap<(Family, String), String> = groups
+        .iter()
+        .filter(|g| v.normalize != Some(Prefer::Dictionary) || g.family == Family::Dictionary)
+        .map(|g| ((g.family, g.key.clone()), g.preferred.clone()))
+        .collect();
+    let per_record: Vec<Vec<(String, String)>> = records
+        .par_iter_mut()
+        .zip(&found)
+        .map(|(r, per_text)| {
+            let mut changes = Vec::new();
+            for (t, f) in variant_texts(r, v.field).into_iter().zip(per_text) {
+                let (new, made) = rewrite(t, f, &preferred);
+                if v.normalize.is_some() && !made.is_empty() {
+                    *t = new;
+                }
+                changes.extend(made);
+            }
+            changes
+        })
+        .collect();
+    for (r, changes) in records.iter_mut().zip(per_record) {
+        if changes.is_empty() {
+            continue;
+        }
+        for (from, to) in &changes {
+            *st.reasons.entry(format!("{from} → {to}")).or_insert(0) += 1;
+        }
+        let list: Vec<Value> = changes.iter().map(|(from, to)| json!({"from": from, "to": to})).collect();
+        if v.normalize.is_some() {
+            st.changed += 1;
+            r.meta.insert("variants".into(), Value::Array(list));
+        } else {
+            st.flagged += 1;
+            let words: Vec<String> = changes.iter().map(|(from, to)| format!("{from} where the dataset mostly writes {to}")).collect();
+            let flags = r.meta.entry("flags").or_insert_with(|| json!([]));
+            if let Value::Array(a) = flags {
+                a.push(json!({"step": "variants", "reason": format!("spelling variant ({})", words.join(", "))}));
+            }
+        }
+    }
+    st.details = Some(json!({"groups": groups.iter().take(200).collect::<Vec<_>>(), "total_groups": groups.len()}));
 }
