@@ -330,8 +330,7 @@ fn spelling_variants_are_reported_then_normalized() {
         "ユーザーを追加できます。",
         "ビールとビルは別の言葉です。",
     ];
-    let data: String =
-        replies.iter().enumerate().map(|(i, r)| format!("{}\n", serde_json::json!({"prompt": format!("質問{i}"), "completion": r}))).collect();
+    let data: String = replies.iter().enumerate().map(|(i, r)| format!("{}\n", serde_json::json!({"prompt": format!("質問{i}"), "completion": r}))).collect();
     let pipeline = |step: &str| {
         format!(
             "version: 1\nname: v\nstages:\n  raw: {{kind: collect, sources: [{{path: d.jsonl}}]}}\n  cleaned:\n    kind: clean\n    input: raw\n    steps:\n      - variants: {step}\n"
@@ -365,4 +364,24 @@ fn spelling_variants_are_reported_then_normalized() {
     let recs = records_of(&ws, "cleaned");
     assert_eq!(recs[1]["completion"], "サーバーの設定を確認してください。");
     assert_eq!(recs[2]["completion"], replies[2], "サーバ is not in the dictionary");
+}
+
+#[test]
+fn near_duplicates_need_alike_answers_not_just_alike_records() {
+    // One long question with different short answers: distinct records.
+    // A lightly edited copy of a whole record: a duplicate.
+    let q = "Could you summarise the main points of the attached quarterly report for the board meeting tomorrow morning?";
+    let lines = [
+        serde_json::json!({"prompt": q, "completion": "Yes."}),
+        serde_json::json!({"prompt": q, "completion": "No, not today."}),
+        serde_json::json!({"prompt": q, "completion": "Revenue grew; costs fell; hiring paused."}),
+        serde_json::json!({"prompt": "Could you summarise the main points of the attached quarterly report for the board meeting tomorrow?", "completion": "Revenue grew, costs fell, hiring paused."}),
+    ];
+    let data: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let yaml = "version: 1\nname: n\nstages:\n  raw: {kind: collect, sources: [{path: d.jsonl}]}\n  cleaned: {kind: clean, input: raw, steps: [{dedup: {near: {}}}]}\n";
+    let dir = scratch_bytes(&[("d.jsonl", data.into_bytes())], yaml);
+    let (ws, out) = run(&dir.path().join("tailor.yaml"));
+    assert!(out.iter().all(|(_, o)| matches!(o, Outcome::Ran { .. })), "{out:?}");
+    let kept: Vec<String> = records_of(&ws, "cleaned").iter().map(|r| r["completion"].as_str().unwrap().to_string()).collect();
+    assert_eq!(kept, ["Yes.", "No, not today.", "Revenue grew; costs fell; hiring paused."]);
 }

@@ -19,6 +19,9 @@ pub fn records_or_rejects(output: &OutputDecl, dir: &Path, w: &mut dyn Write, li
         "records" => {
             let recs: Vec<Record> = read_jsonl(&dir.join("records.jsonl"))?;
             writeln!(w, "{} records", recs.len())?;
+            for line in profile_lines(&recs) {
+                writeln!(w, "  {line}")?;
+            }
             let mut keys: BTreeMap<&str, usize> = BTreeMap::new();
             for r in &recs {
                 for k in r.meta.keys() {
@@ -204,4 +207,20 @@ pub fn evaluation(dir: &Path, w: &mut dyn Write, limit: usize) -> io::Result<boo
         writeln!(w, "     output: {}", clip(r["output"].as_str().unwrap_or(""), 100))?;
     }
     Ok(true)
+}
+
+/// Records profiled by `tailor show` and the report (the first ones).
+const PROFILED: usize = 50_000;
+
+/// The dataset profile of `recs` (the first [`PROFILED`]) as lines.
+pub fn profile_lines(recs: &[Record]) -> Vec<String> {
+    let head = &recs[..recs.len().min(PROFILED)];
+    let replies: Vec<&str> = head.iter().map(|r| r.body.target()).collect();
+    let joined: Vec<String> = head.iter().map(|r| r.body.joined()).collect();
+    let texts: Vec<&str> = joined.iter().map(String::as_str).collect();
+    let mut lines = tailor_text::profile::profile(&replies, &texts).lines();
+    if head.len() < recs.len() {
+        lines.insert(0, format!("profile of the first {} records", head.len()));
+    }
+    lines
 }

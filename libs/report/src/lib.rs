@@ -64,11 +64,20 @@ pub fn records(dir: &Path) -> String {
             s.push_str(&bars(&reasons, "#d9a441"));
         }
     }
-    let lens: Vec<f64> = lines(&dir.join("records.jsonl"), 20_000)
-        .into_iter()
-        .filter_map(|r| serde_json::from_value::<tailor_text::record::Record>(r).ok())
-        .map(|r| r.body.exchange().1.chars().count() as f64)
-        .collect();
+    let recs: Vec<tailor_text::record::Record> =
+        lines(&dir.join("records.jsonl"), 50_000).into_iter().filter_map(|r| serde_json::from_value::<tailor_text::record::Record>(r).ok()).collect();
+    if !recs.is_empty() {
+        let replies: Vec<&str> = recs.iter().map(|r| r.body.target()).collect();
+        let joined: Vec<String> = recs.iter().map(|r| r.body.joined()).collect();
+        let texts: Vec<&str> = joined.iter().map(String::as_str).collect();
+        let profile = tailor_text::profile::profile(&replies, &texts);
+        s.push_str("<h4>Dataset profile</h4><ul>");
+        for line in profile.lines() {
+            s.push_str(&format!("<li>{}</li>", esc(&line)));
+        }
+        s.push_str("</ul>");
+    }
+    let lens: Vec<f64> = recs.iter().take(20_000).map(|r| r.body.exchange().1.chars().count() as f64).collect();
     if !lens.is_empty() {
         s.push_str("<h4>Answer length (characters)</h4>");
         s.push_str(&histogram(&lens, 30, "characters"));
@@ -106,6 +115,9 @@ pub fn model(dir: &Path) -> String {
         ("base".into(), json_file(&dir.join("base.json"))["path"].as_str().unwrap_or("?").to_string()),
     ];
     rows.extend(m.as_object().into_iter().flatten().map(|(k, v)| (k.clone(), num(v))));
+    if let Some(n) = m["samples"].as_u64() {
+        rows.push(("data size band".into(), tailor_text::profile::SizeBand::of(n as usize).describe().to_string()));
+    }
     format!("{}{}", table(&rows), line_chart(&series, "step", "loss"))
 }
 

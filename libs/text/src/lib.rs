@@ -16,6 +16,8 @@
 //! * [`pii`]: e-mail, phone, URL, IPv4 and card-number detection/redaction.
 //! * [`register`]: Japanese polite/plain register of sentence endings.
 //! * [`variants`]: Japanese spelling variants (表記ゆれ) across a dataset.
+//! * [`profile`]: a dataset profile — size band, consistency, duplicates and
+//!   a transparent knowledge-or-behaviour signal (fine-tuning or RAG).
 //! * [`quality`]: Gopher/C4-style measurements (callers own thresholds).
 //! * [`lang`]: a cheap script-based language guess.
 //! * [`hash`]: stable 64-bit hashing shared by the above.
@@ -25,13 +27,14 @@ pub mod lang;
 pub mod minhash;
 pub mod normalize;
 pub mod pii;
+pub mod profile;
 pub mod quality;
 pub mod record;
 pub mod register;
 pub mod variants;
 
 pub use lang::detect;
-pub use minhash::{MinHashConfig, near_duplicates, signature};
+pub use minhash::{MinHashConfig, jaccard, near_duplicates, near_duplicates_where, signature};
 pub use normalize::{Newline, NormalizeOptions, normalize};
 pub use pii::{PiiKind, PiiMatch, find_pii, redact};
 pub use quality::QualityReport;

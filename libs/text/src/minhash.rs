@@ -293,6 +293,14 @@ impl Hasher for KeyHasher {
 /// found through LSH (the lowest such `j`), and `None` when text `i` is kept.
 /// The result does not depend on the rayon thread count.
 pub fn near_duplicates(texts: &[&str], cfg: &MinHashConfig) -> Vec<Option<usize>> {
+    near_duplicates_where(texts, cfg, |_, _| true)
+}
+
+/// [`near_duplicates`] with one more condition a pair must meet: `also(i,
+/// j)` for text `i` and the earlier kept text `j` (the clean stage asks
+/// that the two answers be alike too, so that one question with different
+/// answers is never a duplicate).
+pub fn near_duplicates_where(texts: &[&str], cfg: &MinHashConfig, also: impl Fn(usize, usize) -> bool) -> Vec<Option<usize>> {
     let perms = Permutations::new(cfg);
     let keys: Vec<(Vec<u64>, [u8; SKETCH])> = texts.par_iter().map(|t| band_keys(t, cfg, &perms)).collect();
     // Per band: key → the newest kept text with that key, chained through
@@ -323,7 +331,7 @@ pub fn near_duplicates(texts: &[&str], cfg: &MinHashConfig) -> Vec<Option<usize>
                 continue;
             }
             let mine = own.get_or_insert_with(|| shingles(text, cfg));
-            if jaccard_sets(mine, &shingles(other, cfg)) >= cfg.threshold && (!cfg.same_numbers || numbers(text) == numbers(other)) {
+            if jaccard_sets(mine, &shingles(other, cfg)) >= cfg.threshold && (!cfg.same_numbers || numbers(text) == numbers(other)) && also(i, j) {
                 found = Some(j);
                 break;
             }

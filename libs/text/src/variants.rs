@@ -8,10 +8,12 @@
 //!   runs of five or more kana drop every ー (インターフェース/インタフェース).
 //!   Shorter words keep inner marks, so ビール and ビル never meet.
 //! * **Okurigana** (`okurigana`): compounds whose kana between kanji are
-//!   optional (申し込み/申込み/申込, 取り扱い/取扱い, 打ち合わせ/打合せ). A
+//!   optional (申し込み/申込み, 取り扱い/取扱い, 打ち合わせ/打合せ). A
 //!   token is kanji–kana–kanji… with a single non-particle kana between the
-//!   kanji groups; its key is its kanji. A kanji run that starts or ends with
-//!   a known key (申込書) is the kanji-only spelling. Verb stems that are
+//!   kanji groups; its key is its kanji. The same kanji written alone with
+//!   okurigana (申込み, 取扱い) is the short spelling; a bare kanji word
+//!   (申込書, but also 生物 for 生き物, 置換 for 置き換え — other words read
+//!   another way) is not counted. Verb stems that are
 //!   one kanji (行う/行なう) are in the built-in table instead.
 //! * **Kanji or kana** (`kanji_kana`): a built-in table of words commonly
 //!   written either way (出来る/できる, 下さい/ください, 致します/いたします,
@@ -225,10 +227,12 @@ impl Finder {
                 }
                 // A kanji spelling inside a kanji compound is another word
                 // (出来 in 出来事, 事 in 事故).
-                if (form.chars().next_back().is_some_and(is_han) && next.is_some_and(is_han)) || (form.chars().next().is_some_and(is_han) && prev.is_some_and(is_han)) {
+                if (form.chars().next_back().is_some_and(is_han) && next.is_some_and(is_han))
+                    || (form.chars().next().is_some_and(is_han) && prev.is_some_and(is_han))
+                {
                     continue;
                 }
-                claim(&mut out, &mut taken, Family::KanjiKana, format!("{}", KANJI_KANA[*id].0[0]), i..end);
+                claim(&mut out, &mut taken, Family::KanjiKana, KANJI_KANA[*id].0[0].to_string(), i..end);
             }
         }
         // Mixed okurigana compounds.
@@ -245,25 +249,16 @@ impl Finder {
                     (true, None) => start = Some(i),
                     (false, Some(s)) => {
                         let run = &text[s..i];
-                        let bounds: Vec<usize> = run.char_indices().map(|(b, _)| b).skip(2).chain(std::iter::once(run.len())).collect();
                         let after = text[i..].chars().next();
                         if okurigana_keys.contains(run) {
-                            // The whole run, with its okurigana (申込み); not a
-                            // verbal noun (置換する) or an inflected verb.
+                            // The whole run with its okurigana (申込み, 取扱い):
+                            // a bare kanji word (置換, 生物) is often another
+                            // word read another way, so it is not counted, nor
+                            // a verbal noun (置換し) or an inflected verb.
                             let tail: String = text[i..].chars().take_while(|c| is_hiragana(*c) && !PARTICLES.contains(*c)).take(2).collect();
-                            let noun = tail.is_empty() || tail.chars().next_back().is_some_and(|c| STEM_TAIL.contains(c));
+                            let noun = tail.chars().next_back().is_some_and(|c| STEM_TAIL.contains(c));
                             if noun && !after.is_some_and(|c| SURU.contains(c) && tail.chars().count() < 2) {
                                 claim(&mut out, &mut taken, Family::Okurigana, run.to_string(), s..i + tail.len());
-                            }
-                        } else if let Some(&b) = bounds.iter().rev().find(|&&b| okurigana_keys.contains(&run[..b])) {
-                            // The longest known key the run starts with (申込書).
-                            claim(&mut out, &mut taken, Family::Okurigana, run[..b].to_string(), s..s + b);
-                        } else {
-                            // Or ends with (新規申込).
-                            let starts: Vec<usize> = run.char_indices().map(|(b, _)| b).collect();
-                            let cut = starts.iter().copied().filter(|&b| run[b..].chars().count() >= 2).find(|&b| okurigana_keys.contains(&run[b..]));
-                            if let Some(b) = cut {
-                                claim(&mut out, &mut taken, Family::Okurigana, run[b..].to_string(), s + b..i);
                             }
                         }
                         start = None;
@@ -439,13 +434,18 @@ mod tests {
 
     #[test]
     fn okurigana_compounds_and_their_kanji_only_spelling() {
-        let got = surfaces("申し込みと申込みと申込書。取り扱いは取扱説明書。東京に住む。", &["申込", "取扱"]);
+        let got =
+            surfaces("申し込みと申込みと申込書。取り扱いは取扱いと取扱説明書。東京に住む。生き物と生物。置換して置き換え。", &["申込", "取扱", "生物", "置換"]);
         let keys: Vec<(Family, &str, &str)> = got.iter().map(|(f, k, s)| (*f, k.as_str(), s.as_str())).collect();
         assert!(keys.contains(&(Family::Okurigana, "申込", "申し込み")), "{keys:?}");
         assert!(keys.contains(&(Family::Okurigana, "申込", "申込み")), "{keys:?}");
-        assert!(keys.contains(&(Family::Okurigana, "申込", "申込")), "{keys:?}");
         assert!(keys.contains(&(Family::Okurigana, "取扱", "取り扱い")), "{keys:?}");
-        assert!(keys.contains(&(Family::Okurigana, "取扱", "取扱")), "{keys:?}");
+        assert!(keys.contains(&(Family::Okurigana, "取扱", "取扱い")), "{keys:?}");
+        // Bare kanji words are not counted: 申込書 and 取扱説明書 are missed,
+        // and 生物 (せいぶつ) and 置換 (ちかん) are other words.
+        for bare in ["申込", "取扱", "生物", "置換"] {
+            assert!(!keys.iter().any(|(_, _, s)| *s == bare), "{bare}: {keys:?}");
+        }
         // A particle between kanji ends a word.
         assert!(!keys.iter().any(|(_, k, _)| k.contains('住')), "{keys:?}");
     }

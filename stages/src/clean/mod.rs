@@ -247,7 +247,7 @@ pub struct CheckStep {
 pub enum VariantRule {
     /// Katakana with and without ー (サーバー/サーバ; インターフェース/インタフェース).
     LongVowel,
-    /// Compounds with and without okurigana (申し込み/申込み/申込).
+    /// Compounds with and without okurigana (申し込み/申込み).
     Okurigana,
     /// Words written in kanji or kana (出来る/できる, 下さい/ください).
     KanjiKana,
@@ -472,7 +472,8 @@ impl Stage for Clean {
                     writeln!(w, "{:<10} {:>8}  {reason}", "", n.as_u64().unwrap_or(0))?;
                 }
                 for g in s["details"]["groups"].as_array().into_iter().flatten().take(20) {
-                    let forms: Vec<String> = g["forms"].as_array().into_iter().flatten().map(|f| format!("{} ×{}", f["text"].as_str().unwrap_or("?"), f["count"])).collect();
+                    let forms: Vec<String> =
+                        g["forms"].as_array().into_iter().flatten().map(|f| format!("{} ×{}", f["text"].as_str().unwrap_or("?"), f["count"])).collect();
                     writeln!(w, "{:<10} {:>8}  {} ({})", "", "", forms.join(" / "), g["family"].as_str().unwrap_or(""))?;
                 }
             }

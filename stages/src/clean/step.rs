@@ -213,7 +213,15 @@ fn dedup(records: &mut Vec<Record>, rejects: &mut Vec<Reject>, st: &mut StepStat
     if let Some(cfg) = &d.near {
         let alive: Vec<usize> = order.iter().copied().filter(|&i| verdicts[i].is_none()).collect();
         let refs: Vec<&str> = alive.iter().map(|&i| texts[i].as_str()).collect();
-        for (k, dup) in tailor_text::near_duplicates(&refs, cfg).into_iter().enumerate() {
+        // Over whole records, the answers must be alike too: one question
+        // with different answers is two records, not a duplicate.
+        let answers_alike = |a: usize, b: usize| {
+            d.field != Field::All || matches!(records[alive[a]].body, Body::Text { .. }) || {
+                let (x, y) = (records[alive[a]].body.target(), records[alive[b]].body.target());
+                x == y || tailor_text::jaccard(x, y, cfg) >= cfg.threshold
+            }
+        };
+        for (k, dup) in tailor_text::near_duplicates_where(&refs, cfg, answers_alike).into_iter().enumerate() {
             if let Some(j) = dup {
                 verdicts[alive[k]] = Some(format!("near duplicate (of {}, Jaccard ≥ {})", records[alive[j]].id, cfg.threshold));
             }

@@ -145,6 +145,16 @@ pub struct TrainRecord {
     pub settings: Hyper,
 }
 
+/// The number of training samples in a tokenized split and the primer's
+/// band for it, as a line; `true` when it is below the minimum.
+pub fn data_size(tokenized: &Path) -> Option<(String, bool)> {
+    let manifest: Value = serde_json::from_slice(&std::fs::read(tokenized.join("manifest.json")).ok()?).ok()?;
+    let n = manifest["samples"].as_u64()? as usize;
+    let band = tailor_text::profile::SizeBand::of(n);
+    let line = format!("training data: {n} samples — {}", band.describe());
+    Some((if band.below_minimum() { format!("warning: {line}") } else { line }, band.below_minimum()))
+}
+
 /// Run a training job and write the artifact's bookkeeping files (`base.json`,
 /// `train.json` with the method and settings, `lineage.json`); returns the
 /// headline metrics (reproducible numbers only: throughput is logged).
@@ -163,6 +173,15 @@ pub fn execute(
     crate::files::write_json(&out.join("train.json"), &TrainRecord { method: m.clone(), settings: h.clone() })?;
     crate::files::write_json(&out.join("lineage.json"), ctx.lineage())?;
     let mut metrics = BTreeMap::new();
+    if let Some(n) = ctx
+        .input("data")
+        .ok()
+        .and_then(|d| std::fs::read(d.dir.join("manifest.json")).ok())
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|m| m["samples"].as_u64())
+    {
+        metrics.insert("samples".into(), json!(n));
+    }
     metrics.insert("steps".into(), json!(trained.steps));
     metrics.insert("tokens".into(), json!(trained.tokens));
     metrics.insert("trainable_parameters".into(), json!(trained.trainable_parameters));
@@ -212,11 +231,16 @@ impl Stage for Train {
         memory::preflight(&base_dir, &config.method, &config.hyper, &ctx.input("data")?.dir).map_err(StageError::msg)?;
         let job = job(&config.method, &config.hyper, &base_dir, ctx, &out)?;
         let metrics = execute(ctx, &job, &out, &base_record(&config.base, ctx), &config.method, &config.hyper)?;
-        Ok(StageOutcome { metrics, warnings: vec![], check: None })
+        let warnings = data_size(&ctx.input("data")?.dir).filter(|(_, warn)| *warn).map(|(line, _)| line).into_iter().collect();
+        Ok(StageOutcome { metrics, warnings, check: None })
     }
 
     fn notes(config: &TrainConfig, root: &Path, inputs: &BTreeMap<String, PathBuf>) -> Vec<String> {
         let mut notes = memory::plan_note(&root.join(&config.base), &config.method, &config.hyper, inputs.get("data").map(PathBuf::as_path));
+        notes.push(match inputs.get("data").and_then(|d| data_size(d)) {
+            Some((line, _)) => line,
+            None => "training data: its size and band are known once the data stage has run".into(),
+        });
         notes.extend(crate::numerics::note(config.hyper.threads));
         notes
     }
