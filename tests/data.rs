@@ -325,7 +325,7 @@ fn spelling_variants_are_reported_then_normalized() {
     let replies = [
         "サーバーを再起動しました。申し込みは明日までです。",
         "サーバーの設定を確認して下さい。",
-        "サーバが応答しません。申込書を送ってください。",
+        "サーバが応答しません。申込みを送ってください。",
         "ユーザーの登録が出来ます。",
         "ユーザーを追加できます。",
         "ビールとビルは別の言葉です。",
@@ -355,7 +355,7 @@ fn spelling_variants_are_reported_then_normalized() {
     let dir = scratch_bytes(&[("d.jsonl", data.clone().into_bytes())], &pipeline("{normalize: majority, rules: [long_vowel]}"));
     let (ws, _) = run(&dir.path().join("tailor.yaml"));
     let recs = records_of(&ws, "cleaned");
-    assert_eq!(recs[2]["completion"], "サーバーが応答しません。申込書を送ってください。");
+    assert_eq!(recs[2]["completion"], "サーバーが応答しません。申込みを送ってください。");
     assert_eq!(recs[2]["meta"]["variants"][0], serde_json::json!({"from": "サーバ", "to": "サーバー"}));
     assert_eq!(recs[5]["completion"], replies[5]);
     // Normalize with a dictionary: only its words, to its forms.

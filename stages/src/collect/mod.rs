@@ -12,7 +12,7 @@
 //! output with its reason.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -22,7 +22,7 @@ use serde_json::{Map, Value, json};
 use tailor_engine::{ConfigIssue, FileDecl, IoContext, OutputDecl, Stage, StageContext, StageError, StageOutcome, StageSpec};
 
 use crate::show;
-use tailor_text::record::{Body, Message, Provenance, Record, Reject, body_id, write_jsonl};
+use tailor_text::record::{Body, Message, Provenance, Record, Reject, body_id};
 
 mod decode;
 mod parquet;
@@ -211,84 +211,52 @@ impl Stage for Collect {
         ctx.progress().set_length(jobs.len() as u64);
         ctx.progress().set_message("reading");
         let bar = ctx.progress().clone();
-        let read: Vec<Result<FileRead, StageError>> = jobs
-            .par_iter()
-            .map(|(si, rel)| {
-                let r = read_file(&root, rel, &config.sources[*si], config.on_error);
+        let records_path = ctx.output_dir("records")?.join("records.jsonl");
+        let rejects_path = ctx.output_dir("rejects")?.join("rejects.jsonl");
+        let mut em = Emitter::new(config, &records_path, &rejects_path)?;
+        // Files stream through in order: small ones in parallel windows
+        // (each read whole), a big one alone, line by line, straight to the
+        // output — so memory stays bounded whatever the input size.
+        let big: Vec<bool> = jobs.iter().map(|(_, rel)| is_big(&root.join(rel))).collect();
+        let mut i = 0;
+        while i < jobs.len() {
+            let (si, rel) = &jobs[i];
+            if big[i] {
+                em.start_file(*si, rel);
+                read_into(&root, rel, &config.sources[*si], config.on_error, &mut em)?;
+                em.end_file();
                 bar.inc(1);
-                r
-            })
-            .collect();
-        let mut records = Vec::new();
-        let mut rejects = Vec::new();
-        let mut per_source: BTreeMap<String, usize> = BTreeMap::new();
-        let mut warnings = Vec::new();
-        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-        let mut taken = vec![0usize; config.sources.len()];
-        // (records read, rejected) per source, before sampling and limits.
-        let mut counts = vec![(0usize, 0usize); config.sources.len()];
-        let mut why: Vec<BTreeMap<String, usize>> = vec![BTreeMap::new(); config.sources.len()];
-        for ((si, rel), r) in jobs.iter().zip(read) {
-            let fr = r?;
-            let s = &config.sources[*si];
-            if fr.records.is_empty() && fr.rejects.is_empty() {
-                warnings.push(format!("{} has no records", rel.display()));
+                i += 1;
+                continue;
             }
-            counts[*si].0 += fr.records.len();
-            counts[*si].1 += fr.rejects.len();
-            for r in &fr.rejects {
-                *why[*si].entry(r.reason.clone()).or_insert(0) += 1;
+            let mut j = i;
+            let mut bytes = 0u64;
+            while j < jobs.len() && !big[j] && j - i < WINDOW_FILES && bytes < WINDOW_BYTES {
+                bytes += std::fs::metadata(root.join(&jobs[j].1)).map_or(0, |m| m.len());
+                j += 1;
             }
-            rejects.extend(fr.rejects);
-            for (line, own, body) in fr.records {
-                let base = body_id(&body);
-                if let Some(p) = s.sample
-                    && unit(&base, s.seed) >= p
-                {
-                    continue;
+            let reads: Vec<Result<FileRead, StageError>> = jobs[i..j]
+                .par_iter()
+                .map(|(si, rel)| {
+                    let r = read_file(&root, rel, &config.sources[*si], config.on_error);
+                    bar.inc(1);
+                    r
+                })
+                .collect();
+            for ((si, rel), r) in jobs[i..j].iter().zip(reads) {
+                let fr = r?;
+                em.start_file(*si, rel);
+                for rej in fr.rejects {
+                    em.reject(rej)?;
                 }
-                if s.limit.is_some_and(|l| taken[*si] >= l) {
-                    break;
+                for (line, own, body) in fr.records {
+                    em.record(line, own, body)?;
                 }
-                taken[*si] += 1;
-                let n = seen.entry(base.clone()).or_insert(0);
-                *n += 1;
-                let id = if *n == 1 { base } else { format!("{base}-{n}") };
-                *per_source.entry(s.path.clone()).or_insert(0) += 1;
-                // The record's own metadata, then the source's constants over it.
-                let mut meta = own;
-                meta.extend(s.meta.clone());
-                records.push(Record { id, body, source: Provenance { path: rel.display().to_string(), line }, meta });
+                em.end_file();
             }
+            i = j;
         }
-        for (si, &(read, rejected)) in counts.iter().enumerate() {
-            let total = read + rejected;
-            if rejected > 0 && rejected as f64 > config.max_reject_share * total as f64 {
-                let top: Vec<String> = {
-                    let mut by: Vec<(&String, &usize)> = why[si].iter().collect();
-                    by.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-                    by.into_iter().take(3).map(|(r, n)| format!("  {n} × {r}")).collect()
-                };
-                return Err(StageError::msg(format!(
-                    "source {} (`{}`): {rejected} of {total} records rejected, over the allowed share of {}\n{}\n  fix the source (its format, `encoding:` or `map:`), or raise `max_reject_share` on the stage (1.0 accepts any share)",
-                    si + 1,
-                    config.sources[si].path,
-                    config.max_reject_share,
-                    top.join("\n")
-                )));
-            }
-        }
-        let out = ctx.output_dir("records")?;
-        write_jsonl(&out.join("records.jsonl"), &records).ctx(|| "writing records.jsonl".into())?;
-        let stats = json!({"records": records.len(), "rejected": rejects.len(), "per_source": per_source});
-        crate::files::write_json(&out.join("stats.json"), &stats)?;
-        let rej = ctx.output_dir("rejects")?;
-        write_jsonl(&rej.join("rejects.jsonl"), &rejects).ctx(|| "writing rejects.jsonl".into())?;
-        let mut metrics = BTreeMap::new();
-        metrics.insert("records".into(), json!(records.len()));
-        metrics.insert("rejected".into(), json!(rejects.len()));
-        metrics.insert("files".into(), json!(jobs.len()));
-        Ok(StageOutcome { metrics, warnings, check: None })
+        em.finish(jobs.len())
     }
 
     fn report(output: &OutputDecl, dir: &Path) -> Option<String> {
@@ -308,10 +276,170 @@ fn unit(id: &str, seed: u64) -> f64 {
     (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// A small file read whole.
 struct FileRead {
     /// (line, the record's metadata: its `meta` object and unmapped fields, body)
     records: Vec<(u64, Map<String, Value>, Body)>,
     rejects: Vec<Reject>,
+}
+
+/// Where a file's records and rejects go, in file order.
+trait Sink {
+    fn record(&mut self, line: u64, meta: Map<String, Value>, body: Body) -> Result<(), StageError>;
+    fn reject(&mut self, r: Reject) -> Result<(), StageError>;
+}
+
+impl Sink for FileRead {
+    fn record(&mut self, line: u64, meta: Map<String, Value>, body: Body) -> Result<(), StageError> {
+        self.records.push((line, meta, body));
+        Ok(())
+    }
+
+    fn reject(&mut self, r: Reject) -> Result<(), StageError> {
+        self.rejects.push(r);
+        Ok(())
+    }
+}
+
+/// A file read alone and streamed: over 32 MiB, or 4 MiB compressed.
+const BIG: u64 = 32 << 20;
+/// At most this many small files, or bytes, are read at once.
+const WINDOW_FILES: usize = 256;
+const WINDOW_BYTES: u64 = 64 << 20;
+
+fn is_big(path: &Path) -> bool {
+    let size = std::fs::metadata(path).map_or(0, |m| m.len());
+    let name = path.to_string_lossy();
+    let compressed = name.ends_with(".gz") || name.ends_with(".zst");
+    size > if compressed { BIG / 8 } else { BIG }
+}
+
+/// The collected records and rejects, written as they arrive: sampling,
+/// limits and ids in source, file and line order, and the counts.
+struct Emitter<'a> {
+    config: &'a CollectConfig,
+    records: std::io::BufWriter<std::fs::File>,
+    rejects: std::io::BufWriter<std::fs::File>,
+    /// Records seen per body digest (for the `-N` of repeats).
+    seen: std::collections::HashMap<u64, u32>,
+    taken: Vec<usize>,
+    /// (records read, rejected) per source, before sampling and limits.
+    counts: Vec<(usize, usize)>,
+    why: Vec<BTreeMap<String, usize>>,
+    per_source: BTreeMap<String, usize>,
+    written: (usize, usize),
+    warnings: Vec<String>,
+    /// The file being read: its source, path and items so far.
+    file: (usize, String, usize),
+    /// Where `stats.json` goes.
+    stats: PathBuf,
+}
+
+impl<'a> Emitter<'a> {
+    fn new(config: &'a CollectConfig, records: &Path, rejects: &Path) -> Result<Self, StageError> {
+        let create = |p: &Path| std::fs::File::create(p).map(std::io::BufWriter::new).ctx(|| format!("creating {}", p.display()));
+        Ok(Self {
+            config,
+            records: create(records)?,
+            rejects: create(rejects)?,
+            seen: Default::default(),
+            taken: vec![0; config.sources.len()],
+            counts: vec![(0, 0); config.sources.len()],
+            why: vec![BTreeMap::new(); config.sources.len()],
+            per_source: BTreeMap::new(),
+            written: (0, 0),
+            warnings: Vec::new(),
+            file: (0, String::new(), 0),
+            stats: records.with_file_name("stats.json"),
+        })
+    }
+
+    fn start_file(&mut self, si: usize, rel: &Path) {
+        self.file = (si, rel.display().to_string(), 0);
+    }
+
+    fn end_file(&mut self) {
+        if self.file.2 == 0 {
+            self.warnings.push(format!("{} has no records", self.file.1));
+        }
+    }
+
+    fn write_line<T: serde::Serialize>(w: &mut std::io::BufWriter<std::fs::File>, item: &T) -> Result<(), StageError> {
+        serde_json::to_writer(&mut *w, item).map_err(|e| StageError::msg(format!("writing the output: {e}")))?;
+        w.write_all(b"\n").ctx(|| "writing the output".into())
+    }
+
+    /// Check the reject shares, write the stats, and say what happened.
+    fn finish(mut self, files: usize) -> Result<StageOutcome, StageError> {
+        for (si, &(read, rejected)) in self.counts.iter().enumerate() {
+            let total = read + rejected;
+            if rejected > 0 && rejected as f64 > self.config.max_reject_share * total as f64 {
+                let top: Vec<String> = {
+                    let mut by: Vec<(&String, &usize)> = self.why[si].iter().collect();
+                    by.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+                    by.into_iter().take(3).map(|(r, n)| format!("  {n} × {r}")).collect()
+                };
+                return Err(StageError::msg(format!(
+                    "source {} (`{}`): {rejected} of {total} records rejected, over the allowed share of {}\n{}\n  fix the source (its format, `encoding:` or `map:`), or raise `max_reject_share` on the stage (1.0 accepts any share)",
+                    si + 1,
+                    self.config.sources[si].path,
+                    self.config.max_reject_share,
+                    top.join("\n")
+                )));
+            }
+        }
+        self.records.flush().ctx(|| "writing records.jsonl".into())?;
+        self.rejects.flush().ctx(|| "writing rejects.jsonl".into())?;
+        let (records, rejected) = self.written;
+        let stats = json!({"records": records, "rejected": rejected, "per_source": self.per_source});
+        crate::files::write_json(&self.stats, &stats)?;
+        let mut metrics = BTreeMap::new();
+        metrics.insert("records".into(), json!(records));
+        metrics.insert("rejected".into(), json!(rejected));
+        metrics.insert("files".into(), json!(files));
+        Ok(StageOutcome { metrics, warnings: self.warnings, check: None })
+    }
+}
+
+impl Sink for Emitter<'_> {
+    fn record(&mut self, line: u64, own: Map<String, Value>, body: Body) -> Result<(), StageError> {
+        let (si, _, _) = self.file;
+        self.file.2 += 1;
+        self.counts[si].0 += 1;
+        let s = &self.config.sources[si];
+        let base = body_id(&body);
+        if let Some(p) = s.sample
+            && unit(&base, s.seed) >= p
+        {
+            return Ok(());
+        }
+        if s.limit.is_some_and(|l| self.taken[si] >= l) {
+            return Ok(());
+        }
+        self.taken[si] += 1;
+        let key = u64::from_str_radix(&base, 16).unwrap_or_else(|_| tailor_text::hash::hash_bytes(base.as_bytes(), 0));
+        let n = self.seen.entry(key).or_insert(0);
+        *n += 1;
+        let id = if *n == 1 { base } else { format!("{base}-{n}") };
+        *self.per_source.entry(s.path.clone()).or_insert(0) += 1;
+        // The record's own metadata, then the source's constants over it.
+        let mut meta = own;
+        meta.extend(s.meta.clone());
+        let rec = Record { id, body, source: Provenance { path: self.file.1.clone(), line }, meta };
+        Self::write_line(&mut self.records, &rec)?;
+        self.written.0 += 1;
+        Ok(())
+    }
+
+    fn reject(&mut self, r: Reject) -> Result<(), StageError> {
+        let si = self.file.0;
+        self.file.2 += 1;
+        self.counts[si].1 += 1;
+        *self.why[si].entry(r.reason.clone()).or_insert(0) += 1;
+        Self::write_line(&mut self.rejects, &r)?;
+        self.written.1 += 1;
+        Ok(())
+    }
 }
 
 fn open(path: &Path, encoding: Encoding) -> Result<Box<dyn Read + Send>, StageError> {
@@ -348,11 +476,17 @@ fn detect(rel: &Path, f: Format) -> Format {
 }
 
 fn read_file(root: &Path, rel: &Path, src: &Source, on_error: OnError) -> Result<FileRead, StageError> {
-    let shown = rel.display().to_string();
     let mut out = FileRead { records: Vec::new(), rejects: Vec::new() };
+    read_into(root, rel, src, on_error, &mut out)?;
+    Ok(out)
+}
+
+/// Read one file into `out`, record by record.
+fn read_into(root: &Path, rel: &Path, src: &Source, on_error: OnError, out: &mut dyn Sink) -> Result<(), StageError> {
+    let shown = rel.display().to_string();
     // The position goes into the reject's id; the reason says what is wrong
     // without it, so `tailor show` groups identical problems.
-    let bad = |out: &mut FileRead, line: u64, col: Option<usize>, reason: String, raw: Value| -> Result<(), StageError> {
+    let bad = |out: &mut dyn Sink, line: u64, col: Option<usize>, reason: String, raw: Value| -> Result<(), StageError> {
         let at = match col {
             Some(c) => format!("{shown}:{line}:{c}"),
             None => format!("{shown}:{line}"),
@@ -361,10 +495,7 @@ fn read_file(root: &Path, rel: &Path, src: &Source, on_error: OnError) -> Result
             OnError::Fail => {
                 Err(StageError::msg(format!("{at}: {reason}\n  fix the input, or set `on_error: skip` on the stage to keep going and record it in `rejects`")))
             }
-            OnError::Skip => {
-                out.rejects.push(Reject { id: at, step: "collect".into(), reason, record: raw });
-                Ok(())
-            }
+            OnError::Skip => out.reject(Reject { id: at, step: "collect".into(), reason, record: raw }),
         }
     };
     let format = detect(rel, src.format);
@@ -373,14 +504,14 @@ fn read_file(root: &Path, rel: &Path, src: &Source, on_error: OnError) -> Result
             Ok(rows) => {
                 for (i, v) in rows.into_iter().enumerate() {
                     match to_body(&v, &src.map) {
-                        Ok(b) => out.records.push((i as u64 + 1, meta_of(&v, &src.map, &b), b)),
-                        Err(why) => bad(&mut out, i as u64 + 1, None, why, v)?,
+                        Ok(b) => out.record(i as u64 + 1, meta_of(&v, &src.map, &b), b)?,
+                        Err(why) => bad(out, i as u64 + 1, None, why, v)?,
                     }
                 }
             }
-            Err(e) => bad(&mut out, 0, None, e, Value::Null)?,
+            Err(e) => bad(out, 0, None, e, Value::Null)?,
         }
-        return Ok(out);
+        return Ok(());
     }
     let mut reader = BufReader::new(open(&root.join(rel), src.encoding)?);
     match format {
@@ -398,14 +529,14 @@ fn read_file(root: &Path, rel: &Path, src: &Source, on_error: OnError) -> Result
                     buf.drain(..3);
                 }
                 if buf.len() > MAX_LINE {
-                    bad(&mut out, line, None, format!("line is {} bytes, over the {} MiB limit for one record", buf.len(), MAX_LINE >> 20), Value::Null)?;
+                    bad(out, line, None, format!("line is {} bytes, over the {} MiB limit for one record", buf.len(), MAX_LINE >> 20), Value::Null)?;
                     continue;
                 }
                 let text = match std::str::from_utf8(&buf) {
                     Ok(t) => t.trim_end_matches(['\n', '\r']),
                     Err(e) => {
                         let raw = Value::String(String::from_utf8_lossy(&buf).into_owned());
-                        bad(&mut out, line, Some(e.valid_up_to() + 1), format!("invalid UTF-8; {}", decode::not_utf8_hint(&buf)), raw)?;
+                        bad(out, line, Some(e.valid_up_to() + 1), format!("invalid UTF-8; {}", decode::not_utf8_hint(&buf)), raw)?;
                         continue;
                     }
                 };
@@ -414,30 +545,30 @@ fn read_file(root: &Path, rel: &Path, src: &Source, on_error: OnError) -> Result
                 }
                 match serde_json::from_str::<Value>(text) {
                     Ok(v) => match to_body(&v, &src.map) {
-                        Ok(b) => out.records.push((line, meta_of(&v, &src.map, &b), b)),
-                        Err(why) => bad(&mut out, line, None, why, v)?,
+                        Ok(b) => out.record(line, meta_of(&v, &src.map, &b), b)?,
+                        Err(why) => bad(out, line, None, why, v)?,
                     },
-                    Err(e) => bad(&mut out, line, Some(e.column()), json_reason(&e), Value::String(text.chars().take(2000).collect()))?,
+                    Err(e) => bad(out, line, Some(e.column()), json_reason(&e), Value::String(text.chars().take(2000).collect()))?,
                 }
             }
         }
         Format::Json => {
             let mut text = String::new();
             if let Err(e) = read_text(&mut reader, &mut text) {
-                bad(&mut out, 1, None, e, Value::Null)?;
-                return Ok(out);
+                bad(out, 1, None, e, Value::Null)?;
+                return Ok(());
             }
             match serde_json::from_str::<Value>(text.trim_start_matches('\u{feff}')) {
                 Ok(Value::Array(items)) => {
                     for (i, v) in items.into_iter().enumerate() {
                         match to_body(&v, &src.map) {
-                            Ok(b) => out.records.push((i as u64 + 1, meta_of(&v, &src.map, &b), b)),
-                            Err(why) => bad(&mut out, i as u64 + 1, None, why, v)?,
+                            Ok(b) => out.record(i as u64 + 1, meta_of(&v, &src.map, &b), b)?,
+                            Err(why) => bad(out, i as u64 + 1, None, why, v)?,
                         }
                     }
                 }
-                Ok(_) => bad(&mut out, 1, Some(1), "expected a JSON array of objects; for one object per line use `format: jsonl`".into(), Value::Null)?,
-                Err(e) => bad(&mut out, e.line() as u64, Some(e.column()), json_reason(&e), Value::Null)?,
+                Ok(_) => bad(out, 1, Some(1), "expected a JSON array of objects; for one object per line use `format: jsonl`".into(), Value::Null)?,
+                Err(e) => bad(out, e.line() as u64, Some(e.column()), json_reason(&e), Value::Null)?,
             }
         }
         fmt @ (Format::Csv | Format::Tsv) => {
@@ -448,8 +579,8 @@ fn read_file(root: &Path, rel: &Path, src: &Source, on_error: OnError) -> Result
             let headers = match rdr.headers() {
                 Ok(h) => h.clone(),
                 Err(e) => {
-                    bad(&mut out, 1, None, csv_reason(&e), Value::Null)?;
-                    return Ok(out);
+                    bad(out, 1, None, csv_reason(&e), Value::Null)?;
+                    return Ok(());
                 }
             };
             let mut row = csv::StringRecord::new();
@@ -461,18 +592,18 @@ fn read_file(root: &Path, rel: &Path, src: &Source, on_error: OnError) -> Result
                         let fields: Vec<Value> = row.iter().map(|v| Value::String(v.to_string())).collect();
                         if row.len() != headers.len() {
                             let why = format!("row has {} fields, the header has {}", row.len(), headers.len());
-                            bad(&mut out, line, None, why, Value::Array(fields))?;
+                            bad(out, line, None, why, Value::Array(fields))?;
                             continue;
                         }
                         let v = Value::Object(headers.iter().map(String::from).zip(fields).collect());
                         match to_body(&v, &src.map) {
-                            Ok(b) => out.records.push((line, meta_of(&v, &src.map, &b), b)),
-                            Err(why) => bad(&mut out, line, None, why, v)?,
+                            Ok(b) => out.record(line, meta_of(&v, &src.map, &b), b)?,
+                            Err(why) => bad(out, line, None, why, v)?,
                         }
                     }
                     Err(e) => {
                         let line = e.position().map_or(0, |p| p.line());
-                        bad(&mut out, line, None, csv_reason(&e), Value::Null)?;
+                        bad(out, line, None, csv_reason(&e), Value::Null)?;
                         if !matches!(e.kind(), csv::ErrorKind::Utf8 { .. }) {
                             break;
                         }
@@ -483,19 +614,19 @@ fn read_file(root: &Path, rel: &Path, src: &Source, on_error: OnError) -> Result
         Format::Text => {
             let mut text = String::new();
             if let Err(e) = read_text(&mut reader, &mut text) {
-                bad(&mut out, 1, None, e, Value::Null)?;
-                return Ok(out);
+                bad(out, 1, None, e, Value::Null)?;
+                return Ok(());
             }
             let text = text.trim_start_matches('\u{feff}').replace("\r\n", "\n");
             match src.split {
                 TextSplit::File => {
                     if !text.trim().is_empty() {
-                        out.records.push((1, Map::new(), Body::Text { text: text.trim().to_string() }));
+                        out.record(1, Map::new(), Body::Text { text: text.trim().to_string() })?;
                     }
                 }
                 TextSplit::Line => {
                     for (i, l) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-                        out.records.push((i as u64 + 1, Map::new(), Body::Text { text: l.trim().to_string() }));
+                        out.record(i as u64 + 1, Map::new(), Body::Text { text: l.trim().to_string() })?;
                     }
                 }
                 TextSplit::Paragraph => {
@@ -504,7 +635,7 @@ fn read_file(root: &Path, rel: &Path, src: &Source, on_error: OnError) -> Result
                     for (i, l) in text.lines().enumerate() {
                         if l.trim().is_empty() {
                             if !para.is_empty() {
-                                out.records.push((start as u64 + 1, Map::new(), Body::Text { text: para.join("\n") }));
+                                out.record(start as u64 + 1, Map::new(), Body::Text { text: para.join("\n") })?;
                                 para.clear();
                             }
                         } else {
@@ -515,13 +646,13 @@ fn read_file(root: &Path, rel: &Path, src: &Source, on_error: OnError) -> Result
                         }
                     }
                     if !para.is_empty() {
-                        out.records.push((start as u64 + 1, Map::new(), Body::Text { text: para.join("\n") }));
+                        out.record(start as u64 + 1, Map::new(), Body::Text { text: para.join("\n") })?;
                     }
                 }
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 fn get_path<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
@@ -702,6 +833,52 @@ mod tests {
         assert_eq!(b, Body::Completion { prompt: "why".into(), completion: "42".into() });
         let err = to_body(&json!({"question": "q"}), &none).unwrap_err();
         assert!(err.contains("its fields are: question"), "{err}");
+    }
+
+    /// A big file streamed line by line writes exactly what the same file
+    /// read whole writes: records, ids of repeats, sampling, limits, rejects.
+    #[test]
+    fn streamed_and_whole_reads_write_the_same_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::new();
+        for i in 0..300 {
+            match i % 7 {
+                0 => text.push_str("{broken\n"),
+                1 => text.push_str("{\"prompt\": \"same\", \"completion\": \"again\"}\n"),
+                _ => text.push_str(&format!("{{\"prompt\": \"q{i}\", \"completion\": \"a{i}\", \"task\": \"t{}\"}}\n", i % 3)),
+            }
+        }
+        std::fs::write(dir.path().join("d.jsonl"), &text).unwrap();
+        let config: CollectConfig = serde_json::from_value(json!({
+            "on_error": "skip", "max_reject_share": 1.0,
+            "sources": [{"path": "d.jsonl", "sample": 0.8, "seed": 3, "limit": 150}, {"path": "d.jsonl", "meta": {"copy": 2}}]
+        }))
+        .unwrap();
+        let run = |streamed: bool| {
+            let out = tempfile::tempdir().unwrap();
+            let (rec, rej) = (out.path().join("records.jsonl"), out.path().join("rejects.jsonl"));
+            let mut em = Emitter::new(&config, &rec, &rej).unwrap();
+            for (si, src) in config.sources.iter().enumerate() {
+                em.start_file(si, Path::new("d.jsonl"));
+                if streamed {
+                    read_into(dir.path(), Path::new("d.jsonl"), src, OnError::Skip, &mut em).unwrap();
+                } else {
+                    let fr = read_file(dir.path(), Path::new("d.jsonl"), src, OnError::Skip).unwrap();
+                    for r in fr.rejects {
+                        em.reject(r).unwrap();
+                    }
+                    for (line, meta, body) in fr.records {
+                        em.record(line, meta, body).unwrap();
+                    }
+                }
+                em.end_file();
+            }
+            let outcome = em.finish(2).unwrap();
+            (std::fs::read_to_string(rec).unwrap(), std::fs::read_to_string(rej).unwrap(), outcome.metrics)
+        };
+        let (whole, streamed) = (run(false), run(true));
+        assert_eq!(whole, streamed);
+        assert!(whole.0.contains("\"id\":") && whole.0.contains("-2\"") && whole.0.lines().count() > 150 && whole.1.lines().count() == 2 * 43);
     }
 
     #[test]
