@@ -52,10 +52,10 @@ impl SizeBand {
     /// The band and what it means, in words.
     pub fn describe(self) -> &'static str {
         match self {
-            SizeBand::BelowMinimum => "below the minimum (under 50): fine-tuning needs dozens of examples at least; expect little or unstable effect",
-            SizeBand::Minimum => "minimum (tens to hundreds): enough to nudge a style or format; thousands give a stable effect",
-            SizeBand::Stable => "stable (thousands): the band where fine-tuning reliably keeps a style, format or rule",
-            SizeBand::LargeScale => "large-scale (tens of thousands)",
+            SizeBand::BelowMinimum => "below the minimum, under 50: fine-tuning needs dozens of examples at least; expect little or unstable effect",
+            SizeBand::Minimum => "minimum, tens to hundreds: enough to nudge a style or format; thousands give a stable effect",
+            SizeBand::Stable => "stable, thousands: the band where fine-tuning reliably keeps a style, format or rule",
+            SizeBand::LargeScale => "large-scale, tens of thousands",
         }
     }
 
