@@ -53,7 +53,9 @@ pub struct EvaluateConfig {
     /// How to decode.
     #[serde(default)]
     pub generate: Decoding,
-    /// Thresholds on the tuned model's metrics (`exact_match: ">= 0.8"`).
+    /// Thresholds on the tuned model's metrics (`exact_match: ">= 0.8"`),
+    /// absolute or relative to the compared model (`exact_match: ">= base -
+    /// 0.02"` with `compare_to: base`; `before` with `compare_with`).
     #[serde(default)]
     pub gate: BTreeMap<String, String>,
     /// Evaluate only the first N samples.
@@ -145,8 +147,21 @@ impl Stage for Evaluate {
         }
         let names = metric::names(&config.metrics);
         for (k, v) in &config.gate {
-            if let Err(e) = metric::gate::parse(v) {
-                issues.push(ConfigIssue::new(format!("/gate/{k}"), String::from(e)).help("write a comparison and a number: \">= 0.8\", \"< 2.5\", \"== 1\""));
+            match metric::gate::parse(v) {
+                Err(e) => issues.push(
+                    ConfigIssue::new(format!("/gate/{k}"), String::from(e))
+                        .help("write a comparison and a number: \">= 0.8\", \"< 2.5\", \"== 1\", or relative to the compared model: \">= base - 0.02\""),
+                ),
+                Ok(t) => {
+                    if let Some(r) = &t.reference
+                        && compared(config) != Some(r.as_str())
+                    {
+                        issues.push(
+                            ConfigIssue::new(format!("/gate/{k}"), format!("the gate is relative to `{r}`, which this stage does not evaluate"))
+                                .help(if r == "base" { "add `compare_to: base`" } else { "add `compare_with: STAGE` (its results are named `before`)" }),
+                        );
+                    }
+                }
             }
             if !names.iter().any(|n| n == k) {
                 issues.push(
@@ -225,11 +240,16 @@ impl Stage for Evaluate {
         let check = if config.gate.is_empty() {
             None
         } else {
-            let results = metric::gate::check(&config.gate, tuned).map_err(|e| StageError::msg(String::from(e)))?;
+            let others: BTreeMap<String, BTreeMap<String, f64>> =
+                other.and_then(|o| report.corpus.get(o).map(|m| (o.to_string(), m.clone()))).into_iter().collect();
+            let results = metric::gate::check(&config.gate, tuned, &others).map_err(|e| StageError::msg(String::from(e)))?;
             let passed = results.iter().all(|r| r.passed);
             let summary = results
                 .iter()
-                .map(|r| format!("{} {:.3} {} {}", r.metric, r.actual, if r.passed { "meets" } else { "misses" }, r.threshold))
+                .map(|r| {
+                    let bound = if r.threshold.reference.is_some() { format!(" ({:.3})", r.bound) } else { String::new() };
+                    format!("{} {:.3} {} {}{bound}", r.metric, r.actual, if r.passed { "meets" } else { "misses" }, r.threshold)
+                })
                 .collect::<Vec<_>>()
                 .join(", ");
             Some(Check { passed, summary })
@@ -324,4 +344,33 @@ fn write_results(out: &Path, name: &str, r: &Report, other: Option<&str>) -> Res
     }
     w.flush().ctx(|| "results.jsonl".into())?;
     review::write(out, name, &r.review)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issues(extra: Value) -> Vec<String> {
+        let mut cfg = serde_json::json!({"model": "tuned", "data": "formatted.validation", "metrics": ["exact_match"]});
+        if let (Some(c), Some(e)) = (cfg.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
+        let config: EvaluateConfig = serde_json::from_value(cfg).unwrap();
+        match Evaluate::spec(&config, Path::new(".")) {
+            Ok(_) => vec![],
+            Err(issues) => issues.iter().map(|i| format!("{i:?}")).collect(),
+        }
+    }
+
+    #[test]
+    fn relative_gates_need_the_model_they_name() {
+        assert!(issues(serde_json::json!({"compare_to": "base", "gate": {"exact_match": ">= base - 0.02"}})).is_empty());
+        assert!(issues(serde_json::json!({"compare_with": "old", "gate": {"exact_match": ">= before"}})).is_empty());
+        let got = issues(serde_json::json!({"gate": {"exact_match": ">= base - 0.02"}}));
+        assert!(got.iter().any(|i| i.contains("relative to `base`") && i.contains("compare_to: base")), "{got:?}");
+        let got = issues(serde_json::json!({"compare_to": "base", "gate": {"exact_match": ">= before"}}));
+        assert!(got.iter().any(|i| i.contains("relative to `before`")), "{got:?}");
+        let got = issues(serde_json::json!({"compare_to": "base", "gate": {"exact_match": ">= basis"}}));
+        assert!(got.iter().any(|i| i.contains("is not a threshold")), "{got:?}");
+    }
 }
