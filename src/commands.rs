@@ -102,6 +102,7 @@ pub fn dispatch(cli: Cli) -> u8 {
         Command::Gc { dry_run } => with_workspace(&cli, &OverrideArgs::default(), |_, ws| gc(ws, *dry_run)),
         Command::Runs => with_workspace(&cli, &OverrideArgs::default(), |_, ws| runs(ws, cli.json)),
         Command::Estimate(a) => estimate(a, cli.json),
+        Command::Review(crate::ReviewCmd::Merge { files, out }) => review_merge(files, out, cli.json),
         Command::Import { file, out } => match tailor_model::import::import(file, out) {
             Ok(summary) => {
                 if cli.json {
@@ -541,4 +542,74 @@ fn estimate(a: &crate::EstimateArgs, json_out: bool) -> u8 {
 /// did not, the output says so instead of being empty.
 pub fn pretty<T: serde::Serialize + ?Sized>(v: &T) -> String {
     serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"serialising the output failed: {e}\"}}"))
+}
+
+/// `tailor review merge`: read each reviewer's file (a bad line names
+/// file:line), merge, write the three outputs, print the agreement and the
+/// cases to adjudicate.
+fn review_merge(files: &[PathBuf], out: &Path, json_out: bool) -> u8 {
+    use tailor_stages::evaluate::review;
+    let mut inputs = Vec::new();
+    for f in files {
+        let text = match std::fs::read_to_string(f) {
+            Ok(t) => t,
+            Err(e) => return fail(exit::IO, &format!("{}: {e}", f.display())),
+        };
+        let mut lines = Vec::new();
+        for (i, l) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            match serde_json::from_str::<serde_json::Value>(l) {
+                Ok(v) if v["meta"]["fix_of"].is_string() => lines.push(v),
+                Ok(_) => {
+                    return fail(
+                        exit::INVALID,
+                        &format!("{}:{}: not a review line (no `meta.fix_of`); give the review.jsonl files the review page downloads", f.display(), i + 1),
+                    );
+                }
+                Err(e) => return fail(exit::INVALID, &format!("{}:{}: {e}", f.display(), i + 1)),
+            }
+        }
+        let name = f.file_stem().map_or_else(|| f.display().to_string(), |s| s.to_string_lossy().into_owned());
+        let name = if inputs.iter().any(|(n, _): &(String, Vec<serde_json::Value>)| *n == name) { f.display().to_string() } else { name };
+        inputs.push((name, lines));
+    }
+    let merged = review::merge(&inputs);
+    let write = |name: &str, lines: Vec<String>| std::fs::write(out.join(name), lines.iter().map(|l| format!("{l}\n")).collect::<String>());
+    let adjudicate: Vec<String> = merged
+        .adjudicate
+        .iter()
+        .map(|(case, prompt, why, by)| serde_json::json!({"fix_of": case, "prompt": prompt, "why": why, "reviews": by}).to_string())
+        .collect();
+    let written = std::fs::create_dir_all(out)
+        .and_then(|_| write("agreed.jsonl", merged.agreed.iter().map(|v| v.to_string()).collect()))
+        .and_then(|_| write("adjudicate.jsonl", adjudicate))
+        .and_then(|_| std::fs::write(out.join("agreement.json"), pretty(&serde_json::json!({"reviewers": merged.reviewers, "agreement": merged.agreement}))));
+    if let Err(e) = written {
+        return fail(exit::IO, &format!("{}: {e}", out.display()));
+    }
+    if json_out {
+        println!("{}", pretty(&merged));
+        return exit::OK;
+    }
+    let k = |x: Option<f64>| x.map_or_else(|| "undefined (one label only)".to_string(), |v| format!("{v:.3}"));
+    match &merged.agreement {
+        Some(a) => println!(
+            "{} reviewers, {} cases judged by all: raw agreement {:.1} %, {}Fleiss' kappa {}",
+            a.raters,
+            a.cases,
+            a.raw * 100.0,
+            if a.raters == 2 { format!("Cohen's kappa {}, ", k(a.cohen)) } else { String::new() },
+            k(a.fleiss)
+        ),
+        None => println!("no case was judged by every reviewer"),
+    }
+    println!("{} agreed records → {}", merged.agreed.len(), out.join("agreed.jsonl").display());
+    println!("{} to adjudicate → {}", merged.adjudicate.len(), out.join("adjudicate.jsonl").display());
+    for (case, prompt, why, by) in merged.adjudicate.iter().take(20) {
+        let short = |s: &str| s.chars().take(60).collect::<String>().replace('\n', " ");
+        println!("\n[{case}] {why}: {}", short(prompt));
+        for (who, j) in by {
+            println!("  {who:>10}: {} — {}", j.verdict, short(&j.completion));
+        }
+    }
+    exit::OK
 }

@@ -156,6 +156,9 @@ pub enum Command {
     /// Tokenizer tools.
     #[command(subcommand)]
     Tokenizer(TokenizerCmd),
+    /// Human review tools.
+    #[command(subcommand)]
+    Review(ReviewCmd),
     /// Estimate memory, GPUs, time and cost of a fine-tuning run.
     Estimate(EstimateArgs),
     /// Import a llama.cpp GGUF model into a Hugging Face directory (float32).
@@ -226,6 +229,24 @@ pub struct EstimateArgs {
     /// Override the GPU's hourly price (USD).
     #[arg(long)]
     pub price: Option<f64>,
+}
+
+/// `tailor review …`
+#[derive(Debug, Subcommand)]
+pub enum ReviewCmd {
+    /// Merge several reviewers' `review.jsonl` files for one evaluation:
+    /// agreement (raw, Cohen's and Fleiss' kappa), the cases to adjudicate
+    /// (disagreements first), and the agreed records. Writes
+    /// OUT/agreed.jsonl (a `collect` source, like one reviewer's file),
+    /// OUT/adjudicate.jsonl and OUT/agreement.json.
+    Merge {
+        /// The reviewers' files; each reviewer is named by the file's name.
+        #[arg(required = true, num_args = 2..)]
+        files: Vec<PathBuf>,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// `tailor tokenizer …`

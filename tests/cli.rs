@@ -257,3 +257,29 @@ fn estimate_from_a_model_counts_its_real_parameters() {
         .sum();
     assert_eq!(counted as u64, real, "{rows}");
 }
+
+#[test]
+fn review_merge_reports_agreement_and_puts_disagreements_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let line = |case: &str, verdict: &str, reply: &str| {
+        format!("{}\n", serde_json::json!({"prompt": format!("q{case}"), "completion": reply, "meta": {"fix_of": case, "verdict": verdict}}))
+    };
+    let ann: String = [line("1", "accept", "a1"), line("2", "fix", "better"), line("3", "accept", "a3")].concat();
+    let bob: String = [line("1", "accept", "a1"), line("2", "accept", "a2"), line("3", "accept", "a3")].concat();
+    std::fs::write(tmp.path().join("ann.jsonl"), ann).unwrap();
+    std::fs::write(tmp.path().join("bob.jsonl"), bob).unwrap();
+    let run = run_in(tmp.path(), &["review", "merge", "ann.jsonl", "bob.jsonl", "--out", "merged"]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let out = text(&run.stdout);
+    assert!(out.contains("2 reviewers, 3 cases judged by all: raw agreement 66.7 %"), "{out}");
+    assert!(out.contains("[2] verdicts differ"), "{out}");
+    let agreed = std::fs::read_to_string(tmp.path().join("merged/agreed.jsonl")).unwrap();
+    assert_eq!(agreed.lines().count(), 2);
+    let adjudicate = std::fs::read_to_string(tmp.path().join("merged/adjudicate.jsonl")).unwrap();
+    assert!(adjudicate.contains("\"fix_of\":\"2\"") && adjudicate.contains("\"ann\"") && adjudicate.contains("\"bob\""), "{adjudicate}");
+    // A file that is not a review names its line.
+    std::fs::write(tmp.path().join("bad.jsonl"), "{\"prompt\": \"p\"}\n").unwrap();
+    let bad = run_in(tmp.path(), &["review", "merge", "ann.jsonl", "bad.jsonl", "--out", "m2"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad.stderr).contains("bad.jsonl:1: not a review line"), "{}", text(&bad.stderr));
+}

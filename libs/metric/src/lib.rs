@@ -37,6 +37,7 @@
 //!   statistics summed over all samples (as sacrebleu's corpus score), not a
 //!   mean of sentence scores.
 
+pub mod agreement;
 pub mod chrf;
 pub mod gate;
 pub mod rouge;

@@ -8,6 +8,7 @@
 //!   that a `collect` source reads as they are, so corrections flow into the
 //!   next `retrain`.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
@@ -53,6 +54,77 @@ pub fn write(dir: &Path, title: &str, rows: &[Row]) -> Result<(), StageError> {
     let page = PAGE.replace("{{TITLE}}", &html_escape(title)).replace("{{DATA}}", &payload);
     let mut f = std::fs::File::create(dir.join("review.html")).ctx(|| "review.html".into())?;
     f.write_all(page.as_bytes()).ctx(|| "review.html".into())
+}
+
+/// One reviewer's judgement of a case, from their `review.jsonl`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Judgement {
+    /// `accept` or `fix`.
+    pub verdict: String,
+    /// The reply they keep (the model's, or their fix).
+    pub completion: String,
+}
+
+/// Several reviewers' files for one evaluation, merged.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Merged {
+    /// Reviewers, in the order given.
+    pub reviewers: Vec<String>,
+    /// Agreement over the cases everyone judged.
+    pub agreement: Option<tailor_metric::agreement::Agreement>,
+    /// Cases to adjudicate, disagreements first: (case, prompt, why,
+    /// each reviewer's judgement).
+    pub adjudicate: Vec<(String, String, String, BTreeMap<String, Judgement>)>,
+    /// Records everyone agreed on, as `collect` reads them.
+    pub agreed: Vec<Value>,
+}
+
+/// Merge `files` (reviewer name, the lines of their `review.jsonl`).
+/// A case goes to `agreed` when every reviewer judged it the same way with
+/// the same reply; otherwise to `adjudicate`, with the reason.
+pub fn merge(files: &[(String, Vec<Value>)]) -> Merged {
+    // case → (prompt, reviewer → judgement), in first-seen order.
+    let mut order: Vec<String> = Vec::new();
+    let mut cases: BTreeMap<String, (String, BTreeMap<String, Judgement>)> = BTreeMap::new();
+    for (who, lines) in files {
+        for v in lines {
+            let Some(case) = v["meta"]["fix_of"].as_str() else { continue };
+            let entry = cases.entry(case.to_string()).or_insert_with(|| {
+                order.push(case.to_string());
+                (v["prompt"].as_str().unwrap_or_default().to_string(), BTreeMap::new())
+            });
+            let verdict = v["meta"]["verdict"].as_str().unwrap_or("accept").to_string();
+            entry.1.insert(who.clone(), Judgement { verdict, completion: v["completion"].as_str().unwrap_or_default().to_string() });
+        }
+    }
+    let reviewers: Vec<String> = files.iter().map(|(w, _)| w.clone()).collect();
+    let mut labels = Vec::new();
+    let mut split = Vec::new();
+    let mut text = Vec::new();
+    let mut partial = Vec::new();
+    let mut agreed = Vec::new();
+    for case in order {
+        let Some((prompt, by)) = cases.remove(&case) else { continue };
+        if by.len() < reviewers.len() {
+            partial.push((case, prompt, format!("judged by {} of {} reviewers", by.len(), reviewers.len()), by));
+            continue;
+        }
+        labels.push(reviewers.iter().filter_map(|r| by.get(r)).map(|j| j.verdict.clone()).collect::<Vec<_>>());
+        let first = by.values().next().cloned();
+        match first {
+            Some(j) if by.values().all(|o| o.verdict == j.verdict && o.completion == j.completion) => {
+                agreed
+                    .push(json!({"prompt": prompt, "completion": j.completion, "meta": {"fix_of": case, "verdict": j.verdict, "reviewers": reviewers.len()}}));
+            }
+            Some(j) if by.values().all(|o| o.verdict == j.verdict) => text.push((case, prompt, "all fixed it, with different replies".to_string(), by)),
+            _ => split.push((case, prompt, "verdicts differ".to_string(), by)),
+        }
+    }
+    let agreement = tailor_metric::agreement::agreement(&labels);
+    let mut adjudicate = split;
+    adjudicate.extend(text);
+    adjudicate.extend(partial);
+    Merged { reviewers, agreement, adjudicate, agreed }
 }
 
 /// Escape text for HTML.
@@ -104,3 +176,29 @@ document.getElementById('dl').onclick=()=>{
 };
 </script></body></html>
 "#;
+
+#[cfg(test)]
+mod merge_tests {
+    use super::*;
+
+    fn line(case: &str, verdict: &str, completion: &str) -> Value {
+        json!({"prompt": format!("q{case}"), "completion": completion, "meta": {"fix_of": case, "verdict": verdict}})
+    }
+
+    #[test]
+    fn agreed_cases_merge_and_disagreements_come_first() {
+        let ann = vec![line("1", "accept", "a1"), line("2", "fix", "better"), line("3", "fix", "x"), line("4", "accept", "a4"), line("5", "fix", "f5")];
+        let bob = vec![line("1", "accept", "a1"), line("2", "accept", "a2"), line("3", "fix", "y"), line("4", "accept", "a4")];
+        let m = merge(&[("ann".into(), ann), ("bob".into(), bob)]);
+        let order: Vec<(&str, &str)> = m.adjudicate.iter().map(|(c, _, why, _)| (c.as_str(), why.as_str())).collect();
+        assert_eq!(order, [("2", "verdicts differ"), ("3", "all fixed it, with different replies"), ("5", "judged by 1 of 2 reviewers")]);
+        assert_eq!(m.agreed.len(), 2);
+        assert_eq!(m.agreed[0]["meta"]["fix_of"], "1");
+        // Four cases judged by both: 1 accept/accept, 2 fix/accept, 3 fix/fix, 4 accept/accept.
+        let a = m.agreement.unwrap();
+        assert_eq!(a.cases, 4);
+        assert!((a.raw - 0.75).abs() < 1e-12);
+        // p_o 0.75; ann fix 2/4, bob fix 1/4: p_e = 0.5·0.25 + 0.5·0.75 = 0.5; kappa 0.5.
+        assert!((a.cohen.unwrap() - 0.5).abs() < 1e-12, "{a:?}");
+    }
+}
