@@ -111,16 +111,14 @@ impl From<GateError> for String {
 }
 
 impl Threshold {
-    /// Whether `actual` satisfies an absolute threshold (NaN never does; a
-    /// relative one needs [`Threshold::holds_against`]).
-    pub fn holds(&self, actual: f64) -> bool {
-        self.reference.is_none() && self.op.compare(actual, self.value)
-    }
-
-    /// Whether `actual` satisfies the threshold when the reference model's
-    /// value is `reference` (ignored for an absolute threshold).
-    pub fn holds_against(&self, actual: f64, reference: f64) -> bool {
-        self.op.compare(actual, self.bound(reference))
+    /// Whether `actual` satisfies the threshold (NaN never does); a
+    /// relative threshold needs the reference model's value.
+    pub fn holds(&self, actual: f64, reference: Option<f64>) -> bool {
+        match (&self.reference, reference) {
+            (None, _) => self.op.compare(actual, self.value),
+            (Some(_), Some(r)) => self.op.compare(actual, self.bound(r)),
+            (Some(_), None) => false,
+        }
     }
 
     /// The bound: the value, or the reference's value plus the offset.
@@ -216,20 +214,19 @@ pub fn check<S: AsRef<str>>(
         .map(|(metric, expr)| {
             let threshold = parse(expr.as_ref()).map_err(|e| GateError::Threshold { metric: metric.clone(), source: Box::new(e) })?;
             let actual = *corpus.get(metric).ok_or_else(|| GateError::UnknownMetric { metric: metric.clone(), known: corpus.keys().cloned().collect() })?;
-            let bound = match &threshold.reference {
-                None => threshold.value,
+            let reference = match &threshold.reference {
+                None => None,
                 Some(r) => {
                     let theirs = compared.get(r).ok_or_else(|| GateError::UnknownReference {
                         metric: metric.clone(),
                         reference: r.clone(),
                         known: compared.keys().cloned().collect(),
                     })?;
-                    let value =
-                        *theirs.get(metric).ok_or_else(|| GateError::UnknownMetric { metric: metric.clone(), known: theirs.keys().cloned().collect() })?;
-                    threshold.bound(value)
+                    Some(*theirs.get(metric).ok_or_else(|| GateError::UnknownMetric { metric: metric.clone(), known: theirs.keys().cloned().collect() })?)
                 }
             };
-            let passed = threshold.op.compare(actual, bound);
+            let bound = reference.map_or(threshold.value, |r| threshold.bound(r));
+            let passed = threshold.holds(actual, reference);
             Ok(GateResult { metric: metric.clone(), actual, threshold, bound, passed })
         })
         .collect()
@@ -283,7 +280,7 @@ mod tests {
         ];
         for (expr, actual, passes) in cases {
             let t = parse(expr).expect("test threshold parses");
-            assert_eq!(t.holds(*actual), *passes, "{actual} {expr}");
+            assert_eq!(t.holds(*actual, None), *passes, "{actual} {expr}");
         }
     }
 
@@ -325,6 +322,8 @@ mod tests {
             assert_eq!(got, expected.map(|(o, v, r)| (o, v, r.map(str::to_string))), "{expr:?}");
         }
         assert_eq!(parse(">= base - 0.02").unwrap().to_string(), ">= base - 0.02");
+        let rel = parse(">= base - 0.02").unwrap();
+        assert!(rel.holds(0.7, Some(0.71)) && !rel.holds(0.68, Some(0.71)) && !rel.holds(0.7, None), "a relative bound needs its reference");
         let corpus: BTreeMap<String, f64> = [("acc".to_string(), 0.70), ("loss".into(), 1.3)].into();
         let base: BTreeMap<String, f64> = [("acc".to_string(), 0.71), ("loss".into(), 1.2)].into();
         let compared: BTreeMap<String, BTreeMap<String, f64>> = [("base".to_string(), base)].into();

@@ -21,7 +21,7 @@ use regex::Regex;
 use serde::Serialize;
 
 use crate::register::{Register, analyze};
-use crate::variants::{Census, Family, Finder};
+use crate::variants::{Census, Finder};
 use crate::{MinHashConfig, NormalizeOptions, near_duplicates, normalize};
 
 /// Where a number of training examples falls among the primer's bands.
@@ -160,7 +160,7 @@ pub fn profile(replies: &[&str], texts: &[&str]) -> Profile {
     let register_consistency = if polite + plain == 0 { 1.0 } else { share(consistent, polite + plain) };
     // Spelling variants.
     let finder = Finder::default();
-    let keys: HashSet<String> = replies.iter().flat_map(|r| finder.find(r, &HashSet::new())).filter(|s| s.family == Family::Okurigana).map(|s| s.key).collect();
+    let keys: HashSet<String> = replies.iter().flat_map(|r| finder.okurigana_keys(r)).collect();
     let mut census = Census::default();
     for r in replies {
         census.add(r, &finder.find(r, &keys));

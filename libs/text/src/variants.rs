@@ -174,6 +174,13 @@ impl Finder {
         Self { okurigana, table, dictionary: dict }
     }
 
+    /// The keys of the mixed okurigana spellings in `text` (申し込み → 申込):
+    /// the first pass over a dataset, before [`Finder::find`] can count the
+    /// kanji-only spellings of those keys.
+    pub fn okurigana_keys(&self, text: &str) -> Vec<String> {
+        self.okurigana.find_iter(text).filter_map(|m| okurigana_token(m.as_str())).map(|(key, _)| key).collect()
+    }
+
     /// Every spelling in `text` that a rule recognises, in text order;
     /// `okurigana_keys` are the keys the dataset's mixed spellings produced
     /// (for the kanji-only spelling; pass an empty set on the first pass).

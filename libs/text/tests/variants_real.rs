@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use tailor_text::variants::{Census, Family, Finder};
+use tailor_text::variants::{Census, Finder};
 
 #[test]
 #[ignore = "benchmark input: bash bench/variants.sh"]
@@ -16,11 +16,7 @@ fn groups_on_real_text() {
     let finder = Finder::default();
     let mut keys = HashSet::new();
     for p in &paragraphs {
-        for s in finder.find(p, &HashSet::new()) {
-            if s.family == Family::Okurigana {
-                keys.insert(s.key);
-            }
-        }
+        keys.extend(finder.okurigana_keys(p));
     }
     let mut census = Census::default();
     let mut contexts: std::collections::BTreeMap<String, String> = Default::default();

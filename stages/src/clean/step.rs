@@ -368,20 +368,17 @@ fn variants(records: &mut [Record], st: &mut StepStats, v: &VariantsStep) {
         Family::KanjiKana => v.rules.contains(&VariantRule::KanjiKana),
     };
     // Pass 1: the okurigana keys the dataset's mixed spellings produce.
-    let keys: HashSet<String> = records
-        .par_iter_mut()
-        .map(|r| {
-            let mut k = HashSet::new();
-            for t in variant_texts(r, v.field) {
-                k.extend(finder.find(t, &HashSet::new()).into_iter().filter(|s| s.family == Family::Okurigana).map(|s| s.key));
-            }
-            k
-        })
-        .reduce(HashSet::new, |mut a, b| {
-            a.extend(b);
-            a
-        });
-    let keys = if wanted(Family::Okurigana) { keys } else { HashSet::new() };
+    let keys: HashSet<String> = if wanted(Family::Okurigana) {
+        records.par_iter_mut().map(|r| variant_texts(r, v.field).into_iter().flat_map(|t| finder.okurigana_keys(t)).collect::<HashSet<_>>()).reduce(
+            HashSet::new,
+            |mut a, b| {
+                a.extend(b);
+                a
+            },
+        )
+    } else {
+        HashSet::new()
+    };
     // Pass 2: every spelling, then the dataset's counts.
     let found: Vec<Vec<Vec<Spelling>>> = records
         .par_iter_mut()

@@ -217,7 +217,8 @@ impl Stage for Collect {
         // Files stream through in order: small ones in parallel windows
         // (each read whole), a big one alone, line by line, straight to the
         // output — so memory stays bounded whatever the input size.
-        let big: Vec<bool> = jobs.iter().map(|(_, rel)| is_big(&root.join(rel))).collect();
+        let sizes: Vec<u64> = jobs.iter().map(|(_, rel)| std::fs::metadata(root.join(rel)).map_or(0, |m| m.len())).collect();
+        let big: Vec<bool> = jobs.iter().zip(&sizes).map(|((_, rel), &size)| is_big(rel, size)).collect();
         let mut i = 0;
         while i < jobs.len() {
             let (si, rel) = &jobs[i];
@@ -232,7 +233,7 @@ impl Stage for Collect {
             let mut j = i;
             let mut bytes = 0u64;
             while j < jobs.len() && !big[j] && j - i < WINDOW_FILES && bytes < WINDOW_BYTES {
-                bytes += std::fs::metadata(root.join(&jobs[j].1)).map_or(0, |m| m.len());
+                bytes += sizes[j];
                 j += 1;
             }
             // Reading, ids and the JSON of each record happen in parallel;
@@ -316,8 +317,7 @@ const BIG: u64 = 32 << 20;
 const WINDOW_FILES: usize = 256;
 const WINDOW_BYTES: u64 = 64 << 20;
 
-fn is_big(path: &Path) -> bool {
-    let size = std::fs::metadata(path).map_or(0, |m| m.len());
+fn is_big(path: &Path, size: u64) -> bool {
     let name = path.to_string_lossy();
     let compressed = name.ends_with(".gz") || name.ends_with(".zst");
     size > if compressed { BIG / 8 } else { BIG }
@@ -335,8 +335,8 @@ struct Emitter<'a> {
     /// (records read, rejected) per source, before sampling and limits.
     counts: Vec<(usize, usize)>,
     why: Vec<BTreeMap<String, usize>>,
-    per_source: BTreeMap<String, usize>,
-    written: (usize, usize),
+    /// Records written per source.
+    kept: Vec<usize>,
     warnings: Vec<String>,
     /// The file being read: its source, path and items so far.
     file: (usize, String, usize),
@@ -355,8 +355,7 @@ impl<'a> Emitter<'a> {
             taken: vec![0; config.sources.len()],
             counts: vec![(0, 0); config.sources.len()],
             why: vec![BTreeMap::new(); config.sources.len()],
-            per_source: BTreeMap::new(),
-            written: (0, 0),
+            kept: vec![0; config.sources.len()],
             warnings: Vec::new(),
             file: (0, String::new(), 0),
             stats: records.with_file_name("stats.json"),
@@ -399,8 +398,13 @@ impl<'a> Emitter<'a> {
         }
         self.records.flush().ctx(|| "writing records.jsonl".into())?;
         self.rejects.flush().ctx(|| "writing rejects.jsonl".into())?;
-        let (records, rejected) = self.written;
-        let stats = json!({"records": records, "rejected": rejected, "per_source": self.per_source});
+        let records: usize = self.kept.iter().sum();
+        let rejected: usize = self.counts.iter().map(|c| c.1).sum();
+        let mut per_source: BTreeMap<&str, usize> = BTreeMap::new();
+        for (s, n) in self.config.sources.iter().zip(&self.kept).filter(|(_, n)| **n > 0) {
+            *per_source.entry(s.path.as_str()).or_insert(0) += n;
+        }
+        let stats = json!({"records": records, "rejected": rejected, "per_source": per_source});
         crate::files::write_json(&self.stats, &stats)?;
         let mut metrics = BTreeMap::new();
         metrics.insert("records".into(), json!(records));
@@ -466,7 +470,6 @@ impl Emitter<'_> {
         let n = self.seen.entry(key).or_insert(0);
         *n += 1;
         let n = *n;
-        *self.per_source.entry(s.path.clone()).or_insert(0) += 1;
         match r.rec {
             Ok(line) if n == 1 => self.records.write_all(&line).ctx(|| "writing the output".into())?,
             Ok(line) => match renumber(&line, &r.base, n) {
@@ -480,7 +483,7 @@ impl Emitter<'_> {
                 Self::write_line(&mut self.records, &rec)?;
             }
         }
-        self.written.0 += 1;
+        self.kept[si] += 1;
         Ok(())
     }
 }
@@ -498,7 +501,6 @@ impl Sink for Emitter<'_> {
         self.counts[si].1 += 1;
         *self.why[si].entry(r.reason.clone()).or_insert(0) += 1;
         Self::write_line(&mut self.rejects, &r)?;
-        self.written.1 += 1;
         Ok(())
     }
 }
@@ -745,8 +747,8 @@ fn role(r: &str) -> String {
 
 /// A record's metadata: its own `meta` object (so labels and corrections
 /// such as `fix_of` travel with the record), then every field the body did
-/// not use (`id`, `task`, extra CSV columns), so nothing is dropped. A key
-/// already in `meta` wins over a field of the same name.
+/// not use (`id`, `task`, extra CSV columns), so nothing is dropped. A field
+/// whose name the record's `meta` already has goes under `meta.unmapped`.
 fn meta_of(v: &Value, map: &BTreeMap<String, String>, body: &Body) -> Map<String, Value> {
     let mut meta = v.get("meta").and_then(Value::as_object).cloned().unwrap_or_default();
     let Some(obj) = v.as_object() else { return meta };
@@ -758,8 +760,16 @@ fn meta_of(v: &Value, map: &BTreeMap<String, String>, body: &Body) -> Map<String
     };
     // Source paths the body consumed: mapped ones, else the canonical names.
     let used: Vec<&str> = canon.iter().map(|c| map.get(*c).map_or(*c, String::as_str)).collect();
+    // A field whose name the record's own `meta` already uses goes under
+    // `meta.unmapped`, so neither value is lost.
+    let mut clashes = Map::new();
+    let own: Vec<String> = meta.keys().cloned().collect();
     for (k, v) in obj {
-        if k == "meta" || meta.contains_key(k) || used.contains(&k.as_str()) {
+        if k == "meta" || used.contains(&k.as_str()) {
+            continue;
+        }
+        if own.contains(k) {
+            clashes.insert(k.clone(), v.clone());
             continue;
         }
         // A dotted path reaches into this field: keep the rest of it.
@@ -776,6 +786,10 @@ fn meta_of(v: &Value, map: &BTreeMap<String, String>, body: &Body) -> Map<String
         } else {
             meta.insert(k.clone(), v.clone());
         }
+    }
+    if !clashes.is_empty() {
+        let key = (0..).map(|i| if i == 0 { "unmapped".to_string() } else { format!("unmapped_{i}") }).find(|k| !meta.contains_key(k)).unwrap_or_default();
+        meta.insert(key, Value::Object(clashes));
     }
     meta
 }
@@ -903,6 +917,12 @@ mod tests {
         let map: BTreeMap<String, String> = [("prompt".into(), "q".into()), ("completion".into(), "a.text".into())].into();
         let b = to_body(&json!({"q": "why", "a": {"text": 42}}), &map).unwrap();
         assert_eq!(b, Body::Completion { prompt: "why".into(), completion: "42".into() });
+        // Unused fields join `meta`; one that clashes with the record's own
+        // `meta` key is kept under `meta.unmapped`; dotted mappings leave the
+        // rest of their object.
+        let v = json!({"q": "why", "a": {"text": 42, "score": 3}, "lang": "en", "id": 7, "meta": {"lang": "ja"}});
+        let b = to_body(&v, &map).unwrap();
+        assert_eq!(Value::Object(meta_of(&v, &map, &b)), json!({"lang": "ja", "id": 7, "a": {"score": 3}, "unmapped": {"lang": "en"}}));
         let err = to_body(&json!({"question": "q"}), &none).unwrap_err();
         assert!(err.contains("its fields are: question"), "{err}");
     }
