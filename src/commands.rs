@@ -24,7 +24,7 @@ pub fn dispatch(cli: Cli) -> u8 {
             exit::OK
         }),
         Command::Plan { stages, force, ov } => with_workspace(&cli, ov, |p, ws| {
-            let opts = RunOptions { targets: stages.clone(), force: *force, jobs: 1 };
+            let opts = RunOptions { targets: stages.clone(), force: *force, jobs: 1, job: false };
             match tailor_engine::plan(p, ws, &opts) {
                 Ok(entries) => {
                     if cli.json {
@@ -45,17 +45,31 @@ pub fn dispatch(cli: Cli) -> u8 {
                     for e in &entries {
                         println!("{:<12} {:<14} {}", e.status, e.name, e.reasons.first().cloned().unwrap_or_default());
                     }
+                    crate::cluster::print_active(ws);
                 }
                 exit::OK
             }
             Err(e) => fail(exit::INVALID, &e.to_string()),
         }),
-        Command::Run { stages, force, jobs, ov } => with_workspace(&cli, ov, |p, ws| {
-            let opts = RunOptions { targets: stages.clone(), force: *force, jobs: *jobs };
+        Command::StageJob { stage, outcome, ov } => with_workspace(&cli, ov, |p, ws| crate::cluster::stage_job(p, ws, stage, outcome)),
+        Command::Cancel => with_workspace(&cli, &OverrideArgs::default(), |_, ws| crate::cluster::cancel(ws)),
+        Command::Run { stages, force, jobs, executor, ov } => with_workspace(&cli, ov, |p, ws| {
+            let opts = RunOptions { targets: stages.clone(), force: *force, jobs: *jobs, job: false };
             let rep = Reporter::new(cli.json);
             let n = selection(p, &opts.targets).map(|s| s.len()).unwrap_or(0);
-            rep.line(&format!("tailor: pipeline `{}` ({} stages, {} jobs)", p.header.name, n, opts.jobs.max(1)));
-            match tailor_engine::run(p, ws, &opts, &rep) {
+            let slurm = match executor {
+                Some(crate::ExecutorArg::Slurm) => true,
+                Some(crate::ExecutorArg::Local) => false,
+                None => p.header.executor == tailor_engine::config::Executor::Slurm,
+            };
+            let result = if slurm {
+                rep.line(&format!("tailor: pipeline `{}` ({} stages, on Slurm)", p.header.name, n));
+                crate::cluster::run(&cli, p, ws, &opts, &rep, ov)
+            } else {
+                rep.line(&format!("tailor: pipeline `{}` ({} stages, {} jobs)", p.header.name, n, opts.jobs.max(1)));
+                tailor_engine::run(p, ws, &opts, &rep)
+            };
+            match result {
                 Ok(summary) => {
                     if cli.json {
                         println!("{}", pretty(&summary));

@@ -1,5 +1,6 @@
 //! The `tailor` command line: wires the engine to the built-in stages.
 
+mod cluster;
 mod commands;
 mod insight;
 
@@ -55,6 +56,15 @@ pub struct OverrideArgs {
     pub sets: Vec<(String, String)>,
 }
 
+/// `--executor` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExecutorArg {
+    /// Processes on this machine.
+    Local,
+    /// One Slurm job per stage.
+    Slurm,
+}
+
 /// DAG output formats.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum DagFormat {
@@ -91,9 +101,26 @@ pub enum Command {
         /// Rerun the selected stages even if cached.
         #[arg(long)]
         force: bool,
-        /// Stages to run at the same time.
+        /// Stages to run at the same time (local executor).
         #[arg(short = 'j', long, default_value_t = 2)]
         jobs: usize,
+        /// Where stages run: `local` or `slurm` (default: the pipeline's `executor:`, else local).
+        #[arg(long, value_enum)]
+        executor: Option<ExecutorArg>,
+        #[command(flatten)]
+        ov: OverrideArgs,
+    },
+    /// Cancel the Slurm jobs of the run in progress on this store (`scancel`).
+    Cancel,
+    /// Run one stage as a job of a cluster run (what the Slurm executor's
+    /// jobs call; its upstream results must be in the store).
+    #[command(hide = true)]
+    StageJob {
+        /// The stage.
+        stage: String,
+        /// Where to write the stage's outcome (JSON).
+        #[arg(long)]
+        outcome: PathBuf,
         #[command(flatten)]
         ov: OverrideArgs,
     },

@@ -36,10 +36,27 @@ pub struct PipelineHeader {
     /// paths, `..`, symlinks leading out): `warn` (default), `allow` or `deny`.
     #[serde(default)]
     pub outside_paths: crate::paths::OutsidePaths,
+    /// Where stages run: `local` (default: processes on this machine) or
+    /// `slurm` (one `sbatch` job per stage, chained by dependencies; the
+    /// store must be on a filesystem every node sees). `tailor run
+    /// --executor` overrides it.
+    #[serde(default)]
+    pub executor: Executor,
     /// The stages, by name. Each has a `kind` (collect, clean, format, train,
     /// evaluate, retrain) and that kind's settings. Stages refer to each
     /// other's outputs by name (`input: raw`, `data: formatted.validation`).
     pub stages: BTreeMap<String, Value>,
+}
+
+/// Where stages run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Executor {
+    /// Processes on this machine, up to `--jobs` at a time.
+    #[default]
+    Local,
+    /// One Slurm job per stage (`sbatch`), chained with `--dependency=afterok`.
+    Slurm,
 }
 
 /// Command-line changes to a pipeline.

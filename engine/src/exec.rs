@@ -38,6 +38,11 @@ pub struct RunOptions {
     pub force: bool,
     /// Stages run at the same time.
     pub jobs: usize,
+    /// Run as one job of a cluster run (see [`crate::slurm`]): compute only
+    /// the targets; every upstream stage must already have its result in the
+    /// store. The run lock, the lock file and the run record belong to the
+    /// driver, so a job touches none of them.
+    pub job: bool,
 }
 
 /// What `run` would do with a stage.
@@ -355,11 +360,7 @@ fn lineage_tree(name: &str, flat: &BTreeMap<String, Value>) -> Value {
 /// Run the pipeline.
 #[tracing::instrument(skip_all, fields(pipeline = %p.header.name))]
 pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> Result<RunSummary, EngineError> {
-    let _guard = ws.lock_runs().map_err(io_err("taking the run lock"))?;
-    let stale = ws.store.clean_scratch().map_err(io_err("cleaning .tailor/tmp"))?;
-    if stale > 0 {
-        tracing::info!(stale, "removed leftovers of an interrupted run");
-    }
+    let _guard = if opts.job { None } else { Some(begin(ws)?) };
     let selected = selection(p, &opts.targets)?;
     let mut lock = ws.lock_or_recover();
     // Stat every input before hashing it: a file written after this moment
@@ -406,6 +407,14 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
                         st.outcomes.insert(name.clone(), Outcome::Cached { fingerprint: b.digest, cutoff });
                         st.release(&name);
                     }
+                    continue;
+                }
+                if opts.job && !opts.targets.contains(&name) {
+                    let error = "its result is not in the store: under a cluster executor its own job computes it, and that job had not succeeded when this one started".to_string();
+                    rep.line(&format!("  FAILED  {name} ({}): {error}", s.kind));
+                    st.outcomes.insert(name.clone(), Outcome::Failed { error });
+                    st.order.push(name.clone());
+                    st.close_descendants(&name, rep, |_| Outcome::Skipped { because: name.clone() });
                     continue;
                 }
                 if running >= jobs {
@@ -470,20 +479,40 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
     });
     let RunState { order, mut outcomes, .. } = st;
     r.save();
+    let mut seen = BTreeSet::new();
+    let order: Vec<String> = order.into_iter().filter(|n| seen.insert(n.clone())).collect();
+    let summary = RunSummary { pipeline: p.header.name.clone(), stages: order.into_iter().filter_map(|n| outcomes.remove(&n).map(|o| (n, o))).collect() };
+    if opts.job {
+        return Ok(summary);
+    }
+    finish(p, ws, lock, &summary)?;
+    Ok(summary)
+}
 
+/// Start a run that changes the workspace: take the run lock and remove
+/// what an interrupted run left in the scratch space.
+pub(crate) fn begin(ws: &Workspace) -> Result<crate::workspace::RunLock, EngineError> {
+    let guard = ws.lock_runs().map_err(io_err("taking the run lock"))?;
+    let stale = ws.store.clean_scratch().map_err(io_err("cleaning .tailor/tmp"))?;
+    if stale > 0 {
+        tracing::info!(stale, "removed leftovers of an interrupted run");
+    }
+    Ok(guard)
+}
+
+/// End a run: write the lock file (this configuration's results over the
+/// old ones, stages no longer in the pipeline dropped) and the run record.
+pub(crate) fn finish(p: &Pipeline, ws: &Workspace, mut lock: Lock, summary: &RunSummary) -> Result<(), EngineError> {
     lock.version = 1;
     lock.pipeline = p.header.name.clone();
     lock.params = p.header.params.clone();
     let known: BTreeSet<&String> = p.stages.iter().map(|s| &s.name).collect();
     lock.stages.retain(|k, _| known.contains(k));
     lock.write(&ws.lock_path).map_err(EngineError::Io)?;
-    let mut seen = BTreeSet::new();
-    let order: Vec<String> = order.into_iter().filter(|n| seen.insert(n.clone())).collect();
-    let summary = RunSummary { pipeline: p.header.name.clone(), stages: order.into_iter().filter_map(|n| outcomes.remove(&n).map(|o| (n, o))).collect() };
-    if let Err(e) = ws.record_run(&RunRecord::new(p, &summary, &lock, now())) {
+    if let Err(e) = ws.record_run(&RunRecord::new(p, summary, &lock, now())) {
         tracing::warn!("could not write the run record: {e}");
     }
-    Ok(summary)
+    Ok(())
 }
 
 fn now() -> u64 {

@@ -48,6 +48,9 @@ pub struct StageNode {
     pub outputs: &'static [OutputDecl],
     /// The configured stage.
     pub prepared: Box<dyn PreparedStage>,
+    /// What it asks of a cluster: the kind's defaults with the file's
+    /// `resources:` over them.
+    pub resources: crate::resources::Resources,
 }
 
 /// A validated pipeline, ready to plan and run.
@@ -178,9 +181,15 @@ pub fn load(file: &Path, registry: &Registry, overrides: &Overrides) -> Result<P
         let ptr = format!("/stages/{}", escape(name));
         let mut config = header.stages[name].clone();
         let kind = config.as_object_mut().and_then(|m| m.remove("kind")).and_then(|k| k.as_str().map(str::to_string)).unwrap_or_default();
+        // Where a stage runs is not what it computes: `resources` stays out of the config (and the fingerprint).
+        let resources: crate::resources::Resources =
+            config.as_object_mut().and_then(|m| m.remove("resources")).and_then(|r| serde_json::from_value(r).ok()).unwrap_or_default();
         let Some(stage) = registry.get(&kind) else { continue };
         match stage.prepare(&config, &root) {
-            Ok(prepared) => nodes.push((name.clone(), kind, stage.version(), stage.implementation(), config, stage.outputs(), prepared)),
+            Ok(prepared) => {
+                let resources = prepared.spec().resources.overridden_by(&resources);
+                nodes.push((name.clone(), kind, stage.version(), stage.implementation(), config, stage.outputs(), prepared, resources))
+            }
             Err(issues) => {
                 for i in issues {
                     let p = format!("{ptr}{}", i.pointer);
@@ -207,7 +216,7 @@ pub fn load(file: &Path, registry: &Registry, overrides: &Overrides) -> Result<P
     let mut dag = Dag::new(nodes.iter().map(|n| n.0.as_str()));
     let mut stages = Vec::new();
     let mut edge_spans = BTreeMap::new();
-    for (name, kind, version, implementation, config, outputs, prepared) in nodes {
+    for (name, kind, version, implementation, config, outputs, prepared, resources) in nodes {
         let ptr = format!("/stages/{}", escape(&name));
         let mut inputs = Vec::new();
         for input in &prepared.spec().inputs {
@@ -292,7 +301,7 @@ pub fn load(file: &Path, registry: &Registry, overrides: &Overrides) -> Result<P
                 ),
             }
         }
-        stages.push(StageNode { name, kind, version, implementation, config, inputs, outputs, prepared });
+        stages.push(StageNode { name, kind, version, implementation, config, inputs, outputs, prepared, resources });
     }
     // A round starts after the previous round's `until` stage has decided
     // whether another round is needed (an ordering edge, not an input).

@@ -78,6 +78,16 @@ pub fn stage_schema(registry: &Registry, kind: &str) -> Option<Value> {
             let mut with_kind = Map::new();
             with_kind.insert("kind".into(), json!({"const": kind, "description": stage.about()}));
             with_kind.extend(std::mem::take(props));
+            let mut res = schema_for::<crate::resources::Resources>();
+            if let Value::Object(r) = &mut res {
+                r.remove("$schema");
+                r.insert("title".into(), json!("Resources"));
+                r.insert(
+                    "description".into(),
+                    json!("What this stage asks of a cluster (the Slurm executor); ignored by the local executor. Never part of the fingerprint."),
+                );
+            }
+            with_kind.insert("resources".into(), res);
             *props = with_kind;
         }
         let req = map.entry("required").or_insert_with(|| json!([]));

@@ -65,6 +65,9 @@ pub struct StageSpec {
     /// Parts of the environment that change results (library versions,
     /// device, dtype); they enter the fingerprint.
     pub env: BTreeMap<String, String>,
+    /// What the stage asks of a cluster by default (a GPU for training);
+    /// the pipeline file's `resources:` overrides it. Not fingerprinted.
+    pub resources: crate::resources::Resources,
 }
 
 /// A problem with one stage's configuration, found by its `spec` step.

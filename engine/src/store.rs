@@ -11,6 +11,7 @@
 //!   state/<fingerprint>/    what a killed stage resumes from (checkpoints);
 //!                           removed when that stage succeeds
 //!   runs/                   one record per `tailor run`
+//!   jobs/<run>/             cluster runs: each job's script, log, outcome
 //!   statcache.json, run.lock
 //! ```
 //!
@@ -21,6 +22,15 @@
 //! run deletes; it never leaves a name that points at partial content.
 //! Because names are digests, two writers of the same content race
 //! harmlessly.
+//!
+//! On a filesystem shared by cluster nodes (`--store`, `TAILOR_STORE`) this
+//! relies on two things only: `rename` within a directory is atomic (NFS
+//! renames on the server), and a file's content is visible to another node
+//! once the writer closed it after `fsync` (NFS close-to-open consistency).
+//! Jobs of one run write disjoint scratch folders and content-named files,
+//! so they need no lock among themselves; the run lock (see
+//! [`crate::workspace`]) serialises drivers and falls back to a `mkdir` lock
+//! where `flock` is not supported.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -49,6 +59,9 @@ pub mod dirs {
     pub const RUNS: &str = "runs";
     /// What an interrupted stage keeps to resume from, by fingerprint.
     pub const STATE: &str = "state";
+    /// Cluster runs: per run, each job's script, log and outcome; and
+    /// `active.json` while a run is in progress.
+    pub const JOBS: &str = "jobs";
     /// The stat cache (`StatCache`).
     pub const STAT_CACHE: &str = "statcache.json";
 }

@@ -6,6 +6,14 @@
 //! holder dies, so a killed run never leaves a stale lock). Read-only
 //! commands (`plan`, `status`, `show`) take no lock; they only read files
 //! that are replaced atomically.
+//!
+//! On a shared filesystem where `flock` is not supported (some Lustre and
+//! older NFS mounts answer ENOLCK or EOPNOTSUPP), or with
+//! `TAILOR_LOCK=dir`, the lock is a directory `run.lock.d/` made with
+//! `mkdir` — atomic on every POSIX filesystem, NFS included — holding the
+//! owner's host and process id. A lock left by a dead process on the same
+//! host is taken over; one left on another host must be removed by hand
+//! (the message says which host and process held it).
 
 use std::fs;
 use std::io;
@@ -28,8 +36,60 @@ pub struct Workspace {
 }
 
 /// Held while a run mutates the workspace.
-pub struct RunLock {
-    _file: fs::File,
+pub enum RunLock {
+    /// An exclusive `flock`, released when the file is closed.
+    Flock(fs::File),
+    /// A lock directory, removed on drop.
+    Dir(PathBuf),
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        if let RunLock::Dir(d) = self {
+            let _ = fs::remove_file(d.join("owner"));
+            let _ = fs::remove_dir(&*d);
+        }
+    }
+}
+
+fn host() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "unknown-host".into())
+}
+
+/// Take the directory lock at `dir`, waiting while another live process holds it.
+fn lock_dir(dir: &Path) -> io::Result<RunLock> {
+    let me = format!("{} {}", host(), std::process::id());
+    let mut said = false;
+    loop {
+        match fs::create_dir(dir) {
+            Ok(()) => {
+                crate::store::write_atomic(&dir.join("owner"), me.as_bytes())?;
+                return Ok(RunLock::Dir(dir.to_path_buf()));
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let owner = fs::read_to_string(dir.join("owner")).unwrap_or_default();
+                let mut it = owner.split_whitespace();
+                let (h, pid) = (it.next().unwrap_or_default(), it.next().and_then(|p| p.parse::<u32>().ok()));
+                let dead = h == host() && pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists());
+                if dead {
+                    tracing::info!("taking over the run lock left by process {owner} (no longer running)");
+                    let _ = fs::remove_file(dir.join("owner"));
+                    let _ = fs::remove_dir(dir);
+                    continue;
+                }
+                if !said {
+                    eprintln!(
+                        "waiting for another `tailor run` on this store to finish ({}, held by {}; if that process is gone, remove the directory)…",
+                        dir.display(),
+                        if owner.is_empty() { "a process starting up".to_string() } else { owner.trim().to_string() }
+                    );
+                    said = true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 impl Workspace {
@@ -90,6 +150,10 @@ impl Workspace {
     /// Take the exclusive run lock, waiting (and saying so) if another run
     /// holds it.
     pub fn lock_runs(&self) -> io::Result<RunLock> {
+        let dir = self.store.root().join("run.lock.d");
+        if std::env::var("TAILOR_LOCK").is_ok_and(|v| v == "dir") {
+            return lock_dir(&dir);
+        }
         let path = self.store.root().join("run.lock");
         let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
         match file.try_lock() {
@@ -98,8 +162,13 @@ impl Workspace {
                 eprintln!("waiting for another `tailor run` in this workspace to finish ({})…", path.display());
                 file.lock()?;
             }
+            // ENOLCK, EOPNOTSUPP, ENOSYS: a filesystem without flock.
+            Err(fs::TryLockError::Error(e)) if matches!(e.raw_os_error(), Some(37 | 95 | 38)) || e.kind() == io::ErrorKind::Unsupported => {
+                tracing::info!("flock is not supported on this store's filesystem ({e}); using a lock directory");
+                return lock_dir(&dir);
+            }
             Err(fs::TryLockError::Error(e)) => return Err(e),
         }
-        Ok(RunLock { _file: file })
+        Ok(RunLock::Flock(file))
     }
 }

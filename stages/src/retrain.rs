@@ -125,7 +125,7 @@ impl Stage for Retrain {
             }
             (None, None) => {}
         }
-        Ok(StageSpec { inputs, files: vec![], env: train::env(&config.hyper) })
+        Ok(StageSpec { inputs, files: vec![], env: train::env(&config.hyper), resources: train::resources(config.hyper.device) })
     }
 
     fn run(config: &RetrainConfig, ctx: &mut StageContext<'_>) -> Result<StageOutcome, StageError> {

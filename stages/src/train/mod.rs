@@ -63,6 +63,13 @@ pub fn env(h: &Hyper) -> BTreeMap<String, String> {
     env
 }
 
+/// What a model stage asks of a cluster by default: one GPU unless it is
+/// told to use the CPU (`device: auto` may find one on the node).
+pub fn resources(device: tailor_protocol::settings::Device) -> tailor_engine::resources::Resources {
+    let gpus = (device != tailor_protocol::settings::Device::Cpu).then_some(1);
+    tailor_engine::resources::Resources { gpus, ..Default::default() }
+}
+
 /// Inputs common to `train` and `retrain`.
 pub fn data_inputs(data: &str, validation: Option<&String>) -> Vec<InputDecl> {
     let mut inputs = vec![InputDecl { role: "data".into(), reference: data.to_string(), pointer: "/data".into(), accepts: vec!["tokenized"] }];
@@ -221,6 +228,7 @@ impl Stage for Train {
             inputs: data_inputs(&config.data, config.validation.as_ref()),
             files: vec![FileDecl { path: config.base.clone(), pointer: "/base".into() }],
             env: env(&config.hyper),
+            resources: resources(config.hyper.device),
         })
     }
 
