@@ -40,3 +40,11 @@ if ! command -v chromium >/dev/null; then
     sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
   fi
 fi
+
+# An S3-compatible server for the remote-cache tests: moto's standalone
+# server (PyPI), run by tests/remote.rs as a separate process on loopback.
+if [ ! -d .tools/s3/moto ]; then
+  echo "setup: installing moto's S3 server from PyPI into .tools/s3/ (once, ~115 MB)…" >&2
+  python3 -m pip install --quiet --no-cache-dir --only-binary=:all: --target .tools/s3 \
+    moto==5.2.5 flask==3.1.3 flask-cors==6.0.5 >&2
+fi

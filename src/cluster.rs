@@ -51,7 +51,7 @@ pub fn run(cli: &Cli, p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Rep
 /// `tailor stage-job STAGE --outcome FILE`: one stage of a cluster run.
 pub fn stage_job(p: &Pipeline, ws: &Workspace, stage: &str, outcome: &Path) -> u8 {
     let rep = Reporter::new(false);
-    let opts = RunOptions { targets: vec![stage.to_string()], force: false, jobs: 1, job: true };
+    let opts = RunOptions { targets: vec![stage.to_string()], force: false, jobs: 1, job: true, remote: crate::remote::for_run(p) };
     let o = match tailor_engine::run(p, ws, &opts, &rep) {
         Ok(summary) => summary.stages.into_iter().find(|(n, _)| n == stage).map(|(_, o)| o),
         Err(e) => Some(Outcome::Failed { error: e.to_string() }),

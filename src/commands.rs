@@ -24,7 +24,7 @@ pub fn dispatch(cli: Cli) -> u8 {
             exit::OK
         }),
         Command::Plan { stages, force, ov } => with_workspace(&cli, ov, |p, ws| {
-            let opts = RunOptions { targets: stages.clone(), force: *force, jobs: 1, job: false };
+            let opts = RunOptions { targets: stages.clone(), force: *force, jobs: 1, job: false, remote: None };
             match tailor_engine::plan(p, ws, &opts) {
                 Ok(entries) => {
                     if cli.json {
@@ -53,8 +53,14 @@ pub fn dispatch(cli: Cli) -> u8 {
         }),
         Command::StageJob { stage, outcome, ov } => with_workspace(&cli, ov, |p, ws| crate::cluster::stage_job(p, ws, stage, outcome)),
         Command::Cancel => with_workspace(&cli, &OverrideArgs::default(), |_, ws| crate::cluster::cancel(ws)),
-        Command::Run { stages, force, jobs, executor, ov } => with_workspace(&cli, ov, |p, ws| {
-            let opts = RunOptions { targets: stages.clone(), force: *force, jobs: *jobs, job: false };
+        Command::Push { stages, ov } => with_workspace(&cli, ov, |p, ws| crate::remote::push(p, ws, stages, cli.json)),
+        Command::Pull { stages, ov } => with_workspace(&cli, ov, |p, ws| crate::remote::pull(p, ws, stages, cli.json)),
+        Command::Remote(crate::RemoteCmd::Add { url, endpoint, region }) => {
+            crate::remote::add(&pipeline_file(&cli), url, endpoint.as_deref(), region.as_deref())
+        }
+        Command::Run { stages, force, jobs, executor, push, ov } => with_workspace(&cli, ov, |p, ws| {
+            let remote = crate::remote::for_run(p);
+            let opts = RunOptions { targets: stages.clone(), force: *force, jobs: *jobs, job: false, remote: remote.clone() };
             let rep = Reporter::new(cli.json);
             let n = selection(p, &opts.targets).map(|s| s.len()).unwrap_or(0);
             let slurm = match executor {
@@ -93,7 +99,8 @@ pub fn dispatch(cli: Cli) -> u8 {
                             }
                         }
                     }
-                    if summary.ok() { exit::OK } else { exit::STAGE_FAILED }
+                    let pushed = if *push { crate::remote::push_ran(p, ws, &summary, cli.json) } else { exit::OK };
+                    if !summary.ok() { exit::STAGE_FAILED } else { pushed }
                 }
                 Err(e) => fail(exit::IO, &e.to_string()),
             }
@@ -174,7 +181,7 @@ fn fail(code: u8, msg: &(impl std::fmt::Display + ?Sized)) -> u8 {
     code
 }
 
-fn pipeline_file(cli: &Cli) -> PathBuf {
+pub fn pipeline_file(cli: &Cli) -> PathBuf {
     if let Some(f) = &cli.file {
         return f.clone();
     }

@@ -3,6 +3,7 @@
 mod cluster;
 mod commands;
 mod insight;
+mod remote;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -107,9 +108,31 @@ pub enum Command {
         /// Where stages run: `local` or `slurm` (default: the pipeline's `executor:`, else local).
         #[arg(long, value_enum)]
         executor: Option<ExecutorArg>,
+        /// Push what ran to the pipeline's remote cache afterwards.
+        #[arg(long)]
+        push: bool,
         #[command(flatten)]
         ov: OverrideArgs,
     },
+    /// Upload the results the lock file records (stage records, manifests,
+    /// objects) to the pipeline's remote cache.
+    Push {
+        /// Only these stages (default: every stage in the lock file).
+        stages: Vec<String>,
+        #[command(flatten)]
+        ov: OverrideArgs,
+    },
+    /// Download the results the lock file records from the remote cache,
+    /// each file verified against its digest.
+    Pull {
+        /// Only these stages (default: every stage in the lock file).
+        stages: Vec<String>,
+        #[command(flatten)]
+        ov: OverrideArgs,
+    },
+    /// Configure the remote cache.
+    #[command(subcommand)]
+    Remote(RemoteCmd),
     /// Cancel the Slurm jobs of the run in progress on this store (`scancel`).
     Cancel,
     /// Run one stage as a job of a cluster run (what the Slurm executor's
@@ -256,6 +279,22 @@ pub struct EstimateArgs {
     /// Override the GPU's hourly price (USD).
     #[arg(long)]
     pub price: Option<f64>,
+}
+
+/// `tailor remote …`
+#[derive(Debug, Subcommand)]
+pub enum RemoteCmd {
+    /// Set the pipeline's `remote:` (rewrites that one line of the pipeline file).
+    Add {
+        /// `s3://BUCKET/PREFIX`, `file:///DIR` or a directory.
+        url: String,
+        /// S3 endpoint of an S3-compatible server (`http://host:9000`).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// S3 region.
+        #[arg(long)]
+        region: Option<String>,
+    },
 }
 
 /// `tailor review …`

@@ -42,6 +42,12 @@ pub struct PipelineHeader {
     /// --executor` overrides it.
     #[serde(default)]
     pub executor: Executor,
+    /// A shared cache: `s3://bucket/prefix` (with `endpoint`/`region` for
+    /// S3-compatible servers) or a directory every user sees. `tailor run`
+    /// looks a stage up there before computing it; `tailor push`/`pull`
+    /// move results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<crate::remote::RemoteConfig>,
     /// The stages, by name. Each has a `kind` (collect, clean, format, train,
     /// evaluate, retrain) and that kind's settings. Stages refer to each
     /// other's outputs by name (`input: raw`, `data: formatted.validation`).

@@ -21,6 +21,7 @@ use crate::digest::{Snapshot, stat_snapshot};
 use crate::fingerprint::{DirtyReason, Fingerprint, StageRecord};
 use crate::lockfile::{Lock, LockedStage};
 use crate::pipeline::{Pipeline, StageNode};
+use crate::remote::Fetched;
 use crate::report::Reporter;
 use crate::resolve::{Bound, Resolver, reasons_vs_lock};
 use crate::runs::RunRecord;
@@ -32,6 +33,8 @@ use crate::workspace::Workspace;
 /// How to run.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
+    /// A remote cache to consult before computing a stage.
+    pub remote: Option<std::sync::Arc<dyn crate::remote::Remote>>,
     /// Stages to bring up to date (with their upstream); empty = all.
     pub targets: Vec<String>,
     /// Rerun the targets even when cached.
@@ -372,6 +375,7 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
     let mut r = Resolver::new(p, ws, &selected)?;
     let forced = forced(opts, &selected);
     let jobs = opts.jobs.max(1);
+    let mut remote = opts.remote.clone();
 
     let chosen: HashSet<&str> = selected.iter().map(String::as_str).collect();
     let position: HashMap<&str, usize> = selected.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
@@ -397,9 +401,30 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
                 let b = r.bind(s);
                 st.lineage.insert(name.clone(), lineage_of(s, &b.fp, &b.digest));
                 let (found, damaged) = if forced.contains(&name) { (None, None) } else { r.lookup(&b, true).split() };
+                let mut fetched = "";
+                let (found, damaged) = match (found, remote.clone()) {
+                    (None, Some(rm)) if !forced.contains(&name) => match rm.fetch(&ws.store, &b.digest) {
+                        Ok(Fetched::Hit { .. }) => {
+                            fetched = " (fetched from the remote)";
+                            r.lookup(&b, true).split()
+                        }
+                        Ok(Fetched::Miss) => (None, damaged),
+                        Ok(Fetched::Damaged(m)) => {
+                            rep.line(&format!("  warning {name}: the remote's copy is damaged and was not used ({m}); computing it here"));
+                            (None, damaged)
+                        }
+                        Err(e) => {
+                            rep.line(&format!("  warning the remote {} cannot be used: {e}; going on without it", rm.name()));
+                            remote = None;
+                            (None, damaged)
+                        }
+                    },
+                    (found, _) => (found, damaged),
+                };
                 if let Some(rec) = found {
                     let cutoff = s.inputs.iter().any(|b| ran_now.contains(&b.stage));
-                    rep.line(&format!("  cached  {name} ({}){}", s.kind, if cutoff { ": upstream reran with identical output" } else { "" }));
+                    let note = if cutoff { ": upstream reran with identical output" } else { fetched };
+                    rep.line(&format!("  cached  {name} ({}){note}", s.kind));
                     r.known(&name, rec.outputs.clone());
                     lock.stages.insert(name.clone(), locked(s, &rec));
                     st.order.push(name.clone());

@@ -18,6 +18,7 @@ pub mod fingerprint;
 pub mod lockfile;
 pub mod paths;
 pub mod pipeline;
+pub mod remote;
 pub mod report;
 mod resolve;
 pub mod resources;

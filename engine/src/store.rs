@@ -203,7 +203,8 @@ impl Store {
         sharded(&self.root.join(dirs::OBJECTS), digest, "")
     }
 
-    fn manifest_path(&self, digest: &str) -> PathBuf {
+    /// Path of an artifact manifest.
+    pub fn manifest_path(&self, digest: &str) -> PathBuf {
         sharded(&self.root.join(dirs::MANIFESTS), digest, ".json")
     }
 
@@ -259,8 +260,9 @@ impl Store {
         self.put_manifest(&Manifest { kind: kind.to_string(), files })
     }
 
-    /// Move one file into the objects (a no-op if the object exists).
-    fn put_file(&self, src: &Path, digest: &str) -> io::Result<()> {
+    /// Move one file into the objects (a no-op if the object exists). The
+    /// caller vouches that `digest` is the file's content digest.
+    pub fn put_file(&self, src: &Path, digest: &str) -> io::Result<()> {
         let dst = self.object_path(digest);
         if dst.exists() {
             fs::remove_file(src)?;
