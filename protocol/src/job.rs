@@ -93,6 +93,10 @@ pub struct TrainJob {
     pub save_optimizer: bool,
     /// Batch rows of similar length together (less padding).
     pub group_by_length: bool,
+    /// Activation checkpointing: recompute each decoder layer in the
+    /// backward pass (`None`: on for CUDA, off on the CPU).
+    #[serde(default)]
+    pub gradient_checkpointing: Option<bool>,
 }
 
 impl Job for TrainJob {
@@ -133,6 +137,7 @@ impl TrainJob {
             oversample: None,
             save_optimizer: false,
             group_by_length: false,
+            gradient_checkpointing: None,
         }
     }
 

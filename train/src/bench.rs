@@ -41,6 +41,8 @@ pub struct Bench {
     pub alpha: f64,
     /// LoRA targets.
     pub targets: Vec<String>,
+    /// Activation checkpointing.
+    pub checkpointing: bool,
     /// Learning rate.
     pub lr: f64,
     /// Seed.
@@ -61,6 +63,17 @@ fn median(v: &[f64]) -> f64 {
     } else {
         (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
     }
+}
+
+/// What `tailor plan` and `tailor estimate` predict for this run (the same
+/// model of memory, `tailor_model::estimate::run_memory`), MiB.
+fn estimate_mib(model: &std::path::Path, b: &Bench, bytes: f64) -> Option<f64> {
+    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(model.join("config.json")).ok()?).ok()?;
+    let shape = tailor_model::estimate::Shape::from_config(&cfg)?;
+    let vocab = cfg["vocab_size"].as_f64()?;
+    let targets = if b.targets.iter().any(|t| t == "all-linear") { 7.0 } else { b.targets.len() as f64 };
+    let m = tailor_model::estimate::run_memory(&shape, vocab, b.method, bytes, b.r as f64, targets, b.seq as f64, b.batch as f64, b.checkpointing);
+    Some(m.total() / (1u64 << 20) as f64)
 }
 
 /// Run the benchmark; returns its report.
@@ -100,12 +113,17 @@ pub fn run(b: &Bench) -> Result<serde_json::Value, String> {
         let rows: Vec<usize> = (0..b.batch).map(|k| (step * b.batch + k) % b.pool).collect();
         let batch = data.batch(&rows, Device::Cpu);
         let t0 = Instant::now();
-        let logits = model.forward(&batch.ids, None, Attend::Causal, true)?;
-        let loss = masked_loss(&logits, &batch, batch.targets as f64);
-        loss.f_backward().map_err(|e| e.to_string())?;
+        let loss = if b.checkpointing {
+            model.backward_checkpointed(&batch.ids, None, Attend::Causal, true, |logits| masked_loss(logits, &batch, batch.targets as f64))?
+        } else {
+            let logits = model.forward(&batch.ids, None, Attend::Causal, true)?;
+            let loss = masked_loss(&logits, &batch, batch.targets as f64);
+            loss.f_backward().map_err(|e| e.to_string())?;
+            loss.double_value(&[])
+        };
         opt.step(b.lr)?;
         times.push(t0.elapsed().as_secs_f64());
-        losses.push(loss.double_value(&[]));
+        losses.push(loss);
     }
     let meas = if times.len() > b.warmup { &times[b.warmup..] } else { &times[..] };
     let med = median(meas);
@@ -116,6 +134,7 @@ pub fn run(b: &Bench) -> Result<serde_json::Value, String> {
         "params_trainable": opt.numel(), "weight_bytes": model.weight_bytes(),
         "tokens_per_s": (b.batch * b.seq) as f64 / med, "step_s_median": med,
         "step_s_min": meas.iter().copied().fold(f64::INFINITY, f64::min), "step_s_max": meas.iter().copied().fold(0.0, f64::max),
+        "checkpointing": b.checkpointing, "estimate_mib": estimate_mib(&b.model, b, 4.0),
         "peak_rss_mib": peak_rss_mib(), "rss_at_start_mib": rss_start, "load_s": load_s,
         "first_loss": losses.first(), "final_loss": losses.last(), "losses": losses, "step_s": times,
     }))

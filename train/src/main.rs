@@ -79,6 +79,9 @@ enum Cmd {
         /// Comma-separated LoRA targets.
         #[arg(long, default_value = "q_proj,v_proj")]
         targets: String,
+        /// Activation checkpointing (recompute each layer in the backward pass).
+        #[arg(long)]
+        checkpointing: bool,
         #[arg(long, default_value_t = 2e-4)]
         lr: f64,
         #[arg(long, default_value_t = 0)]
@@ -106,7 +109,7 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
             eprintln!("wrote {}: {} parameters", out.display(), cfg.parameters());
             Ok(())
         }
-        Cmd::Bench { model, method: m, seq, batch, steps, warmup, threads, r, alpha, targets, lr, seed, pool, data } => {
+        Cmd::Bench { model, method: m, seq, batch, steps, warmup, threads, r, alpha, targets, checkpointing, lr, seed, pool, data } => {
             let b = Bench {
                 model,
                 method: m.parse()?,
@@ -118,6 +121,7 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
                 r,
                 alpha,
                 targets: targets.split(',').map(str::to_string).collect(),
+                checkpointing,
                 lr,
                 seed,
                 pool,

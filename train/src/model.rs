@@ -156,6 +156,15 @@ pub enum Attend<'a> {
     },
 }
 
+/// What the decoder layers of one forward pass share.
+struct Prepared {
+    b: i64,
+    t: i64,
+    cos: Tensor,
+    sin: Tensor,
+    mask: Option<Tensor>,
+}
+
 /// Keys and values of earlier positions, per layer (`[B, kv_heads, S, D]`).
 #[derive(Default)]
 pub struct KvCache {
@@ -283,10 +292,29 @@ impl Llama {
 
     /// Hidden states after the last decoder layer (before the final norm).
     pub fn hidden(&self, ids: &Tensor, positions: Option<&Tensor>, mut attend: Attend<'_>, train: bool) -> Result<Tensor, String> {
+        let prep = self.prepare(ids, positions, &attend);
+        let mut x = self.embed_tokens(ids);
+        for li in 0..self.layers.len() {
+            let cache = match &mut attend {
+                Attend::Cached { cache, .. } => Some(&mut **cache),
+                _ => None,
+            };
+            x = self.block(li, &x, &prep, cache, train)?;
+        }
+        Ok(x)
+    }
+
+    /// Token embeddings in the compute kind.
+    fn embed_tokens(&self, ids: &Tensor) -> Tensor {
+        Tensor::embedding(&self.embed, ids, -1, false, false).to_kind(self.compute)
+    }
+
+    /// What every decoder layer of one forward pass shares: RoPE tables and the attention mask.
+    fn prepare(&self, ids: &Tensor, positions: Option<&Tensor>, attend: &Attend<'_>) -> Prepared {
         let (b, t) = (ids.size()[0], ids.size()[1]);
         let device = ids.device();
         let kind = self.compute;
-        let past = match &attend {
+        let past = match attend {
             Attend::Cached { cache, .. } => cache.len(),
             _ => 0,
         };
@@ -299,7 +327,7 @@ impl Llama {
         let emb = Tensor::cat(&[&freqs, &freqs], -1);
         let (cos, sin) = (emb.cos().unsqueeze(1).to_kind(kind), emb.sin().unsqueeze(1).to_kind(kind));
         // Boolean mask [B, 1, T, S] (true = may attend), or None for plain causal.
-        let mask = match &attend {
+        let mask = match attend {
             Attend::Causal => None,
             Attend::Segments(s) => {
                 let causal = Tensor::ones([t, t], (Kind::Bool, device)).tril(0);
@@ -315,37 +343,90 @@ impl Llama {
                 Some(m.unsqueeze(1))
             }
         };
-        let is_causal = mask.is_none();
-        let mut x = Tensor::embedding(&self.embed, ids, -1, false, false).to_kind(kind);
+        Prepared { b, t, cos, sin, mask }
+    }
+
+    /// One decoder layer.
+    fn block(&self, li: usize, x: &Tensor, p: &Prepared, cache: Option<&mut KvCache>, train: bool) -> Result<Tensor, String> {
+        let (b, t) = (p.b, p.t);
         let d = self.cfg.head_dim() as i64;
         let (nq, nkv) = (self.cfg.num_attention_heads as i64, self.cfg.kv_heads() as i64);
         let eps = self.cfg.rms_norm_eps;
-        for (li, layer) in self.layers.iter().enumerate() {
-            let h = rms_norm(&x, &layer.input_norm, eps);
-            let a = &layer.attn;
-            let q = a.q.forward(&h, train)?.view([b, t, nq, d]).transpose(1, 2);
-            let k = a.k.forward(&h, train)?.view([b, t, nkv, d]).transpose(1, 2);
-            let v = a.v.forward(&h, train)?.view([b, t, nkv, d]).transpose(1, 2);
-            let q = &q * &cos + rotate_half(&q) * &sin;
-            let mut k = &k * &cos + rotate_half(&k) * &sin;
-            let mut v = v;
-            if let Attend::Cached { cache, .. } = &mut attend {
-                if cache.layers.len() <= li {
-                    cache.layers.resize_with(li + 1, || None);
-                }
-                if let Some((pk, pv)) = &cache.layers[li] {
-                    k = Tensor::cat(&[pk, &k], 2);
-                    v = Tensor::cat(&[pv, &v], 2);
-                }
-                cache.layers[li] = Some((k.shallow_clone(), v.shallow_clone()));
+        let layer = &self.layers[li];
+        let h = rms_norm(x, &layer.input_norm, eps);
+        let a = &layer.attn;
+        let q = a.q.forward(&h, train)?.view([b, t, nq, d]).transpose(1, 2);
+        let k = a.k.forward(&h, train)?.view([b, t, nkv, d]).transpose(1, 2);
+        let v = a.v.forward(&h, train)?.view([b, t, nkv, d]).transpose(1, 2);
+        let q = &q * &p.cos + rotate_half(&q) * &p.sin;
+        let mut k = &k * &p.cos + rotate_half(&k) * &p.sin;
+        let mut v = v;
+        if let Some(cache) = cache {
+            if cache.layers.len() <= li {
+                cache.layers.resize_with(li + 1, || None);
             }
-            let attn = Tensor::f_scaled_dot_product_attention(&q, &k, &v, mask.as_ref(), 0.0, is_causal, None, nq != nkv).map_err(|e| e.to_string())?;
-            let attn = attn.transpose(1, 2).reshape([b, t, nq * d]);
-            x = x + a.o.forward(&attn, train)?;
-            let h = rms_norm(&x, &layer.post_norm, eps);
-            x = x + layer.mlp.forward(&h, train)?;
+            if let Some((pk, pv)) = &cache.layers[li] {
+                k = Tensor::cat(&[pk, &k], 2);
+                v = Tensor::cat(&[pv, &v], 2);
+            }
+            cache.layers[li] = Some((k.shallow_clone(), v.shallow_clone()));
         }
-        Ok(x)
+        let attn = Tensor::f_scaled_dot_product_attention(&q, &k, &v, p.mask.as_ref(), 0.0, p.mask.is_none(), None, nq != nkv).map_err(|e| e.to_string())?;
+        let attn = attn.transpose(1, 2).reshape([b, t, nq * d]);
+        let x = x + a.o.forward(&attn, train)?;
+        let h = rms_norm(&x, &layer.post_norm, eps);
+        Ok(&x + layer.mlp.forward(&h, train)?)
+    }
+
+    /// Forward and backward with activation checkpointing: the forward pass
+    /// keeps only each decoder layer's input (`[B, T, hidden]` per layer)
+    /// instead of every intermediate activation; the backward pass then
+    /// recomputes one layer at a time, from the last to the first, and
+    /// pushes the gradient through it. Gradients accumulate into the
+    /// parameters exactly as `loss_of(logits).backward()` would leave them
+    /// (the same operations in the same order; equal within float rounding
+    /// of the recomputation, which is bit-identical on CPU). Adapter dropout
+    /// replays the same masks: each layer is seeded from one draw of the
+    /// step's random stream, in both passes. Returns the loss.
+    pub fn backward_checkpointed(
+        &self,
+        ids: &Tensor,
+        positions: Option<&Tensor>,
+        attend: Attend<'_>,
+        train: bool,
+        loss_of: impl Fn(&Tensor) -> Tensor,
+    ) -> Result<f64, String> {
+        if matches!(attend, Attend::Cached { .. }) {
+            return Err("activation checkpointing is for training, not for cached generation".into());
+        }
+        let prep = self.prepare(ids, positions, &attend);
+        let base = Tensor::randint(1 << 40, [1], (Kind::Int64, Device::Cpu)).int64_value(&[0]);
+        let seeded = |li: usize| tch::manual_seed(base + li as i64);
+        let mut inputs = Vec::with_capacity(self.layers.len());
+        let mut x = tch::no_grad(|| self.embed_tokens(ids));
+        for li in 0..self.layers.len() {
+            seeded(li);
+            let next = tch::no_grad(|| self.block(li, &x, &prep, None, train))?;
+            inputs.push(std::mem::replace(&mut x, next));
+        }
+        let last = x.detach().set_requires_grad(true);
+        let loss = loss_of(&self.logits(&last, train)?);
+        loss.f_backward().map_err(|e| e.to_string())?;
+        let value = loss.double_value(&[]);
+        let mut g = last.grad();
+        for li in (0..self.layers.len()).rev() {
+            let xi = inputs[li].detach().set_requires_grad(true);
+            seeded(li);
+            let out = self.block(li, &xi, &prep, None, train)?;
+            // The vector-Jacobian product with `g`: backward of sum(out ⊙ g) gives exactly g · ∂out.
+            (out * &g).sum(Kind::Float).f_backward().map_err(|e| e.to_string())?;
+            g = xi.grad();
+            inputs[li] = Tensor::new();
+        }
+        if self.embed.requires_grad() {
+            (self.embed_tokens(ids) * &g).sum(Kind::Float).f_backward().map_err(|e| e.to_string())?;
+        }
+        Ok(value)
     }
 
     /// Every linear layer with its Hugging Face module name.

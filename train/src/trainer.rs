@@ -257,6 +257,10 @@ pub fn train(job: &TrainJob) -> Result<TrainMetrics, String> {
     }
     let start = Instant::now();
     let mut tokens_now = 0i64;
+    let checkpointing = job.gradient_checkpointing.unwrap_or(device.is_cuda());
+    if checkpointing {
+        emit(&Event::Note { message: "activation checkpointing: each decoder layer is recomputed in the backward pass".into() });
+    }
     let mut order_epoch = usize::MAX;
     let mut order = Vec::new();
     while st.step < total {
@@ -276,10 +280,14 @@ pub fn train(job: &TrainJob) -> Result<TrainMetrics, String> {
         let (mut loss_sum, mut tokens) = (0.0, 0);
         for b in &micro {
             let attend = if b.simple { Attend::Causal } else { Attend::Segments(&b.segments) };
-            let logits = model.forward(&b.ids, Some(&b.positions), attend, true)?;
-            let loss = masked_loss(&logits, b, denom as f64);
-            loss.f_backward().map_err(|e| e.to_string())?;
-            loss_sum += loss.double_value(&[]);
+            if checkpointing {
+                loss_sum += model.backward_checkpointed(&b.ids, Some(&b.positions), attend, true, |logits| masked_loss(logits, b, denom as f64))?;
+            } else {
+                let logits = model.forward(&b.ids, Some(&b.positions), attend, true)?;
+                let loss = masked_loss(&logits, b, denom as f64);
+                loss.f_backward().map_err(|e| e.to_string())?;
+                loss_sum += loss.double_value(&[]);
+            }
             tokens += b.tokens;
         }
         if !loss_sum.is_finite() {

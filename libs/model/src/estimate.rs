@@ -201,12 +201,18 @@ impl Shape {
 }
 
 /// What one training run of Tailor's own trainer needs in memory, as
-/// implemented (no activation checkpointing): frozen weights in their
-/// dtype (NF4 for QLoRA's linear layers), trainable float32 weights with
-/// their gradients and AdamW's two moments, and the activations autograd
-/// keeps — per token and layer about 10·hidden + 4·ffn values (norm, q/k/v,
-/// attention output, MLP inputs and products), plus three vocab-wide rows
-/// for the logits, their log-softmax and its gradient.
+/// implemented and measured (peak RSS, SmolLM2-135M, `tailor-train bench`;
+/// the table is in the README): frozen weights in their dtype (NF4 for
+/// QLoRA's linear layers); trainable float32 weights with their gradient
+/// and AdamW's two moments; the activations autograd keeps — without
+/// checkpointing, per token and layer about 10·hidden + 4·ffn values (norm,
+/// q/k/v, attention output, MLP inputs and products) plus heads·seq
+/// attention probabilities (libtorch's CPU attention keeps them for the
+/// backward pass); with checkpointing, one hidden-size input per token and
+/// layer plus one layer's working set and the gradient flowing back
+/// (2·hidden); either way six vocab-wide float32 rows per token for the
+/// logits, their log-softmax, the loss's copies and the gradient; and
+/// libtorch's own runtime, about 200 MiB.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunMemory {
     /// Frozen (or master) weights, bytes.
@@ -217,19 +223,22 @@ pub struct RunMemory {
     pub optimizer: f64,
     /// Activations of one micro-batch, bytes.
     pub activations: f64,
+    /// libtorch's runtime and allocator slack, bytes.
+    pub runtime: f64,
 }
 
 impl RunMemory {
     /// Everything together, bytes.
     pub fn total(&self) -> f64 {
-        self.weights + self.optimizer + self.activations
+        self.weights + self.optimizer + self.activations + self.runtime
     }
 }
 
 /// Memory of a run of `method` on `shape`: `dtype_bytes` per frozen value
 /// and activation, LoRA rank `r` on `targets` of the seven linear layers
 /// per block, micro-batches of `batch` × `seq` tokens.
-pub fn run_memory(shape: &Shape, vocab: f64, method: Method, dtype_bytes: f64, r: f64, targets: f64, seq: f64, batch: f64) -> RunMemory {
+#[allow(clippy::too_many_arguments)]
+pub fn run_memory(shape: &Shape, vocab: f64, method: Method, dtype_bytes: f64, r: f64, targets: f64, seq: f64, batch: f64, checkpointing: bool) -> RunMemory {
     let (h, l, f) = (shape.hidden, shape.layers, shape.ffn);
     let linear = l * (4.0 * h * h + 3.0 * h * f);
     let rest = (shape.params - linear).max(0.0);
@@ -241,8 +250,13 @@ pub fn run_memory(shape: &Shape, vocab: f64, method: Method, dtype_bytes: f64, r
         Method::Qlora => (linear * (0.5 + 1.0 / 64.0) + rest * dtype_bytes, lora),
     };
     let tokens = seq * batch;
-    let activations = tokens * (l * (10.0 * h + 4.0 * f) * dtype_bytes + 3.0 * vocab * 4.0);
-    RunMemory { weights, trainable, optimizer: trainable * 16.0, activations }
+    let layer = (10.0 * h + 4.0 * f + shape.heads * seq) * dtype_bytes;
+    let kept = if checkpointing { l * h * dtype_bytes + layer + 2.0 * h * dtype_bytes } else { l * layer };
+    let activations = tokens * (kept + 6.0 * vocab * 4.0);
+    // Gradient and two moments per trainable value; an adapter's own float32 weight too (a full
+    // run's weights are already counted above).
+    let optimizer = trainable * if method == Method::Full { 12.0 } else { 16.0 };
+    RunMemory { weights, trainable, optimizer, activations, runtime: 200.0 * (1u64 << 20) as f64 }
 }
 
 /// Memory the machine has available, bytes (Linux `MemAvailable`).

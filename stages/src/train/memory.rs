@@ -42,7 +42,7 @@ pub fn estimate(base: &Path, m: &MethodSettings, h: &Hyper, data: Option<&Path>)
         Dtype::Auto => 4.0,
     };
     let targets = if m.lora.targets.iter().any(|t| t == "all-linear") { 7.0 } else { m.lora.targets.len() as f64 };
-    let memory = run_memory(&shape, vocab, m.method, bytes, m.lora.r as f64, targets, seq, h.batch_size as f64);
+    let memory = run_memory(&shape, vocab, m.method, bytes, m.lora.r as f64, targets, seq, h.batch_size as f64, h.checkpointing());
     Some(RunEstimate { memory, seq, seq_known, bytes })
 }
 
@@ -54,7 +54,7 @@ pub fn plan_note(base: &Path, m: &MethodSettings, h: &Hyper, data: Option<&Path>
     let gib = |b: f64| b / GIB;
     let mm = &e.memory;
     let mut line = format!(
-        "memory ≈ {:.2} GiB: weights {:.2} · {:.2}M trainable with AdamW {:.2} · activations {:.2} ({} × {} tokens{}, {}-bit)",
+        "memory ≈ {:.2} GiB: weights {:.2} · {:.2}M trainable with AdamW {:.2} · activations {:.2} ({} × {} tokens{}, {}-bit, checkpointing {})",
         gib(mm.total()),
         gib(mm.weights),
         mm.trainable / 1e6,
@@ -63,7 +63,8 @@ pub fn plan_note(base: &Path, m: &MethodSettings, h: &Hyper, data: Option<&Path>
         h.batch_size,
         e.seq,
         if e.seq_known { "" } else { ", assumed until the data exists" },
-        e.bytes * 8.0
+        e.bytes * 8.0,
+        if h.checkpointing() { "on" } else { "off" }
     );
     if h.device != Device::Cuda
         && let Some(avail) = available_memory()
