@@ -68,19 +68,16 @@ pub fn dynamic_code() -> [f32; 256] {
     out
 }
 
-/// Index of the nearest value in a sorted table.
+/// Index of the nearest value in a sorted table, with the intervals split at
+/// the float32 midpoints `(lo + hi) / 2`: a value exactly on a midpoint takes
+/// the lower level, as bitsandbytes does. (Comparing the two distances in
+/// float32 instead rounds some midpoints up.)
 fn nearest(table: &[f32], x: f32) -> u8 {
-    let i = table.partition_point(|&c| c < x);
-    let best = if i == 0 {
-        0
-    } else if i == table.len() {
-        table.len() - 1
-    } else if (x - table[i - 1]).abs() <= (table[i] - x).abs() {
-        i - 1
-    } else {
-        i
-    };
-    best as u8
+    let mut i = 0;
+    while i + 1 < table.len() && x > (table[i] + table[i + 1]) / 2.0 {
+        i += 1;
+    }
+    i as u8
 }
 
 /// Block absmax values, as stored.
@@ -130,6 +127,13 @@ pub fn quantize_values(x: &[f32]) -> (Vec<u8>, Vec<f32>) {
             let i = b * BLOCK + j;
             packed[i / 2] |= if i.is_multiple_of(2) { q << 4 } else { q };
         }
+    }
+    // An odd count leaves the last byte half empty: bitsandbytes pads with a zero value,
+    // whose level (7) fills the low nibble.
+    if x.len() % 2 == 1
+        && let Some(last) = packed.last_mut()
+    {
+        *last |= nearest(&NF4_CODE, 0.0);
     }
     (packed, absmax)
 }
@@ -234,6 +238,10 @@ mod tests {
         assert_eq!(nearest(&NF4_CODE, -2.0), 0);
         assert_eq!(nearest(&NF4_CODE, 0.03), 7);
         assert_eq!(nearest(&NF4_CODE, 0.05), 8);
+        // Exactly halfway: the lower level.
+        let mid = (NF4_CODE[7] + NF4_CODE[8]) / 2.0;
+        assert_eq!(nearest(&NF4_CODE, mid), 7);
+        assert_eq!(nearest(&NF4_CODE, f32::from_bits(mid.to_bits() + 1)), 8);
     }
 
     #[test]

@@ -52,6 +52,27 @@ fn quantize_and_dequantize_equal_bitsandbytes() {
 }
 
 #[test]
+fn midpoints_and_odd_lengths_equal_bitsandbytes() {
+    let t = bnb();
+    // "mid": each value exactly halfway between two levels goes to the lower one.
+    // "oddN": N values, so the last byte holds one value and bitsandbytes' padding nibble.
+    for name in ["mid", "odd1", "odd3", "odd15", "odd65", "odd127"] {
+        let x = &t[&format!("{name}.x")];
+        let q = Nf4::quantize(x, false, Device::Cpu).unwrap();
+        let want = &t[&format!("{name}.packed")];
+        assert!(
+            q.packed.equal(want),
+            "{name}: packed bytes differ:\n ours {:?}\n bnb  {:?}",
+            Vec::<u8>::try_from(&q.packed).unwrap(),
+            Vec::<u8>::try_from(want).unwrap()
+        );
+        let Absmax::F32(a) = &q.absmax else { panic!() };
+        assert_eq!(max_diff(a, &t[&format!("{name}.absmax")]), 0.0, "{name}: absmax");
+        assert_eq!(max_diff(&q.dequantize().unwrap(), &t[&format!("{name}.y")]), 0.0, "{name}: dequantized");
+    }
+}
+
+#[test]
 fn nf4_linear_matches_a_float_matmul_forward_and_backward() {
     tch::manual_seed(3);
     let w = Tensor::randn([48, 80], (Kind::Float, Device::Cpu)) * 0.1;
