@@ -4,7 +4,17 @@ command -v cargo >/dev/null || { echo "error: cargo not found; install Rust with
 
 # libtorch for tch, from the PyPI torch wheel (see ../shared/LIBTORCH.md):
 # unpacked into .libtorch/ without Python's import machinery. ~540 MB once.
-if [ ! -f .libtorch/torch/lib/libtorch_cpu.so ]; then
+# On a machine with an NVIDIA GPU (nvidia-smi lists one), or with TAILOR_CUDA=1,
+# the CUDA build instead: the same wheel with its CUDA libraries and the
+# nvidia-* runtime packages it depends on, in .libtorch-cuda/ (~4.8 GB once);
+# train/build.rs then links torch_cuda. TAILOR_CUDA=0 forces the CPU build.
+if [ "${TAILOR_CUDA:-}" = 1 ] || { [ -z "${TAILOR_CUDA:-}" ] && command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | grep -q GPU; }; then
+  if [ ! -f .libtorch-cuda/torch/lib/libtorch_cuda.so ]; then
+    echo "setup: installing CUDA libtorch 2.13.0 and its nvidia-* libraries from PyPI into .libtorch-cuda/ (once, ~4.8 GB)…" >&2
+    python3 -m pip install --quiet --no-cache-dir --only-binary=:all: --target .libtorch-cuda torch==2.13.0 >&2
+  fi
+  export LIBTORCH="$PWD/.libtorch-cuda/torch"
+elif [ ! -f .libtorch/torch/lib/libtorch_cpu.so ]; then
   echo "setup: installing libtorch 2.13.0 from PyPI into .libtorch/ (once, ~540 MB)…" >&2
   python3 -m pip install --quiet --no-cache-dir --no-deps --only-binary=:all: --target .libtorch \
     torch==2.13.0 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85 >&2

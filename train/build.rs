@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-changed=csrc/ops.cpp");
+    println!("cargo:rustc-check-cfg=cfg(tailor_cuda)");
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         return;
     };
@@ -22,7 +23,18 @@ fn main() {
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .file("csrc/ops.cpp")
         .compile("tailor_ops");
-    for arg in [format!("-Wl,-rpath,{lib}"), "-Wl,--no-as-needed".into(), "-ltorch_cpu".into(), "-lc10".into(), "-Wl,--as-needed".into()] {
+    // A CUDA libtorch (`TAILOR_CUDA=1 scripts/setup.sh`) also has libtorch_cuda: link it without
+    // --as-needed too, or its CUDA backend never registers and no device is ever seen.
+    let cuda = PathBuf::from(&lib).join("libtorch_cuda.so").exists();
+    let mut libs = vec!["-ltorch_cpu", "-lc10"];
+    if cuda {
+        libs.extend(["-ltorch_cuda", "-lc10_cuda"]);
+        println!("cargo:rustc-cfg=tailor_cuda");
+    }
+    let mut args = vec![format!("-Wl,-rpath,{lib}"), "-Wl,--no-as-needed".into()];
+    args.extend(libs.iter().map(|l| l.to_string()));
+    args.push("-Wl,--as-needed".into());
+    for arg in args {
         println!("cargo:rustc-link-arg={arg}");
     }
 }

@@ -26,3 +26,8 @@ pub mod optim;
 pub mod peft;
 pub mod tiny;
 pub mod trainer;
+
+/// True when this build links libtorch's CUDA library (`TAILOR_CUDA=1
+/// scripts/setup.sh`, or a libtorch with `libtorch_cuda.so`); whether a GPU
+/// is there is `tch::Cuda::is_available()`.
+pub const CUDA_BUILT: bool = cfg!(tailor_cuda);

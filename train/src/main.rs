@@ -54,6 +54,8 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         seed: i64,
     },
+    /// What this build of libtorch can use: CUDA built in, devices seen, threads.
+    Info,
     /// Time training steps on a fixed workload (compare with PyTorch + PEFT).
     Bench {
         /// Model directory.
@@ -102,6 +104,17 @@ fn read_job<T: serde::de::DeserializeOwned>(path: &PathBuf) -> Result<T, String>
 fn dispatch(cmd: Cmd) -> Result<(), String> {
     match cmd {
         Cmd::Run { job } => tailor_train::trainer::train(&read_job(&job)?).map(|_| ()),
+        Cmd::Info => {
+            let info = serde_json::json!({
+                "cuda_built": tailor_train::CUDA_BUILT,
+                "cuda_available": tch::Cuda::is_available(),
+                "cuda_devices": tch::Cuda::device_count(),
+                "cudnn_available": tch::Cuda::cudnn_is_available(),
+                "threads": tch::get_num_threads(),
+            });
+            println!("{info}");
+            Ok(())
+        }
         Cmd::Infer { job } => tailor_train::infer::run(&read_job(&job)?),
         Cmd::Tiny { tokenizer, out, hidden, layers, heads, kv_heads, ffn, untied, seed } => {
             let spec = TinySpec { hidden, layers, heads, kv_heads, ffn, tied: !untied, seed };
