@@ -43,6 +43,10 @@ pub struct Bench {
     pub targets: Vec<String>,
     /// Activation checkpointing.
     pub checkpointing: bool,
+    /// Device.
+    pub device: crate::trainer::DeviceSpec,
+    /// Weights and compute kind.
+    pub dtype: crate::trainer::Dtype,
     /// Learning rate.
     pub lr: f64,
     /// Seed.
@@ -87,10 +91,13 @@ pub fn run(b: &Bench) -> Result<serde_json::Value, String> {
         batch_size: b.batch,
         seed: b.seed,
         threads: Some(b.threads),
+        device: b.device,
+        dtype: b.dtype,
         ..TrainJob::with_defaults(b.model.clone(), PathBuf::new(), PathBuf::new(), b.method, lora)
     };
+    let device = crate::trainer::device(b.device)?;
     let t_load = Instant::now();
-    let built = build(&job, Device::Cpu)?;
+    let built = build(&job, device)?;
     let load_s = t_load.elapsed().as_secs_f64();
     let mut model = built.model;
     let vocab = model.cfg.vocab_size as u64;
@@ -111,7 +118,7 @@ pub fn run(b: &Bench) -> Result<serde_json::Value, String> {
     let (mut times, mut losses) = (Vec::new(), Vec::new());
     for step in 0..b.steps {
         let rows: Vec<usize> = (0..b.batch).map(|k| (step * b.batch + k) % b.pool).collect();
-        let batch = data.batch(&rows, Device::Cpu);
+        let batch = data.batch(&rows, device);
         let t0 = Instant::now();
         let loss = if b.checkpointing {
             model.backward_checkpointed(&batch.ids, None, Attend::Causal, true, |logits| masked_loss(logits, &batch, batch.targets as f64))?
@@ -122,6 +129,9 @@ pub fn run(b: &Bench) -> Result<serde_json::Value, String> {
             loss.double_value(&[])
         };
         opt.step(b.lr)?;
+        if device.is_cuda() {
+            tch::Cuda::synchronize(0);
+        }
         times.push(t0.elapsed().as_secs_f64());
         losses.push(loss);
     }
@@ -134,8 +144,48 @@ pub fn run(b: &Bench) -> Result<serde_json::Value, String> {
         "params_trainable": opt.numel(), "weight_bytes": model.weight_bytes(),
         "tokens_per_s": (b.batch * b.seq) as f64 / med, "step_s_median": med,
         "step_s_min": meas.iter().copied().fold(f64::INFINITY, f64::min), "step_s_max": meas.iter().copied().fold(0.0, f64::max),
-        "checkpointing": b.checkpointing, "estimate_mib": estimate_mib(&b.model, b, 4.0),
+        "checkpointing": b.checkpointing, "device": format!("{device:?}"), "dtype": format!("{:?}", crate::trainer::kind(b.dtype, device)),
+        "estimate_mib": estimate_mib(&b.model, b, if crate::trainer::kind(b.dtype, device) == tch::Kind::Float { 4.0 } else { 2.0 }),
         "peak_rss_mib": peak_rss_mib(), "rss_at_start_mib": rss_start, "load_s": load_s,
         "first_loss": losses.first(), "final_loss": losses.last(), "losses": losses, "step_s": times,
     }))
+}
+
+/// Logits of the base model on `device`/`dtype` against CPU float32 on the
+/// same random token ids: the largest absolute difference, relative to the
+/// logits' spread, and how often the top-1 token agrees.
+pub fn logits_parity(
+    model: &std::path::Path,
+    device: crate::trainer::DeviceSpec,
+    dtype: crate::trainer::Dtype,
+    seq: usize,
+    batch: usize,
+) -> Result<serde_json::Value, String> {
+    let load = |d: Device, k: crate::trainer::Dtype| -> Result<crate::model::Llama, String> {
+        let job = TrainJob {
+            device: crate::trainer::DeviceSpec::Cpu,
+            dtype: k,
+            ..TrainJob::with_defaults(model.to_path_buf(), PathBuf::new(), PathBuf::new(), Method::Full, None)
+        };
+        Ok(build(&job, d)?.model)
+    };
+    let dev = crate::trainer::device(device)?;
+    let reference = load(Device::Cpu, crate::trainer::Dtype::Float32)?;
+    let other = load(dev, dtype)?;
+    tch::manual_seed(0);
+    let vocab = reference.cfg.vocab_size as i64;
+    let ids = tch::Tensor::randint(vocab.min(4096), [batch as i64, seq as i64], (tch::Kind::Int64, Device::Cpu));
+    let (a, b) = tch::no_grad(|| -> Result<(tch::Tensor, tch::Tensor), String> {
+        let a = reference.forward(&ids, None, Attend::Causal, false)?;
+        let b = other.forward(&ids.to_device(dev), None, Attend::Causal, false)?.to_device(Device::Cpu).to_kind(tch::Kind::Float);
+        Ok((a, b))
+    })?;
+    let diff = (&a - &b).abs();
+    let max_abs = diff.max().double_value(&[]);
+    let mean_abs = diff.mean(tch::Kind::Float).double_value(&[]);
+    let spread = a.std(true).double_value(&[]);
+    let top1 = a.argmax(-1, false).eq_tensor(&b.argmax(-1, false)).to_kind(tch::Kind::Float).mean(tch::Kind::Float).double_value(&[]);
+    Ok(json!({"device": format!("{dev:?}"), "dtype": format!("{:?}", crate::trainer::kind(dtype, dev)), "tokens": seq * batch,
+        "max_abs_diff": max_abs, "logit_std": spread, "max_abs_diff_over_std": max_abs / spread.max(1e-12),
+        "mean_abs_diff_over_std": mean_abs / spread.max(1e-12), "top1_agreement": top1}))
 }

@@ -56,6 +56,22 @@ enum Cmd {
     },
     /// What this build of libtorch can use: CUDA built in, devices seen, threads.
     Info,
+    /// Logits of a model on a device and dtype against CPU float32 (same ids).
+    Logits {
+        /// Model directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// cpu, cuda or auto.
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// float32, bfloat16, float16 or auto.
+        #[arg(long, default_value = "bfloat16")]
+        dtype: String,
+        #[arg(long, default_value_t = 128)]
+        seq: usize,
+        #[arg(long, default_value_t = 2)]
+        batch: usize,
+    },
     /// Time training steps on a fixed workload (compare with PyTorch + PEFT).
     Bench {
         /// Model directory.
@@ -84,6 +100,12 @@ enum Cmd {
         /// Activation checkpointing (recompute each layer in the backward pass).
         #[arg(long)]
         checkpointing: bool,
+        /// cpu, cuda or auto.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// float32, bfloat16, float16 or auto.
+        #[arg(long, default_value = "float32")]
+        dtype: String,
         #[arg(long, default_value_t = 2e-4)]
         lr: f64,
         #[arg(long, default_value_t = 0)]
@@ -94,6 +116,11 @@ enum Cmd {
         #[arg(long)]
         data: Option<PathBuf>,
     },
+}
+
+/// A setting as the pipeline file spells it (`cuda`, `bfloat16`).
+fn parse_setting<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_string())).map_err(|e| format!("`{text}`: {e}"))
 }
 
 fn read_job<T: serde::de::DeserializeOwned>(path: &PathBuf) -> Result<T, String> {
@@ -122,7 +149,11 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
             eprintln!("wrote {}: {} parameters", out.display(), cfg.parameters());
             Ok(())
         }
-        Cmd::Bench { model, method: m, seq, batch, steps, warmup, threads, r, alpha, targets, checkpointing, lr, seed, pool, data } => {
+        Cmd::Logits { model, device, dtype, seq, batch } => {
+            println!("{}", tailor_train::bench::logits_parity(&model, parse_setting(&device)?, parse_setting(&dtype)?, seq, batch)?);
+            Ok(())
+        }
+        Cmd::Bench { model, method: m, seq, batch, steps, warmup, threads, r, alpha, targets, checkpointing, device, dtype, lr, seed, pool, data } => {
             let b = Bench {
                 model,
                 method: m.parse()?,
@@ -135,6 +166,8 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
                 alpha,
                 targets: targets.split(',').map(str::to_string).collect(),
                 checkpointing,
+                device: parse_setting(&device)?,
+                dtype: parse_setting(&dtype)?,
                 lr,
                 seed,
                 pool,
