@@ -109,6 +109,23 @@ fn walk(dir: &Path, ext: &str) -> Vec<std::path::PathBuf> {
 }
 
 #[test]
+fn a_cached_result_whose_check_fails_fails_on_slurm_as_locally() {
+    if !slurm() {
+        return;
+    }
+    let dir = example("loop");
+    // Fewer steps: the exam's gate (exact_match >= 0.9) is not met.
+    let local = run_in(dir.path(), &["run", "-p", "steps=100"]);
+    let log = text(&local.stderr);
+    assert_eq!(local.status.code(), Some(1), "{log}");
+    assert!(log.contains("check failed"), "{log}");
+    let out = on_slurm(dir.path(), &["-p", "steps=100"]);
+    let log = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "the cached failed check fails the Slurm run too:\n{log}");
+    assert!(log.contains("check failed") && log.contains("(cached result)") && !log.contains("submit"), "{log}");
+}
+
+#[test]
 fn a_failing_stage_on_slurm_stops_only_its_dependents() {
     if !slurm() {
         return;

@@ -23,6 +23,16 @@ enum Verdict {
     Converged { loop_name: String, round: usize },
 }
 
+/// When a finished stage's check stops its dependents: the failure, as
+/// [`RunState::settle`] words it (a failed check that only means "another
+/// round" does not stop anything).
+pub(crate) fn check_failure(p: &Pipeline, name: &str, rec: &StageRecord) -> Option<String> {
+    match verdict(p, name, rec) {
+        Verdict::Stop(summary) => Some(format!("check failed: {summary}")),
+        _ => None,
+    }
+}
+
 fn verdict(p: &Pipeline, name: &str, rec: &StageRecord) -> Verdict {
     let Some(check) = &rec.check else { return Verdict::Go };
     match p.until_of(name) {
@@ -80,6 +90,7 @@ impl RunState<'_> {
             Verdict::Stop(summary) => {
                 rep.line(&format!("  FAILED  {name}: check failed: {summary}"));
                 self.outcomes.insert(name.to_string(), Outcome::Failed { error: format!("check failed: {summary}") });
+                debug_assert_eq!(check_failure(self.p, name, rec).as_deref(), Some(format!("check failed: {summary}").as_str()));
                 self.close_descendants(name, rep, |_| Outcome::Skipped { because: name.to_string() });
                 false
             }

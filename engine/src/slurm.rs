@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::exec::{EngineError, Outcome, PlanStatus, RunOptions, RunSummary, cached_lock, io_err, plan};
 use crate::pipeline::Pipeline;
 use crate::report::Reporter;
-use crate::schedule::descendants;
+use crate::schedule::{check_failure, descendants};
 use crate::store::{dirs, unique, write_atomic};
 use crate::workspace::Workspace;
 
@@ -165,9 +165,18 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter, job:
             continue;
         }
         if e.status == PlanStatus::UpToDate {
-            rep.line(&format!("  cached  {name} ({})", e.kind));
-            outcomes.insert(name.clone(), Outcome::Cached { fingerprint: e.fingerprint.clone().unwrap_or_default(), cutoff: false });
+            let fingerprint = e.fingerprint.clone().unwrap_or_default();
+            // A cached result whose check fails stops its dependents, as in a local run.
+            let failed = crate::resolve::read_record(ws, &fingerprint).and_then(|rec| check_failure(p, name, &rec));
             order.push(name.clone());
+            if let Some(error) = failed {
+                rep.line(&format!("  FAILED  {name}: {error} (cached result)"));
+                outcomes.insert(name.clone(), Outcome::Failed { error });
+                skip_descendants(p, name, &selected, &mut outcomes, &mut order, &jobs, rep);
+            } else {
+                rep.line(&format!("  cached  {name} ({})", e.kind));
+                outcomes.insert(name.clone(), Outcome::Cached { fingerprint, cutoff: false });
+            }
             continue;
         }
         let Some(s) = p.stage(name) else { continue };
