@@ -183,11 +183,15 @@ pub struct InferJob {
     pub score: Option<PathBuf>,
     /// Prompts to continue (JSON lines of [`Prompt`]; `generations.jsonl`).
     pub prompts: Option<PathBuf>,
+    /// Continuations to score given their contexts (JSON lines of
+    /// [`LoglikRequest`]; `loglikelihood.jsonl`).
+    pub loglikelihood: Option<PathBuf>,
     /// Token ids that end a reply.
     pub eos: Vec<u32>,
     /// Decoding settings.
     pub decoding: Decoding,
-    /// Output directory: `losses.jsonl`, `generations.jsonl`.
+    /// Output directory: `losses.jsonl`, `generations.jsonl`,
+    /// `loglikelihood.jsonl`.
     pub out: PathBuf,
 }
 
@@ -206,6 +210,37 @@ pub struct Scored {
     pub nll: f64,
     /// Number of target tokens.
     pub targets: i64,
+}
+
+/// A continuation to score given its context (one line of the
+/// log-likelihood requests file), lm-evaluation-harness style: the summed
+/// log-probability of `continuation` after `context`. A context longer than
+/// the model's window loses its oldest tokens; the continuation is never
+/// cut (it must fit the window).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoglikRequest {
+    /// Request id (unique in the file).
+    pub id: String,
+    /// Token ids of the context (at least one).
+    pub context: Vec<u32>,
+    /// Token ids to score (at least one).
+    pub continuation: Vec<u32>,
+}
+
+/// One line of `loglikelihood.jsonl`: a request scored by one variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Loglik {
+    /// Variant name.
+    pub variant: String,
+    /// Request id.
+    pub id: String,
+    /// Summed natural-log probability of the continuation's tokens.
+    pub logprob: f64,
+    /// Continuation tokens scored.
+    pub tokens: usize,
+    /// Whether greedy decoding would have produced the continuation
+    /// (every token the most likely one).
+    pub greedy: bool,
 }
 
 /// One line of `generations.jsonl`: a reply from one variant.

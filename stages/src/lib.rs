@@ -7,8 +7,10 @@
 //! about scheduling, caching or the DAG; [`registry`] is where a kind is
 //! registered.
 
+pub mod benchmark;
 pub mod clean;
 pub mod collect;
+pub mod compare;
 pub mod evaluate;
 pub mod files;
 pub mod format;
@@ -35,6 +37,7 @@ pub fn registry() -> Registry {
     r.register::<train::Train>();
     r.register::<retrain::Retrain>();
     r.register::<evaluate::Evaluate>();
+    r.register::<benchmark::Benchmark>();
     r
 }
 

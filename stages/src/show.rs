@@ -176,15 +176,13 @@ pub fn lineage_lines(node: &serde_json::Value, depth: usize, role: &str, w: &mut
     Ok(())
 }
 
-/// Print an evaluation artifact: corpus metrics per variant (with the
-/// change from base to tuned), then the worst cases.
-pub fn evaluation(dir: &Path, w: &mut dyn Write, limit: usize) -> io::Result<bool> {
-    let m = json_file(&dir.join("metrics.json"));
+/// The metrics of each variant of a `metrics.json` (`variants`, `compared`)
+/// as a table: tuned, the compared model, and the change.
+fn variants_table(m: &serde_json::Value, w: &mut dyn Write) -> io::Result<()> {
     let variants = m["variants"].as_object().cloned().unwrap_or_default();
     let tuned = variants.get("tuned").cloned().unwrap_or_default();
     let other = m["compared"].as_str().unwrap_or("base").to_string();
     let base = variants.get(&other);
-    writeln!(w, "{} samples", m["samples"])?;
     let width = tuned.as_object().into_iter().flatten().map(|(k, _)| k.chars().count()).max().unwrap_or(6).max(6);
     let num = |v: f64| if v.fract() == 0.0 && v.abs() < 1e12 { format!("{v:.0}") } else { format!("{v:.4}") };
     writeln!(w, "{:<width$} {:>10}{}", "metric", "tuned", if base.is_some() { format!(" {:>10} {:>10}", other, "change") } else { String::new() })?;
@@ -195,6 +193,45 @@ pub fn evaluation(dir: &Path, w: &mut dyn Write, limit: usize) -> io::Result<boo
             None => writeln!(w, "{k:<width$} {:>10}", num(t))?,
         }
     }
+    Ok(())
+}
+
+/// Print a benchmark artifact: metrics per variant, then per task the
+/// items where the tuned model and the compared one pick differently.
+pub fn benchmark(dir: &Path, w: &mut dyn Write, limit: usize) -> io::Result<bool> {
+    let m = json_file(&dir.join("metrics.json"));
+    let counts = |k: &str| m[k].as_object().map(|o| o.iter().map(|(n, c)| format!("{n} {c}")).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+    writeln!(w, "items: {}; documents: {}", counts("items"), counts("documents"))?;
+    variants_table(&m, w)?;
+    let Some(other) = m["compared"].as_str() else { return Ok(true) };
+    let text = std::fs::read_to_string(dir.join("items.jsonl")).unwrap_or_default();
+    let rows: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let key = |r: &serde_json::Value| (r["task"].to_string(), r["id"].to_string());
+    let before: BTreeMap<_, &serde_json::Value> = rows.iter().filter(|r| r["variant"] == other).map(|r| (key(r), r)).collect();
+    let changed: Vec<(&serde_json::Value, &serde_json::Value)> =
+        rows.iter().filter(|r| r["variant"] == "tuned").filter_map(|r| before.get(&key(r)).map(|b| (*b, r))).filter(|(b, t)| b["pick"] != t["pick"]).collect();
+    let lost = changed.iter().filter(|(b, _)| b["correct"] == true).count();
+    writeln!(w, "\n{} items picked differently from {other}: {lost} right before and wrong now, {} the other way", changed.len(), changed.len() - lost)?;
+    for (b, t) in changed.iter().take(limit) {
+        writeln!(
+            w,
+            "  {} {}: gold {}, {other} {}, tuned {}",
+            t["task"].as_str().unwrap_or(""),
+            t["id"].as_str().unwrap_or(""),
+            t["gold"],
+            b["pick"],
+            t["pick"]
+        )?;
+    }
+    Ok(true)
+}
+
+/// Print an evaluation artifact: corpus metrics per variant (with the
+/// change from base to tuned), then the worst cases.
+pub fn evaluation(dir: &Path, w: &mut dyn Write, limit: usize) -> io::Result<bool> {
+    let m = json_file(&dir.join("metrics.json"));
+    writeln!(w, "{} samples", m["samples"])?;
+    variants_table(&m, w)?;
     let text = std::fs::read_to_string(dir.join("results.jsonl")).unwrap_or_default();
     let mut rows: Vec<serde_json::Value> =
         text.lines().filter_map(|l| serde_json::from_str(l).ok()).filter(|v: &serde_json::Value| v["variant"] == "tuned").collect();

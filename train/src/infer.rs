@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use tailor_protocol::event::{Done, Event, Start};
-use tailor_protocol::job::{Generation, InferJob, Prompt, Scored, Variant};
+use tailor_protocol::job::{Generation, InferJob, Loglik, LoglikRequest, Prompt, Scored, Variant};
 use tch::Device;
 
 use crate::data::Dataset;
@@ -27,6 +27,20 @@ fn load(v: &Variant, opts: LoadOptions) -> Result<Llama, String> {
     Ok(m)
 }
 
+/// Read a JSON-lines file of `T`.
+fn read_lines<T: serde::de::DeserializeOwned>(p: &Option<PathBuf>) -> Result<Vec<T>, String> {
+    let Some(p) = p else { return Ok(Vec::new()) };
+    std::fs::read_to_string(p)
+        .map_err(|e| format!("{}: {e}", p.display()))?
+        .lines()
+        .enumerate()
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("{}:{}: {e}", p.display(), i + 1)))
+        .collect()
+}
+
+/// Padded tokens per log-likelihood batch.
+const LOGLIK_BUDGET: usize = 4096;
+
 fn detach_adapters(m: &mut Llama) {
     for (_, l) in m.linears_mut() {
         l.lora = None;
@@ -40,19 +54,13 @@ pub fn run(job: &InferJob) -> Result<(), String> {
     }
     let device: Device = crate::trainer::device(job.device)?;
     let opts = LoadOptions { kind: crate::trainer::kind(job.dtype, device), device, nf4: None };
-    let prompts: Vec<Prompt> = match &job.prompts {
-        Some(p) => std::fs::read_to_string(p)
-            .map_err(|e| format!("{}: {e}", p.display()))?
-            .lines()
-            .enumerate()
-            .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("{}:{}: {e}", p.display(), i + 1)))
-            .collect::<Result<_, _>>()?,
-        None => Vec::new(),
-    };
+    let prompts: Vec<Prompt> = read_lines(&job.prompts)?;
+    let requests: Vec<LoglikRequest> = read_lines(&job.loglikelihood)?;
     let score = job.score.as_ref().map(|p| Dataset::open(p)).transpose()?;
     let mut losses = std::fs::File::create(job.out.join("losses.jsonl")).map_err(|e| e.to_string())?;
     let mut gens = std::fs::File::create(job.out.join("generations.jsonl")).map_err(|e| e.to_string())?;
-    let total = job.variants.len() * (prompts.len() + score.as_ref().map_or(0, Dataset::len));
+    let mut logliks = std::fs::File::create(job.out.join("loglikelihood.jsonl")).map_err(|e| e.to_string())?;
+    let total = job.variants.len() * (prompts.len() + requests.len() + score.as_ref().map_or(0, Dataset::len));
     emit(&Event::Start(Start {
         steps: total as u64,
         trainer: tailor_protocol::TRAINER.into(),
@@ -85,6 +93,18 @@ pub fn run(job: &InferJob) -> Result<(), String> {
             }
             done += ds.len();
             emit(&Event::Progress { step: done as u64, steps: total as u64, variant: v.name.clone() });
+        }
+        if !requests.is_empty() {
+            let window = model.cfg.max_position_embeddings.unwrap_or(2048);
+            let mut progress = |n: usize| {
+                done += n;
+                emit(&Event::Progress { step: done as u64, steps: total as u64, variant: v.name.clone() });
+            };
+            let scored = crate::loglik::score(model, &requests, window, LOGLIK_BUDGET, device, &mut progress)?;
+            for (r, s) in requests.iter().zip(scored) {
+                let line = Loglik { variant: v.name.clone(), id: r.id.clone(), logprob: s.logprob, tokens: r.continuation.len(), greedy: s.greedy };
+                writeln!(logliks, "{}", json_line(&line)?).map_err(|e| e.to_string())?;
+            }
         }
         if !prompts.is_empty() {
             let tok = tokenizers::Tokenizer::from_file(v.model.join("tokenizer.json")).map_err(|e| format!("{}/tokenizer.json: {e}", v.model.display()))?;

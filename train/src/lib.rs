@@ -19,6 +19,7 @@ pub mod generate;
 pub mod infer;
 pub mod linear;
 pub mod load;
+pub mod loglik;
 pub mod model;
 pub mod native;
 pub mod nf4;

@@ -40,6 +40,7 @@
 pub mod agreement;
 pub mod chrf;
 pub mod gate;
+pub mod loglik;
 pub mod rouge;
 mod score;
 pub mod stats;

@@ -121,9 +121,9 @@ pub fn model(dir: &Path) -> String {
     format!("{}{}", table(&rows), line_chart(&series, "step", "loss"))
 }
 
-/// An evaluation: metrics of the tuned model (and the base), and the worst cases.
-pub fn evaluation(dir: &Path) -> String {
-    let m = json_file(&dir.join("metrics.json"));
+/// The metrics of each variant of a `metrics.json` (`variants`,
+/// `compared`): tuned, the compared model, and the change.
+fn variants_table(m: &Value) -> String {
     let tuned = m["variants"]["tuned"].as_object().cloned().unwrap_or_default();
     let other = m["compared"].as_str().unwrap_or("base").to_string();
     let base = m["variants"].get(&other).and_then(Value::as_object).cloned();
@@ -141,6 +141,36 @@ pub fn evaluation(dir: &Path) -> String {
         s.push_str("</tr>");
     }
     s.push_str("</table>");
+    s
+}
+
+/// A benchmark: general-ability metrics of the tuned model and the one it
+/// is compared with, and how many items each got right that the other did not.
+pub fn benchmark(dir: &Path) -> String {
+    let m = json_file(&dir.join("metrics.json"));
+    let mut s = variants_table(&m);
+    if let Some(other) = m["compared"].as_str() {
+        let rows = lines(&dir.join("items.jsonl"), 10_000_000);
+        let key = |r: &Value| (r["task"].to_string(), r["id"].to_string());
+        let before: std::collections::BTreeMap<_, &Value> = rows.iter().filter(|r| r["variant"] == other).map(|r| (key(r), r)).collect();
+        let (mut lost, mut gained) = (0, 0);
+        for t in rows.iter().filter(|r| r["variant"] == "tuned") {
+            match (before.get(&key(t)).map(|b| b["correct"] == true), t["correct"] == true) {
+                (Some(true), false) => lost += 1,
+                (Some(false), true) => gained += 1,
+                _ => {}
+            }
+        }
+        let _ = write!(s, "<p>Items {} got right and the tuned model gets wrong: {lost}; the other way: {gained}.</p>", esc(other));
+    }
+    s
+}
+
+/// An evaluation: metrics of the tuned model (and the base), and the worst cases.
+pub fn evaluation(dir: &Path) -> String {
+    let m = json_file(&dir.join("metrics.json"));
+    let other = m["compared"].as_str().unwrap_or("base").to_string();
+    let mut s = variants_table(&m);
     let rows = lines(&dir.join("results.jsonl"), 1_000_000);
     let mut worst: Vec<&Value> = rows.iter().filter(|r| r["variant"] == "tuned").collect();
     worst.sort_by_key(|r| r["pass"].as_bool().unwrap_or(false));

@@ -27,11 +27,12 @@ use std::path::Path;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tailor_engine::{Check, ConfigIssue, FileDecl, InputDecl, IoContext, OutputDecl, Stage, StageContext, StageError, StageOutcome, StageSpec};
+use tailor_engine::{ConfigIssue, FileDecl, InputDecl, IoContext, OutputDecl, Stage, StageContext, StageError, StageOutcome, StageSpec};
 
+use crate::compare::CompareTo;
 use crate::train::settings::{Decoding, Device, Dtype};
 use tailor_metric::{self as metric, MetricCfg};
-use tailor_protocol::job::{Generation, InferJob, Prompt, Scored, Variant};
+use tailor_protocol::job::{Generation, InferJob, Prompt, Scored};
 
 /// Configuration of an `evaluate` stage.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -70,14 +71,6 @@ pub struct EvaluateConfig {
     pub threads: Option<usize>,
 }
 
-/// What to compare with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum CompareTo {
-    /// The base model, without the fine-tuning.
-    Base,
-}
-
 fn default_metrics() -> Vec<MetricCfg> {
     vec![MetricCfg::Loss, MetricCfg::ExactMatch, MetricCfg::Chrf]
 }
@@ -93,23 +86,9 @@ fn read_lines<T: serde::de::DeserializeOwned>(p: &Path) -> Result<Vec<T>, StageE
         .collect()
 }
 
-/// A model artifact as an inference variant: its base with its adapter,
-/// or its full model.
-fn variant(name: &str, artifact: &Path, base_dir: &Path) -> Variant {
-    if artifact.join("adapter").exists() {
-        Variant { name: name.into(), model: base_dir.to_path_buf(), adapter: Some(artifact.join("adapter")) }
-    } else {
-        Variant { name: name.into(), model: artifact.join("model"), adapter: None }
-    }
-}
-
 /// The name of the comparison variant, if any.
 fn compared(config: &EvaluateConfig) -> Option<&'static str> {
-    match (&config.compare_to, &config.compare_with) {
-        (Some(CompareTo::Base), _) => Some("base"),
-        (None, Some(_)) => Some("before"),
-        (None, None) => None,
-    }
+    crate::compare::compared(config.compare_to, config.compare_with.as_deref())
 }
 
 /// Token ids that end a reply: the tokenizer's EOS and the usual end-of-turn tokens.
@@ -142,34 +121,7 @@ impl Stage for Evaluate {
         {
             issues.push(ConfigIssue::new(format!("/metrics/{}", e.index()), String::from(e)));
         }
-        if config.compare_to.is_some() && config.compare_with.is_some() {
-            issues.push(ConfigIssue::new("/compare_with", "give `compare_to: base` or `compare_with: STAGE`, not both"));
-        }
-        let names = metric::names(&config.metrics);
-        for (k, v) in &config.gate {
-            match metric::gate::parse(v) {
-                Err(e) => issues.push(
-                    ConfigIssue::new(format!("/gate/{k}"), String::from(e))
-                        .help("write a comparison and a number: \">= 0.8\", \"< 2.5\", \"== 1\", or relative to the compared model: \">= base - 0.02\""),
-                ),
-                Ok(t) => {
-                    if let Some(r) = &t.reference
-                        && compared(config) != Some(r.as_str())
-                    {
-                        issues.push(
-                            ConfigIssue::new(format!("/gate/{k}"), format!("the gate is relative to `{r}`, which this stage does not evaluate"))
-                                .help(if r == "base" { "add `compare_to: base`" } else { "add `compare_with: STAGE` (its results are named `before`)" }),
-                        );
-                    }
-                }
-            }
-            if !names.iter().any(|n| n == k) {
-                issues.push(
-                    ConfigIssue::new(format!("/gate/{k}"), format!("`{k}` is not one of this stage's metrics"))
-                        .help(format!("metrics measured here: {}", names.join(", "))),
-                );
-            }
-        }
+        issues.extend(crate::compare::issues(config.compare_to, config.compare_with.as_deref(), &config.gate, &metric::names(&config.metrics)));
         if !issues.is_empty() {
             return Err(issues);
         }
@@ -211,13 +163,7 @@ impl Stage for Evaluate {
         prompts.flush().ctx(|| "prompts.jsonl".into())?;
         let wants_loss = config.metrics.iter().any(|m| matches!(m, MetricCfg::Loss));
         let wants_text = config.metrics.iter().any(|m| !matches!(m, MetricCfg::Loss));
-        let mut variants = vec![];
-        match compared(config) {
-            Some("base") => variants.push(Variant { name: "base".into(), model: base_dir.clone(), adapter: None }),
-            Some(_) => variants.push(variant("before", &ctx.input("before")?.dir, &base_dir)),
-            None => {}
-        }
-        variants.push(variant("tuned", &model, &base_dir));
+        let variants = crate::compare::variants(ctx, compared(config), &model, &base_dir)?;
         let job = InferJob {
             variants,
             dtype: config.dtype,
@@ -225,6 +171,7 @@ impl Stage for Evaluate {
             threads: Some(crate::numerics::threads(config.threads)),
             score: wants_loss.then(|| data.clone()),
             prompts: wants_text.then(|| work.join("prompts.jsonl")),
+            loglikelihood: None,
             eos: eos_ids(&base_dir)?,
             decoding: config.generate.clone(),
             out: work.clone(),
@@ -236,33 +183,8 @@ impl Stage for Evaluate {
         let other = compared(config);
         let report = score(&scorer, &cases, &generations, &losses, other);
         write_results(&out, ctx.name, &report, other)?;
-        let tuned = &report.corpus["tuned"];
-        let check = if config.gate.is_empty() {
-            None
-        } else {
-            let others: BTreeMap<String, BTreeMap<String, f64>> =
-                other.and_then(|o| report.corpus.get(o).map(|m| (o.to_string(), m.clone()))).into_iter().collect();
-            let results = metric::gate::check(&config.gate, tuned, &others).map_err(|e| StageError::msg(String::from(e)))?;
-            let passed = results.iter().all(|r| r.passed);
-            let summary = results
-                .iter()
-                .map(|r| {
-                    let bound = if r.threshold.reference.is_some() { format!(" ({:.3})", r.bound) } else { String::new() };
-                    format!("{} {:.3} {} {}{bound}", r.metric, r.actual, if r.passed { "meets" } else { "misses" }, r.threshold)
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            Some(Check { passed, summary })
-        };
-        let mut metrics = BTreeMap::new();
-        for (k, v) in tuned {
-            metrics.insert(k.clone(), round(*v));
-        }
-        if let Some(o) = other.and_then(|o| report.corpus.get(o).map(|m| (o, m))) {
-            for (k, v) in o.1 {
-                metrics.insert(format!("{}_{k}", o.0), round(*v));
-            }
-        }
+        let check = crate::compare::check(&config.gate, &report.corpus, other)?;
+        let metrics = crate::compare::lock_metrics(&report.corpus, other);
         Ok(StageOutcome { metrics, warnings: vec![], check })
     }
 
@@ -273,11 +195,6 @@ impl Stage for Evaluate {
     fn show(_output: &OutputDecl, dir: &Path, w: &mut dyn Write, limit: usize) -> std::io::Result<bool> {
         crate::show::evaluation(dir, w, limit)
     }
-}
-
-/// A metric for the lock file: counts as integers, rates to 6 decimals.
-fn round(v: f64) -> Value {
-    if v.fract() == 0.0 && v.abs() < 1e15 { json!(v as i64) } else { json!((v * 1e6).round() / 1e6) }
 }
 
 /// Scored outputs of an evaluation.
