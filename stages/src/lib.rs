@@ -52,7 +52,7 @@ mod tests {
         let doc = |kind: &str| {
             generated.lines().find(|l| l.starts_with(&format!("/// Identity of `{kind}`:"))).unwrap_or_else(|| panic!("no identity for {kind}")).to_string()
         };
-        for kind in ["train", "retrain", "evaluate"] {
+        for kind in ["train", "retrain", "evaluate", "benchmark"] {
             assert!(doc(kind).ends_with("and the trainer."), "{}", doc(kind));
         }
         for kind in ["collect", "clean", "format"] {
@@ -66,6 +66,7 @@ mod tests {
             super::identity::TRAIN,
             super::identity::RETRAIN,
             super::identity::EVALUATE,
+            super::identity::BENCHMARK,
         ];
         let distinct: std::collections::BTreeSet<&str> = ids.iter().copied().collect();
         assert_eq!(distinct.len(), ids.len());

@@ -125,7 +125,12 @@ impl Stage for Retrain {
             }
             (None, None) => {}
         }
-        Ok(StageSpec { inputs, files: vec![], env: train::env(&config.hyper), resources: train::resources(config.hyper.device) })
+        Ok(StageSpec {
+            inputs,
+            files: vec![],
+            env: train::env(&config.hyper),
+            resources: train::resources(config.hyper.device, crate::numerics::threads(config.hyper.threads)),
+        })
     }
 
     fn run(config: &RetrainConfig, ctx: &mut StageContext<'_>) -> Result<StageOutcome, StageError> {

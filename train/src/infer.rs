@@ -71,6 +71,8 @@ pub fn run(job: &InferJob) -> Result<(), String> {
         dtype: Some(format!("{:?}", opts.kind)),
     }));
     let mut done = 0usize;
+    // Generation throughput: tokens generated and seconds spent generating.
+    let (mut generated, mut gen_seconds) = (0usize, 0.0f64);
     let mut loaded: Option<(PathBuf, Llama)> = None;
     for v in &job.variants {
         // Variants over the same model directory share one load: only the
@@ -114,14 +116,18 @@ pub fn run(job: &InferJob) -> Result<(), String> {
                 done += n;
                 emit(&Event::Progress { step: done as u64, steps: total as u64, variant: v.name.clone() });
             };
+            let t0 = std::time::Instant::now();
             let out = generate(model, &ids, &job.eos, &job.decoding, device, &decode, &mut progress)?;
+            gen_seconds += t0.elapsed().as_secs_f64();
+            generated += out.iter().map(|g| g.ids.len() + usize::from(g.finish == "eos")).sum::<usize>();
             for (p, g) in prompts.iter().zip(out) {
                 let line = Generation { variant: v.name.clone(), id: p.id.clone(), text: g.text, tokens: g.ids.len(), finish: g.finish };
                 writeln!(gens, "{}", json_line(&line)?).map_err(|e| e.to_string())?;
             }
         }
     }
-    emit(&Event::Done(Done { metrics: None, tokens_per_s: None, seconds: None, peak_rss_mib: crate::trainer::peak_rss_mib() }));
+    let (tokens_per_s, seconds) = if generated > 0 { (Some(generated as f64 / gen_seconds), Some(gen_seconds)) } else { (None, None) };
+    emit(&Event::Done(Done { metrics: None, tokens_per_s, seconds, peak_rss_mib: crate::trainer::peak_rss_mib() }));
     Ok(())
 }
 

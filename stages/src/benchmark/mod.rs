@@ -212,7 +212,7 @@ impl Stage for Benchmark {
         env.insert("device".into(), format!("{:?}", config.device).to_lowercase());
         env.insert("dtype".into(), format!("{:?}", config.dtype).to_lowercase());
         env.extend(crate::numerics::env(crate::numerics::threads(config.threads)));
-        Ok(StageSpec { inputs, files, env, resources: crate::train::resources(config.device) })
+        Ok(StageSpec { inputs, files, env, resources: crate::train::resources(config.device, crate::numerics::threads(config.threads)) })
     }
 
     fn run(config: &BenchmarkConfig, ctx: &mut StageContext<'_>) -> Result<StageOutcome, StageError> {

@@ -138,7 +138,7 @@ impl Stage for Evaluate {
         env.insert("device".into(), format!("{:?}", config.device).to_lowercase());
         env.insert("dtype".into(), format!("{:?}", config.dtype).to_lowercase());
         env.extend(crate::numerics::env(crate::numerics::threads(config.threads)));
-        Ok(StageSpec { inputs, files, env, resources: crate::train::resources(config.device) })
+        Ok(StageSpec { inputs, files, env, resources: crate::train::resources(config.device, crate::numerics::threads(config.threads)) })
     }
 
     fn run(config: &EvaluateConfig, ctx: &mut StageContext<'_>) -> Result<StageOutcome, StageError> {

@@ -64,10 +64,13 @@ pub fn env(h: &Hyper) -> BTreeMap<String, String> {
 }
 
 /// What a model stage asks of a cluster by default: one GPU unless it is
-/// told to use the CPU (`device: auto` may find one on the node).
-pub fn resources(device: tailor_protocol::settings::Device) -> tailor_engine::resources::Resources {
+/// told to use the CPU (`device: auto` may find one on the node), and as
+/// many CPUs as libtorch will use threads (the local executor also runs
+/// such stages side by side only while their CPUs fit the machine).
+pub fn resources(device: tailor_protocol::settings::Device, threads: usize) -> tailor_engine::resources::Resources {
     let gpus = (device != tailor_protocol::settings::Device::Cpu).then_some(1);
-    tailor_engine::resources::Resources { gpus, ..Default::default() }
+    let cpus = Some(u32::try_from(threads).unwrap_or(u32::MAX));
+    tailor_engine::resources::Resources { gpus, cpus, ..Default::default() }
 }
 
 /// Inputs common to `train` and `retrain`.
@@ -229,7 +232,7 @@ impl Stage for Train {
             inputs: data_inputs(&config.data, config.validation.as_ref()),
             files: vec![FileDecl { path: config.base.clone(), pointer: "/base".into() }],
             env: env(&config.hyper),
-            resources: resources(config.hyper.device),
+            resources: resources(config.hyper.device, crate::numerics::threads(config.hyper.threads)),
         })
     }
 
