@@ -41,3 +41,28 @@ fn smollm2_imports_from_gguf_and_knows_the_capital_of_france() {
     let reply = generated[0]["text"].as_str().unwrap();
     assert!(reply.starts_with(" Paris"), "SmolLM2 said {reply:?}");
 }
+
+/// The README's first fine-tune (`pipelines/first`, run by
+/// scripts/quickstart.sh): thirty LoRA steps teach SmolLM2 the JSON reply
+/// format it never produces on its own. Thresholds, not counts: trained
+/// weights differ in the last digits between CPUs.
+#[test]
+fn the_first_fine_tune_teaches_smollm2_the_reply_format() {
+    assert!(repo().join(GGUF).exists(), "{GGUF} is missing: scripts/setup.sh fetches it");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    copy_tree(&repo().join("pipelines/first"), &root.join("pipelines/first"));
+    for d in ["data", "schemas"] {
+        copy_tree(&repo().join("pipelines/smollm2").join(d), &root.join("pipelines/smollm2").join(d));
+    }
+    std::os::unix::fs::symlink(repo().join(".models"), root.join(".models")).unwrap();
+    let dir = root.join("pipelines/first");
+    ok(&dir, &["run"]);
+    let m = &lock(&dir)["stages"]["before-after"]["metrics"];
+    let (base, tuned) = (m["base_json_valid"].as_f64().unwrap(), m["json_valid"].as_f64().unwrap());
+    assert!(base <= 0.2, "the base model already answers in JSON ({base}): the example no longer shows learning");
+    assert!(tuned >= 0.8, "after training only {tuned} of the replies are valid JSON");
+    assert!(m["json_schema"].as_f64().unwrap() >= 0.7, "{m}");
+    let shown = text(&run_in(&dir, &["show", "before-after", "--limit", "3"]).stdout);
+    assert!(shown.contains("json_valid") && shown.contains("       base: "), "{shown}");
+}

@@ -233,8 +233,11 @@ pub fn evaluation(dir: &Path, w: &mut dyn Write, limit: usize) -> io::Result<boo
     writeln!(w, "{} samples", m["samples"])?;
     variants_table(&m, w)?;
     let text = std::fs::read_to_string(dir.join("results.jsonl")).unwrap_or_default();
-    let mut rows: Vec<serde_json::Value> =
-        text.lines().filter_map(|l| serde_json::from_str(l).ok()).filter(|v: &serde_json::Value| v["variant"] == "tuned").collect();
+    let all: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let other = m["compared"].as_str();
+    let before: BTreeMap<String, &serde_json::Value> =
+        all.iter().filter(|v| other.is_some() && v["variant"].as_str() == other).map(|v| (v["id"].to_string(), v)).collect();
+    let mut rows: Vec<&serde_json::Value> = all.iter().filter(|v| v["variant"] == "tuned").collect();
     rows.sort_by_key(|r| r["pass"].as_bool().unwrap_or(false));
     writeln!(w, "\nworst cases (see review.html to mark and fix them):")?;
     for r in rows.iter().take(limit) {
@@ -242,6 +245,9 @@ pub fn evaluation(dir: &Path, w: &mut dyn Write, limit: usize) -> io::Result<boo
         writeln!(w, "     prompt: {}", clip(r["prompt"].as_str().unwrap_or(""), 100))?;
         writeln!(w, "  reference: {}", clip(r["reference"].as_str().unwrap_or(""), 100))?;
         writeln!(w, "     output: {}", clip(r["output"].as_str().unwrap_or(""), 100))?;
+        if let (Some(o), Some(b)) = (other, before.get(&r["id"].to_string())) {
+            writeln!(w, "{:>11}: {}", o, clip(b["output"].as_str().unwrap_or(""), 100))?;
+        }
     }
     Ok(true)
 }
