@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 NEW=${1:-64}
 N=${2:-32}
-T=target/release/tailor-train
+T=${TRAINER:-target/release/tailor-train}
 [ -x "$T" ] || cargo build --release -p tailor-train
 HF=peer-train/smollm2-import
 [ -f "$HF/model.safetensors" ] || target/debug/tailor import .models/SmolLM2-135M-Instruct.Q4_1.gguf --out "$HF" >/dev/null

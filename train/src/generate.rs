@@ -123,9 +123,15 @@ fn batch(
     for _ in 0..d.max_new_tokens {
         let mut next = Vec::with_capacity(active.len());
         let mut still = Vec::with_capacity(active.len());
+        // Greedy: libtorch's argmax (the first maximum, as `pick`), so no
+        // vocabulary-wide row is copied out per token.
+        let greedy: Option<Vec<i64>> =
+            if d.temperature <= 0.0 { Some(Vec::<i64>::try_from(logits.argmax(-1, false)).map_err(|e| e.to_string())?) } else { None };
         for (k, &g) in active.iter().enumerate() {
-            let row: Vec<f32> = Vec::<f32>::try_from(logits.get(k as i64)).map_err(|e| e.to_string())?;
-            let tok = pick(&row, d, &mut rngs[g]);
+            let tok = match &greedy {
+                Some(ids) => ids[k] as u32,
+                None => pick(&Vec::<f32>::try_from(logits.get(k as i64)).map_err(|e| e.to_string())?, d, &mut rngs[g]),
+            };
             next.push(i64::from(tok));
             if eos.contains(&tok) {
                 outs[g].finish = "eos".into();
