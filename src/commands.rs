@@ -594,16 +594,21 @@ fn review_merge(files: &[PathBuf], out: &Path, json_out: bool) -> u8 {
         inputs.push((name, lines));
     }
     let merged = review::merge(&inputs);
-    let write = |name: &str, lines: Vec<String>| std::fs::write(out.join(name), lines.iter().map(|l| format!("{l}\n")).collect::<String>());
+    let write = |name: &str, lines: &[String]| std::fs::write(out.join(name), lines.iter().map(|l| format!("{l}\n")).collect::<String>());
     let adjudicate: Vec<String> = merged
         .adjudicate
         .iter()
         .map(|(case, prompt, why, by)| serde_json::json!({"fix_of": case, "prompt": prompt, "why": why, "reviews": by}).to_string())
         .collect();
+    let agreement = serde_json::json!({"reviewers": merged.reviewers, "agreement": merged.agreement});
     let written = std::fs::create_dir_all(out)
-        .and_then(|_| write("agreed.jsonl", merged.agreed.iter().map(|v| v.to_string()).collect()))
-        .and_then(|_| write("adjudicate.jsonl", adjudicate))
-        .and_then(|_| std::fs::write(out.join("agreement.json"), pretty(&serde_json::json!({"reviewers": merged.reviewers, "agreement": merged.agreement}))));
+        .and_then(|_| write("agreed.jsonl", &merged.agreed.iter().map(|v| v.to_string()).collect::<Vec<_>>()))
+        .and_then(|_| write("adjudicate.jsonl", &adjudicate))
+        .and_then(|_| std::fs::write(out.join("agreement.json"), pretty(&agreement)))
+        .and_then(|_| {
+            let cases: Vec<serde_json::Value> = adjudicate.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
+            std::fs::write(out.join("agreement.html"), review::agreement_page(&agreement, &cases))
+        });
     if let Err(e) = written {
         return fail(exit::IO, &format!("{}: {e}", out.display()));
     }
@@ -624,7 +629,7 @@ fn review_merge(files: &[PathBuf], out: &Path, json_out: bool) -> u8 {
         None => println!("no case was judged by every reviewer"),
     }
     println!("{} agreed records → {}", merged.agreed.len(), out.join("agreed.jsonl").display());
-    println!("{} to adjudicate → {}", merged.adjudicate.len(), out.join("adjudicate.jsonl").display());
+    println!("{} to adjudicate → {} (and agreement.html, disagreements first)", merged.adjudicate.len(), out.join("adjudicate.jsonl").display());
     for (case, prompt, why, by) in merged.adjudicate.iter().take(20) {
         let short = |s: &str| s.chars().take(60).collect::<String>().replace('\n', " ");
         println!("\n[{case}] {why}: {}", short(prompt));

@@ -277,6 +277,10 @@ fn review_merge_reports_agreement_and_puts_disagreements_first() {
     assert_eq!(agreed.lines().count(), 2);
     let adjudicate = std::fs::read_to_string(tmp.path().join("merged/adjudicate.jsonl")).unwrap();
     assert!(adjudicate.contains("\"fix_of\":\"2\"") && adjudicate.contains("\"ann\"") && adjudicate.contains("\"bob\""), "{adjudicate}");
+    // The agreement page: the kappa and the case to adjudicate with both reviewers' verdicts.
+    let page = std::fs::read_to_string(tmp.path().join("merged/agreement.html")).unwrap();
+    assert!(page.contains("Cohen's kappa") && page.contains("66.7 %"), "{page}");
+    assert!(page.contains("<tr class=\"differ\"><td>2</td>") && page.contains("<b>fix</b><br>better") && page.contains("<b>accept</b><br>a2"), "{page}");
     // A file that is not a review names its line.
     std::fs::write(tmp.path().join("bad.jsonl"), "{\"prompt\": \"p\"}\n").unwrap();
     let bad = run_in(tmp.path(), &["review", "merge", "ann.jsonl", "bad.jsonl", "--out", "m2"]);

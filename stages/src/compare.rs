@@ -10,9 +10,11 @@ use std::path::Path;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tailor_engine::resources::Resources;
 use tailor_engine::{Check, ConfigIssue, StageContext, StageError};
 use tailor_metric as metric;
 use tailor_protocol::job::Variant;
+use tailor_protocol::settings::{Device, Dtype};
 
 /// What to compare with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -128,6 +130,19 @@ pub fn lock_metrics(corpus: &Corpus, other: Option<&str>) -> BTreeMap<String, Va
         }
     }
     metrics
+}
+
+/// What a stage that runs models declares: the environment its numbers
+/// depend on (libtorch, device, dtype, the pinned numerics and thread
+/// count) and the resources it asks for.
+pub fn inference(device: Device, dtype: Dtype, threads: Option<usize>) -> (BTreeMap<String, String>, Resources) {
+    let threads = crate::numerics::threads(threads);
+    let mut env = BTreeMap::new();
+    env.insert("libtorch".into(), "2.13.0".into());
+    env.insert("device".into(), format!("{device:?}").to_lowercase());
+    env.insert("dtype".into(), format!("{dtype:?}").to_lowercase());
+    env.extend(crate::numerics::env(threads));
+    (env, crate::train::resources(device, threads))
 }
 
 /// A metric for the lock file: counts as integers, rates to 6 decimals.

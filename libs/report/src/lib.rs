@@ -190,3 +190,58 @@ pub fn evaluation(dir: &Path) -> String {
     s.push_str("</table>");
     s
 }
+
+/// The page `tailor review merge` writes beside its outputs: the reviewers'
+/// agreement (raw, Cohen's kappa for two, Fleiss' kappa for any number)
+/// and the cases to adjudicate, disagreements first, each reviewer's
+/// verdict and reply side by side. `agreement` is `agreement.json`;
+/// `cases` are the lines of `adjudicate.jsonl`.
+pub fn agreement_page(agreement: &Value, cases: &[Value]) -> String {
+    let reviewers: Vec<String> = agreement["reviewers"].as_array().into_iter().flatten().filter_map(|r| r.as_str().map(str::to_string)).collect();
+    let a = &agreement["agreement"];
+    let kappa = |v: &Value| v.as_f64().map_or_else(|| "undefined (one label only)".to_string(), |x| format!("{x:.3}"));
+    let mut s = String::from(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Review agreement</title><style>body{font-family:sans-serif;margin:2em;max-width:80em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}.differ{background:#fdecea}</style></head><body><h1>Review agreement</h1>",
+    );
+    let _ = write!(s, "<p>Reviewers: {}</p>", esc(&reviewers.join(", ")));
+    if a.is_object() {
+        let mut rows = vec![
+            ("cases judged by every reviewer".to_string(), num(&a["cases"])),
+            ("raw agreement".to_string(), a["raw"].as_f64().map_or_else(String::new, |x| format!("{:.1} %", x * 100.0))),
+        ];
+        if a["raters"].as_u64() == Some(2) {
+            rows.push(("Cohen's kappa".into(), kappa(&a["cohen"])));
+        }
+        rows.push(("Fleiss' kappa".into(), kappa(&a["fleiss"])));
+        s.push_str(&table(&rows));
+    } else {
+        s.push_str("<p>No case was judged by every reviewer.</p>");
+    }
+    let _ = write!(s, "<h2>To adjudicate ({})</h2><table><tr><th>case</th><th>why</th><th>prompt</th>", cases.len());
+    for r in &reviewers {
+        let _ = write!(s, "<th>{}</th>", esc(r));
+    }
+    s.push_str("</tr>");
+    for c in cases {
+        let why = c["why"].as_str().unwrap_or("");
+        let _ = write!(
+            s,
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td>",
+            if why.contains("verdicts differ") { "differ" } else { "" },
+            esc(c["fix_of"].as_str().unwrap_or("")),
+            esc(why),
+            esc(c["prompt"].as_str().unwrap_or(""))
+        );
+        for r in &reviewers {
+            let j = &c["reviews"][r];
+            if j.is_object() {
+                let _ = write!(s, "<td><b>{}</b><br>{}</td>", esc(j["verdict"].as_str().unwrap_or("")), esc(j["completion"].as_str().unwrap_or("")));
+            } else {
+                s.push_str("<td>—</td>");
+            }
+        }
+        s.push_str("</tr>");
+    }
+    s.push_str("</table></body></html>\n");
+    s
+}

@@ -207,12 +207,8 @@ impl Stage for Benchmark {
             .map(|(i, t)| FileDecl { path: t.path.clone(), pointer: format!("/tasks/{i}/path") })
             .chain(config.perplexity.iter().enumerate().map(|(i, c)| FileDecl { path: c.path.clone(), pointer: format!("/perplexity/{i}/path") }))
             .collect();
-        let mut env = BTreeMap::new();
-        env.insert("libtorch".into(), "2.13.0".into());
-        env.insert("device".into(), format!("{:?}", config.device).to_lowercase());
-        env.insert("dtype".into(), format!("{:?}", config.dtype).to_lowercase());
-        env.extend(crate::numerics::env(crate::numerics::threads(config.threads)));
-        Ok(StageSpec { inputs, files, env, resources: crate::train::resources(config.device, crate::numerics::threads(config.threads)) })
+        let (env, resources) = crate::compare::inference(config.device, config.dtype, config.threads);
+        Ok(StageSpec { inputs, files, env, resources })
     }
 
     fn run(config: &BenchmarkConfig, ctx: &mut StageContext<'_>) -> Result<StageOutcome, StageError> {

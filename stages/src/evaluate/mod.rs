@@ -133,12 +133,8 @@ impl Stage for Evaluate {
             inputs.push(InputDecl { role: "before".into(), reference: other.clone(), pointer: "/compare_with".into(), accepts: vec!["model"] });
         }
         let files = files.into_iter().map(|(i, p)| FileDecl { path: p, pointer: format!("/metrics/{i}") }).collect();
-        let mut env = BTreeMap::new();
-        env.insert("libtorch".into(), "2.13.0".into());
-        env.insert("device".into(), format!("{:?}", config.device).to_lowercase());
-        env.insert("dtype".into(), format!("{:?}", config.dtype).to_lowercase());
-        env.extend(crate::numerics::env(crate::numerics::threads(config.threads)));
-        Ok(StageSpec { inputs, files, env, resources: crate::train::resources(config.device, crate::numerics::threads(config.threads)) })
+        let (env, resources) = crate::compare::inference(config.device, config.dtype, config.threads);
+        Ok(StageSpec { inputs, files, env, resources })
     }
 
     fn run(config: &EvaluateConfig, ctx: &mut StageContext<'_>) -> Result<StageOutcome, StageError> {

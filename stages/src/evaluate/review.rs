@@ -33,6 +33,9 @@ pub struct Row {
     pub metrics: Value,
 }
 
+/// The page `tailor review merge` writes: agreement and the cases to adjudicate.
+pub use tailor_report::agreement_page;
+
 /// Write `review.csv` and `review.html` into `dir` (rows already sorted).
 pub fn write(dir: &Path, title: &str, rows: &[Row]) -> Result<(), StageError> {
     let mut csv = csv::Writer::from_path(dir.join("review.csv")).map_err(|e| StageError::msg(format!("review.csv: {e}")))?;
