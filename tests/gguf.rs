@@ -66,3 +66,56 @@ fn the_first_fine_tune_teaches_smollm2_the_reply_format() {
     let shown = text(&run_in(&dir, &["show", "before-after", "--limit", "3"]).stdout);
     assert!(shown.contains("json_valid") && shown.contains("       base: "), "{shown}");
 }
+
+/// The `benchmark` stage's requests on the real model equal what
+/// transformers computes (tests/make_smollm2_loglik_fixture.py): the same
+/// context and continuation token ids from the harness's tokenization rules
+/// (a trailing space moved, a Japanese token spanning the boundary), the
+/// same summed log-probabilities within 5e-4 over 30 float32 layers, so the
+/// same choice wins every item.
+#[test]
+fn benchmark_requests_on_smollm2_equal_transformers() {
+    let gguf = repo().join(GGUF);
+    assert!(gguf.exists(), "{GGUF} is missing: scripts/setup.sh fetches it");
+    let fixture = repo().join("tests/fixtures/smollm2_loglik.json");
+    let items: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&fixture).expect("tests/fixtures/smollm2_loglik.json")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("smollm2");
+    let out = tailor().arg("import").arg(&gguf).arg("--out").arg(&model).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let tok = tailor_model::tokenizer::load(&model).unwrap();
+    let mut requests = String::new();
+    for (i, item) in items.iter().enumerate() {
+        let context = item["context"].as_str().unwrap();
+        for (c, want) in item["choices"].as_array().unwrap().iter().enumerate() {
+            let continuation = format!("{}{}", item["delimiter"].as_str().unwrap(), want["choice"].as_str().unwrap());
+            let (ctx, cont) = tailor_stages::benchmark::tasks::encode_pair(&tok.tokenizer, context, &continuation, 0).unwrap();
+            let ids = |v: &serde_json::Value| v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect::<Vec<u32>>();
+            assert_eq!((ctx.clone(), cont.clone()), (ids(&want["context_ids"]), ids(&want["continuation_ids"])), "{context:?} + {continuation:?}");
+            requests.push_str(&format!("{}\n", serde_json::json!({"id": format!("{i}/{c}"), "context": ctx, "continuation": cont})));
+        }
+    }
+    std::fs::write(tmp.path().join("requests.jsonl"), requests).unwrap();
+    let job = serde_json::json!({
+        "variants": [{"name": "base", "model": model, "adapter": null}],
+        "dtype": "float32", "device": "cpu", "threads": null, "score": null, "prompts": null,
+        "loglikelihood": tmp.path().join("requests.jsonl"), "eos": [],
+        "decoding": {"max_new_tokens": 1, "temperature": 0.0, "top_p": 1.0, "seed": 0, "stop": [], "batch_size": 1},
+        "out": tmp.path(),
+    });
+    std::fs::write(tmp.path().join("job.json"), job.to_string()).unwrap();
+    let run = trainer().arg("infer").arg(tmp.path().join("job.json")).output().unwrap();
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let got: std::collections::BTreeMap<String, f64> =
+        jsonl(&tmp.path().join("loglikelihood.jsonl")).iter().map(|l| (l["id"].as_str().unwrap().to_string(), l["logprob"].as_f64().unwrap())).collect();
+    for (i, item) in items.iter().enumerate() {
+        let choices = item["choices"].as_array().unwrap();
+        let ours: Vec<f64> = (0..choices.len()).map(|c| got[&format!("{i}/{c}")]).collect();
+        let theirs: Vec<f64> = choices.iter().map(|c| c["logprob"].as_f64().unwrap()).collect();
+        for (a, b) in ours.iter().zip(&theirs) {
+            assert!((a - b).abs() <= 5e-4, "item {i}: {a} vs transformers {b}");
+        }
+        let best = |v: &[f64]| (0..v.len()).fold(0, |b, k| if v[k] > v[b] { k } else { b });
+        assert_eq!(best(&ours), best(&theirs), "item {i}");
+    }
+}
