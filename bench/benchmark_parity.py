@@ -26,23 +26,12 @@ import sys
 import torch
 from transformers import AutoTokenizer, LlamaForCausalLM
 
-model_dir, root, items_file, variant, *task_args = sys.argv[1:]
-tok = AutoTokenizer.from_pretrained(model_dir)
-model = LlamaForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
-torch.set_num_threads(2)
-
-ours = {}
-for line in open(items_file, encoding="utf-8"):
-    r = json.loads(line)
-    if r["variant"] == variant:
-        ours[(r["task"], r["id"])] = r
 
 
-def enc(text):
-    return tok(text, add_special_tokens=False)["input_ids"]
-
-
-def pair(context, continuation):
+def pair(tok, context, continuation):
+    """Context and continuation token ids, split as lm-evaluation-harness
+    splits them, with Tailor's rule for a token spanning the boundary."""
+    enc = lambda text: tok(text, add_special_tokens=False)["input_ids"]
     n = len(context) - len(context.rstrip())
     if n:
         context, continuation = context[:-n], context[-n:] + continuation
@@ -53,39 +42,54 @@ def pair(context, continuation):
 
 
 @torch.no_grad()
-def logprob(ctx, cont):
+def logprob(model, ctx, cont):
+    """Summed float32 log-probability of `cont` after `ctx`."""
     ids = torch.tensor([(ctx + cont)[:-1]])
     logp = torch.log_softmax(model(ids).logits[0].float(), -1)[-len(cont):]
     return float(logp.gather(1, torch.tensor(cont)[:, None]).sum())
 
 
-n = same = same_norm = right_ours = right_ref = 0
-deltas = []
-for arg in task_args:
-    name, spec = arg.split("=", 1)
-    path, _, delim = spec.partition(":")
-    delim = " " if delim == "" else ("" if delim == "none" else delim)
-    for line in open(f"{root}/{path}", encoding="utf-8"):
-        item = json.loads(line)
-        o = ours.get((name, item["id"]))
-        if o is None:
-            continue
-        lps = [logprob(*pair(item["context"], delim + c)) for c in item["choices"]]
-        pick = max(range(len(lps)), key=lambda i: (lps[i], -i))
-        norm = [lp / max(1, len(c)) for lp, c in zip(lps, item["choices"])]
-        pick_norm = max(range(len(norm)), key=lambda i: (norm[i], -i))
-        n += 1
-        same += pick == o["pick"]
-        same_norm += pick_norm == o["pick_norm"]
-        right_ours += o["pick"] == item["gold"]
-        right_ref += pick == item["gold"]
-        deltas += [abs(a - b) for a, b in zip(lps, o["logprobs"])]
-print(json.dumps({
-    "items": n,
-    "same_pick": same,
-    "same_pick_norm": same_norm,
-    "acc_tailor": round(right_ours / max(n, 1), 6),
-    "acc_transformers": round(right_ref / max(n, 1), 6),
-    "max_abs_logprob_diff": max(deltas) if deltas else None,
-    "mean_abs_logprob_diff": sum(deltas) / max(len(deltas), 1),
-}))
+def main():
+    model_dir, root, items_file, variant, *task_args = sys.argv[1:]
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = LlamaForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+    torch.set_num_threads(2)
+    ours = {}
+    for line in open(items_file, encoding="utf-8"):
+        r = json.loads(line)
+        if r["variant"] == variant:
+            ours[(r["task"], r["id"])] = r
+    n = same = same_norm = right_ours = right_ref = 0
+    deltas = []
+    for arg in task_args:
+        name, spec = arg.split("=", 1)
+        path, _, delim = spec.partition(":")
+        delim = " " if delim == "" else ("" if delim == "none" else delim)
+        for line in open(f"{root}/{path}", encoding="utf-8"):
+            item = json.loads(line)
+            o = ours.get((name, item["id"]))
+            if o is None:
+                continue
+            lps = [logprob(model, *pair(tok, item["context"], delim + c)) for c in item["choices"]]
+            pick = max(range(len(lps)), key=lambda i: (lps[i], -i))
+            norm = [lp / max(1, len(c)) for lp, c in zip(lps, item["choices"])]
+            pick_norm = max(range(len(norm)), key=lambda i: (norm[i], -i))
+            n += 1
+            same += pick == o["pick"]
+            same_norm += pick_norm == o["pick_norm"]
+            right_ours += o["pick"] == item["gold"]
+            right_ref += pick == item["gold"]
+            deltas += [abs(a - b) for a, b in zip(lps, o["logprobs"])]
+    print(json.dumps({
+        "items": n,
+        "same_pick": same,
+        "same_pick_norm": same_norm,
+        "acc_tailor": round(right_ours / max(n, 1), 6),
+        "acc_transformers": round(right_ref / max(n, 1), 6),
+        "max_abs_logprob_diff": max(deltas) if deltas else None,
+        "mean_abs_logprob_diff": sum(deltas) / max(len(deltas), 1),
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -64,6 +64,25 @@ fn benchmarks_score_choices_and_text_against_the_base_and_gate_on_it() {
     ok(d, &["run"]);
     let l = lock(d);
 
+    // Exactly the metrics the stage's config check accepts gates on (the same names, measured).
+    let names: std::collections::BTreeSet<&str> =
+        l["stages"]["general"]["metrics"].as_object().unwrap().keys().map(String::as_str).filter(|k| !k.starts_with("base_")).collect();
+    let expected: std::collections::BTreeSet<&str> = [
+        "acc",
+        "acc_norm",
+        "sums_acc",
+        "sums_acc_norm",
+        "kana_acc",
+        "kana_acc_norm",
+        "bits_per_byte",
+        "prose_perplexity",
+        "prose_word_perplexity",
+        "prose_byte_perplexity",
+        "prose_bits_per_byte",
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(names, expected);
     // Accuracies are proportions; the overall one is the item-weighted mean of the tasks'.
     for v in ["", "base_"] {
         let (s, k, all) =

@@ -14,10 +14,14 @@ and the summed log-probability from LlamaForCausalLM in float32 on the CPU.
 tests/gguf.rs checks Tailor's tokenization and scores against these.
 """
 import json
+import os
 import sys
 
 import torch
 from transformers import AutoTokenizer, LlamaForCausalLM
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
+from benchmark_parity import logprob, pair  # noqa: E402  (the same rules as the parity check)
 
 model_dir, out = sys.argv[1:]
 tok = AutoTokenizer.from_pretrained(model_dir)
@@ -32,29 +36,13 @@ items = [
 ]
 
 
-def enc(text):
-    return tok(text, add_special_tokens=False)["input_ids"]
-
-
-def pair(context, continuation):
-    n = len(context) - len(context.rstrip())
-    if n:
-        context, continuation = context[:-n], context[-n:] + continuation
-    whole, ctx = enc(context + continuation), enc(context)
-    if len(whole) > len(ctx) and whole[: len(ctx)] == ctx:
-        return ctx, whole[len(ctx):]
-    return ctx, enc(continuation)
-
-
 rows = []
-with torch.no_grad():
-    for context, choices, delim in items:
-        scored = []
-        for c in choices:
-            ctx, cont = pair(context, delim + c)
-            logp = torch.log_softmax(model(torch.tensor([(ctx + cont)[:-1]])).logits[0].float(), -1)[-len(cont):]
-            scored.append({"choice": c, "context_ids": ctx, "continuation_ids": cont, "logprob": float(logp.gather(1, torch.tensor(cont)[:, None]).sum())})
-        rows.append({"context": context, "delimiter": delim, "choices": scored})
+for context, choices, delim in items:
+    scored = []
+    for c in choices:
+        ctx, cont = pair(tok, context, delim + c)
+        scored.append({"choice": c, "context_ids": ctx, "continuation_ids": cont, "logprob": logprob(model, ctx, cont)})
+    rows.append({"context": context, "delimiter": delim, "choices": scored})
 with open(out, "w", encoding="utf-8") as f:
     json.dump(rows, f, ensure_ascii=False, indent=1)
 print(len(rows), "items")

@@ -102,7 +102,7 @@ pub fn run(job: &InferJob) -> Result<(), String> {
                 done += n;
                 emit(&Event::Progress { step: done as u64, steps: total as u64, variant: v.name.clone() });
             };
-            let scored = crate::loglik::score(model, &requests, window, LOGLIK_BUDGET, device, &mut progress)?;
+            let scored = crate::loglik::score(model, &requests, window, LOGLIK_BUDGET, crate::loglik::HEAD_ROWS, device, &mut progress)?;
             for (r, s) in requests.iter().zip(scored) {
                 let line = Loglik { variant: v.name.clone(), id: r.id.clone(), logprob: s.logprob, tokens: r.continuation.len(), greedy: s.greedy };
                 writeln!(logliks, "{}", json_line(&line)?).map_err(|e| e.to_string())?;

@@ -14,6 +14,9 @@ use tch::{Device, Kind, Tensor};
 use crate::model::{Attend, Llama};
 use tailor_protocol::job::LoglikRequest;
 
+/// Positions whose logits are computed at once, by default.
+pub const HEAD_ROWS: usize = 512;
+
 /// A scored request: summed log-probability, and whether every token was
 /// the model's most likely one.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -42,12 +45,14 @@ fn input(r: &LoglikRequest, window: usize) -> Result<(Vec<u32>, usize), String> 
 }
 
 /// Score every request, in request order. `window` is the longest input
-/// the model takes; `budget` bounds padded tokens per batch.
+/// the model takes; `budget` bounds padded tokens per batch; `head_rows`
+/// positions go through the output head at once.
 pub fn score(
     model: &Llama,
     requests: &[LoglikRequest],
     window: usize,
     budget: usize,
+    head_rows: usize,
     device: Device,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Vec<Scored>, String> {
@@ -61,7 +66,7 @@ pub fn score(
         let len = inputs[order[at]].0.len();
         let rows = (budget / len.max(1)).max(1).min(order.len() - at);
         let chunk = &order[at..at + rows];
-        let scored = tch::no_grad(|| batch(model, requests, &inputs, chunk, len, device))?;
+        let scored = tch::no_grad(|| batch(model, requests, &inputs, chunk, len, head_rows.max(1) as i64, device))?;
         for (&i, s) in chunk.iter().zip(scored) {
             out[i] = s;
         }
@@ -71,7 +76,15 @@ pub fn score(
     Ok(out)
 }
 
-fn batch(model: &Llama, requests: &[LoglikRequest], inputs: &[(Vec<u32>, usize)], rows: &[usize], len: usize, device: Device) -> Result<Vec<Scored>, String> {
+fn batch(
+    model: &Llama,
+    requests: &[LoglikRequest],
+    inputs: &[(Vec<u32>, usize)],
+    rows: &[usize],
+    len: usize,
+    head_rows: i64,
+    device: Device,
+) -> Result<Vec<Scored>, String> {
     let b = rows.len();
     let mut ids = vec![0i64; b * len];
     // Flat indices (row * len + position) of the predicting positions, and
@@ -91,13 +104,24 @@ fn batch(model: &Llama, requests: &[LoglikRequest], inputs: &[(Vec<u32>, usize)]
     let ids = Tensor::from_slice(&ids).view([b as i64, len as i64]).to_device(device);
     let hidden = model.hidden(&ids, None, Attend::Causal, false)?;
     let d = hidden.size()[2];
-    let picked = hidden.view([-1, d]).index_select(0, &Tensor::from_slice(&at).to_device(device));
-    let logp = model.logits(&picked, false)?.log_softmax(-1, Kind::Float);
+    let picked = hidden.reshape([-1, d]).index_select(0, &Tensor::from_slice(&at).to_device(device));
     let targets = Tensor::from_slice(&targets).to_device(device);
-    let token_logp = logp.gather(1, &targets.unsqueeze(1), false).squeeze_dim(1).to_device(Device::Cpu);
-    let hits = logp.argmax(1, false).eq_tensor(&targets).to_device(Device::Cpu);
-    let token_logp: Vec<f32> = Vec::<f32>::try_from(&token_logp).map_err(|e| e.to_string())?;
-    let hits: Vec<bool> = Vec::<bool>::try_from(&hits).map_err(|e| e.to_string())?;
+    // The output head and its log-softmax over the vocabulary, a slice of
+    // positions at a time: a full window of a 128k-vocabulary model would
+    // otherwise hold gigabytes of float32 logits twice over.
+    let (mut token_logp, mut hits): (Vec<f32>, Vec<bool>) = (Vec::with_capacity(at.len()), Vec::with_capacity(at.len()));
+    let n = at.len() as i64;
+    let mut from = 0;
+    while from < n {
+        let k = head_rows.min(n - from);
+        let logp = model.logits(&picked.narrow(0, from, k), false)?.log_softmax(-1, Kind::Float);
+        let tgt = targets.narrow(0, from, k);
+        let lp = logp.gather(1, &tgt.unsqueeze(1), false).squeeze_dim(1).to_device(Device::Cpu);
+        let hit = logp.argmax(1, false).eq_tensor(&tgt).to_device(Device::Cpu);
+        token_logp.extend(Vec::<f32>::try_from(&lp).map_err(|e| e.to_string())?);
+        hits.extend(Vec::<bool>::try_from(&hit).map_err(|e| e.to_string())?);
+        from += k;
+    }
     let mut out = Vec::with_capacity(b);
     let mut k = 0;
     for &r in rows {

@@ -28,10 +28,12 @@ fn summed_logprobs_equal_transformers_in_any_batching() {
     let reqs: Vec<LoglikRequest> = serde_json::from_value(v["requests"].clone()).unwrap();
     assert!(reqs.iter().any(|r| r.context.len() + r.continuation.len() > window + 1), "the fixture must exercise truncation");
     let m = model();
-    // One request per batch, a small budget (mixed lengths, padding), one batch for all.
-    for budget in [1, 64, 1 << 20] {
+    // One request per batch, a small budget (mixed lengths, padding), one
+    // batch for all; the output head over all positions at once or 3 at a time.
+    for (budget, head) in [(1, 512), (64, 512), (1 << 20, 512), (64, 3), (1 << 20, 1)] {
+        let budget: usize = budget;
         let mut seen = 0;
-        let got = tailor_train::loglik::score(&m, &reqs, window, budget, Device::Cpu, &mut |n| seen += n).unwrap();
+        let got = tailor_train::loglik::score(&m, &reqs, window, budget, head, Device::Cpu, &mut |n| seen += n).unwrap();
         assert_eq!(seen, reqs.len());
         for ((r, g), want) in reqs.iter().zip(&got).zip(v["requests"].as_array().unwrap()) {
             let lp = want["logprob"].as_f64().unwrap();
@@ -40,7 +42,7 @@ fn summed_logprobs_equal_transformers_in_any_batching() {
         }
     }
     let greedy = reqs.iter().position(|r| r.id == "greedy").unwrap();
-    let got = tailor_train::loglik::score(&m, &reqs[greedy..=greedy], window, 64, Device::Cpu, &mut |_| ()).unwrap();
+    let got = tailor_train::loglik::score(&m, &reqs[greedy..=greedy], window, 64, 512, Device::Cpu, &mut |_| ()).unwrap();
     assert!(got[0].greedy, "the model's own greedy continuation must be flagged greedy");
 }
 
@@ -48,6 +50,6 @@ fn summed_logprobs_equal_transformers_in_any_batching() {
 fn a_continuation_longer_than_the_window_is_an_error() {
     let m = model();
     let r = LoglikRequest { id: "long".into(), context: vec![1], continuation: vec![2; 300] };
-    let e = tailor_train::loglik::score(&m, &[r], 256, 64, Device::Cpu, &mut |_| ()).unwrap_err();
+    let e = tailor_train::loglik::score(&m, &[r], 256, 64, 512, Device::Cpu, &mut |_| ()).unwrap_err();
     assert!(e.contains("long") && e.contains("window of 256"), "{e}");
 }

@@ -55,7 +55,8 @@ pub struct BenchmarkConfig {
     /// `general_bits_per_byte: "<= base + 0.05"`).
     #[serde(default)]
     pub gate: BTreeMap<String, String>,
-    /// Use only the first N items of each task and documents of each corpus.
+    /// Score only the first N items of each task (few-shot examples still
+    /// come from the whole file) and documents of each corpus.
     pub limit: Option<usize>,
     /// Floating-point kind of weights and computation.
     #[serde(default)]
@@ -227,7 +228,8 @@ impl Stage for Benchmark {
         let mut requests: Vec<LoglikRequest> = Vec::new();
         let mut task_items = Vec::new();
         for t in &config.tasks {
-            let items = tasks::read_items(&ctx.root.join(&t.path), config.limit).map_err(StageError::msg)?;
+            let items = tasks::read_items(&ctx.root.join(&t.path)).map_err(StageError::msg)?;
+            let scored = config.limit.map_or(items.len(), |l| l.min(items.len()));
             let p = tasks::Prompting {
                 description: t.description.clone(),
                 num_fewshot: t.num_fewshot,
@@ -235,8 +237,8 @@ impl Stage for Benchmark {
                 target_delimiter: t.target_delimiter.clone(),
                 fewshot_delimiter: t.fewshot_delimiter.clone(),
             };
-            requests.extend(tasks::requests(&t.name, &items, &p, &tok.tokenizer, prefix).map_err(StageError::msg)?);
-            task_items.push(items);
+            requests.extend(tasks::requests(&t.name, &items, scored, &p, &tok.tokenizer, prefix).map_err(StageError::msg)?);
+            task_items.push(items.into_iter().take(scored).collect::<Vec<_>>());
         }
         let mut corpus_docs = Vec::new();
         for c in &config.perplexity {
@@ -388,4 +390,39 @@ fn model_window(dir: &Path) -> Result<usize, StageError> {
     let v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&p).ctx(|| format!("reading {}", p.display()))?).map_err(|e| StageError::msg(format!("{}: {e}", p.display())))?;
     Ok(v["max_position_embeddings"].as_u64().map_or(MAX_DEFAULT_WINDOW, |n| n as usize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names a gate may use are the names the run writes (the run's
+    /// side is asserted with the same list in tests/benchmark.rs).
+    #[test]
+    fn gateable_names_are_the_measured_ones() {
+        let config: BenchmarkConfig = serde_json::from_value(json!({
+            "model": "tuned",
+            "tasks": [{"name": "sums", "path": "a"}, {"name": "kana", "path": "b"}],
+            "perplexity": [{"name": "prose", "path": "c"}],
+        }))
+        .unwrap();
+        let names: std::collections::BTreeSet<String> = config.metric_names().into_iter().collect();
+        let expected: std::collections::BTreeSet<String> = [
+            "acc",
+            "acc_norm",
+            "sums_acc",
+            "sums_acc_norm",
+            "kana_acc",
+            "kana_acc_norm",
+            "bits_per_byte",
+            "prose_perplexity",
+            "prose_word_perplexity",
+            "prose_byte_perplexity",
+            "prose_bits_per_byte",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        assert_eq!(names, expected);
+    }
 }

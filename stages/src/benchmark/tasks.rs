@@ -51,17 +51,16 @@ struct RawItem {
     gold: Option<usize>,
 }
 
-/// Read a task file; every problem names the file, line and column.
-pub fn read_items(path: &Path, limit: Option<usize>) -> Result<Vec<Item>, String> {
+/// Read a task file, all of it (a `limit` only chooses which items are
+/// scored; few-shot examples come from the whole file); every problem
+/// names the file, line and column.
+pub fn read_items(path: &Path) -> Result<Vec<Item>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut items = Vec::new();
     let mut ids = std::collections::HashSet::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
-        }
-        if limit.is_some_and(|l| items.len() >= l) {
-            break;
         }
         let at = |col: usize| format!("{}:{}:{col}", path.display(), i + 1);
         let raw: RawItem = serde_json::from_str(line).map_err(|e| format!("{}: {e} (each line is one JSON object)", at(e.column())))?;
@@ -168,10 +167,11 @@ pub fn encode_pair(tok: &Tokenizer, context: &str, continuation: &str, prefix: u
     Ok((ctx, own))
 }
 
-/// The requests of one task: one per item and choice, ids `TASK/ITEM/CHOICE`.
-pub fn requests(task: &str, items: &[Item], p: &Prompting, tok: &Tokenizer, prefix: u32) -> Result<Vec<LoglikRequest>, String> {
+/// The requests of one task's first `scored` items: one per item and
+/// choice, ids `TASK/ITEM/CHOICE`; few-shot examples from all `items`.
+pub fn requests(task: &str, items: &[Item], scored: usize, p: &Prompting, tok: &Tokenizer, prefix: u32) -> Result<Vec<LoglikRequest>, String> {
     let mut out = Vec::new();
-    for (i, item) in items.iter().enumerate() {
+    for (i, item) in items.iter().enumerate().take(scored) {
         let context = prompt(items, i, p);
         for (c, choice) in item.choices.iter().enumerate() {
             let (ctx, cont) = encode_pair(tok, &context, &format!("{}{choice}", p.target_delimiter), prefix)?;
@@ -236,10 +236,9 @@ mod tests {
         let (_d, p) = write(
             "{\"query\": \"Q\", \"choices\": [\"a\", \"b\"], \"label\": 1}\n\n{\"id\": 7, \"context\": \"R\", \"choices\": [\"c\", \"d\"], \"gold\": 0}\n",
         );
-        let items = read_items(&p, None).unwrap();
+        let items = read_items(&p).unwrap();
         assert_eq!(items[0], Item { id: "line 1".into(), context: "Q".into(), choices: vec!["a".into(), "b".into()], gold: 1 });
         assert_eq!(items[1].id, "7");
-        assert_eq!(read_items(&p, Some(1)).unwrap().len(), 1);
         for (bad, want) in [
             ("{\"context\": \"Q\", \"choices\": [\"a\"], \"gold\": 0}", "task.jsonl:1:1: an item needs `choices` with at least two"),
             ("{\"context\": \"Q\", \"choices\": [\"a\", \"b\"], \"gold\": 2}", "`gold` is 2, but there are only 2 choices"),
@@ -249,13 +248,13 @@ mod tests {
             ("", "no items"),
         ] {
             let (_d, p) = write(bad);
-            let e = read_items(&p, None).unwrap_err();
+            let e = read_items(&p).unwrap_err();
             assert!(e.contains(want), "{bad}: {e}");
         }
         let (_d, p) = write(
             "{\"id\": \"x\", \"context\": \"Q\", \"choices\": [\"a\", \"b\"], \"gold\": 0}\n{\"id\": \"x\", \"context\": \"Q\", \"choices\": [\"a\", \"b\"], \"gold\": 0}",
         );
-        assert!(read_items(&p, None).unwrap_err().contains("task.jsonl:2:1: the id \"x\" is used twice"));
+        assert!(read_items(&p).unwrap_err().contains("task.jsonl:2:1: the id \"x\" is used twice"));
     }
 
     #[test]
