@@ -7,7 +7,9 @@
 //! again. Entries for files modified in the last two seconds are not kept
 //! (the "racy" case: a write within the file system's timestamp granularity
 //! could go unnoticed). Misses are hashed in parallel with rayon; large files
-//! are memory-mapped and hashed with BLAKE3's own multi-threading.
+//! are read in 64 MiB windows, each hashed with BLAKE3's own multi-threading
+//! (not memory-mapped whole: a mapped multi-gigabyte file would count in the
+//! process's resident memory while it is hashed).
 
 use std::collections::HashMap;
 use std::fs;
@@ -19,8 +21,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-/// Files above this size are memory-mapped and hashed on several threads.
-const MMAP_THRESHOLD: u64 = 16 << 20;
+/// Files above this size are hashed on several threads, a window at a time.
+const PARALLEL_THRESHOLD: u64 = 16 << 20;
+
+/// Bytes read and hashed at once for a large file.
+const WINDOW: usize = 64 << 20;
 
 /// Hex BLAKE3 of a byte string.
 pub fn hash_bytes(bytes: &[u8]) -> String {
@@ -31,10 +36,24 @@ pub fn hash_bytes(bytes: &[u8]) -> String {
 pub fn hash_file(path: &Path) -> io::Result<String> {
     let mut h = blake3::Hasher::new();
     let len = fs::metadata(path)?.len();
-    if len >= MMAP_THRESHOLD {
-        h.update_mmap_rayon(path)?;
+    let mut f = fs::File::open(path)?;
+    if len >= PARALLEL_THRESHOLD {
+        let mut buf = vec![0u8; WINDOW];
+        loop {
+            // Fill the window (a read may return less), then hash it at once.
+            let mut filled = 0;
+            while filled < WINDOW {
+                match f.read(&mut buf[filled..])? {
+                    0 => break,
+                    n => filled += n,
+                }
+            }
+            if filled == 0 {
+                break;
+            }
+            h.update_rayon(&buf[..filled]);
+        }
     } else {
-        let mut f = fs::File::open(path)?;
         let mut buf = vec![0u8; (len as usize).clamp(4096, 1 << 20)];
         loop {
             let n = f.read(&mut buf)?;

@@ -24,6 +24,7 @@ pub mod numerics;
 pub mod retrain;
 pub mod runner;
 pub mod show;
+pub mod stream;
 pub mod train;
 
 use tailor_engine::Registry;

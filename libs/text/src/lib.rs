@@ -34,7 +34,7 @@ pub mod register;
 pub mod variants;
 
 pub use lang::detect;
-pub use minhash::{MinHashConfig, jaccard, near_duplicates, near_duplicates_where, signature};
+pub use minhash::{MinHashConfig, NearDupSearch, confirmed, jaccard, near_duplicates, near_duplicates_where, signature};
 pub use normalize::{Newline, NormalizeOptions, normalize};
 pub use pii::{PiiKind, PiiMatch, find_pii, redact};
 pub use quality::QualityReport;

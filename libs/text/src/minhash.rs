@@ -20,17 +20,23 @@
 //!   matches; the chance is `1 - (1 - J^rows)^bands` for Jaccard `J`.
 //! * **Confirmation.** Candidates are confirmed with the *exact* Jaccard
 //!   similarity of the two shingle sets, recomputed on demand from the input
-//!   texts, so only `bands` keys per text are kept in memory.
+//!   texts, so only `bands` keys and a 64-byte sketch per text are kept —
+//!   and the keys can wait in files, one band at a time in memory
+//!   ([`NearDupSearch::spilled`]), which is how the clean stage handles
+//!   millions of records.
 //! * **Kept representatives.** Texts are visited in input order. A text is a
-//!   duplicate of the lowest-indexed *kept* text it is confirmed against; only
-//!   kept texts enter the LSH buckets. Buckets therefore stay small even for
-//!   large duplicate clusters, and chains cannot form.
+//!   duplicate of the lowest-indexed *kept* text it is confirmed against;
+//!   duplicates are never representatives, so chains cannot form. The
+//!   search collects candidate pairs band by band and then replays the visit
+//!   order, which gives the same answers as an LSH index of the kept texts
+//!   built one text at a time (a test holds the two to each other).
 //! * **Determinism.** Signatures are computed in parallel with rayon but are a
 //!   pure function of each text, and the order-dependent part is sequential,
 //!   so results are identical for any thread count.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use schemars::JsonSchema;
@@ -263,26 +269,179 @@ fn may_reach(a: &[u8; SKETCH], b: &[u8; SKETCH], threshold: f64) -> bool {
     estimate >= threshold - 0.3
 }
 
-/// End of a bucket chain.
-const END: usize = usize::MAX;
+/// Whether text `a` is a near duplicate of text `b` by the configured rule:
+/// exact Jaccard similarity of the shingle sets at least `cfg.threshold`,
+/// and — with `same_numbers` — the same runs of digits.
+pub fn confirmed(a: &str, b: &str, cfg: &MinHashConfig) -> bool {
+    jaccard_sets(&shingles(a, cfg), &shingles(b, cfg)) >= cfg.threshold && (!cfg.same_numbers || numbers(a) == numbers(b))
+}
 
-/// Hasher for keys that are hashes already: passes the `u64` through.
-#[derive(Default)]
-struct KeyHasher(u64);
+/// Where the band keys wait until [`NearDupSearch::resolve`]: in memory, or
+/// one file per band (8 bytes per text each), so that only one band's keys
+/// are in memory at a time.
+enum BandStore {
+    Memory(Vec<Vec<u64>>),
+    Files(Vec<(PathBuf, BufWriter<File>)>),
+}
 
-impl Hasher for KeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+/// Near-duplicate search over any number of texts, in bounded memory.
+///
+/// Texts are added in batches ([`Self::add`]); each leaves its band keys
+/// (spilled to files with [`Self::spilled`]) and a 64-byte sketch. Then
+/// [`Self::resolve`] works band by band: it sorts the band's keys, and every
+/// two texts that share a key (and whose sketches leave a chance of
+/// reaching the threshold) become a candidate pair. Last, the visit order
+/// is replayed: a text is a duplicate of the first *earlier kept* text of
+/// its candidates (in visit order) that the caller confirms, and is kept
+/// otherwise — the same answer as checking each text against an LSH index
+/// of the texts kept so far. Memory: 65 bytes per text plus one band's
+/// keys (12 bytes per text) plus the candidate pairs (8 bytes each). A
+/// group of `k` texts sharing one band key costs `k²/2` sketch comparisons,
+/// so a cluster of thousands of near-identical texts is slow.
+pub struct NearDupSearch {
+    cfg: MinHashConfig,
+    perms: Permutations,
+    store: BandStore,
+    sketches: Vec<[u8; SKETCH]>,
+    has_keys: Vec<bool>,
+}
+
+impl NearDupSearch {
+    /// A search that keeps the band keys in memory (`bands * 8` bytes per text).
+    pub fn in_memory(cfg: &MinHashConfig) -> Self {
+        let bands = cfg.bands.max(1);
+        Self::with_store(cfg, BandStore::Memory(vec![Vec::new(); bands]))
+    }
+
+    /// A search that writes the band keys to files in `dir` (removed by
+    /// [`Self::resolve`]).
+    pub fn spilled(cfg: &MinHashConfig, dir: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let mut files = Vec::new();
+        for band in 0..cfg.bands.max(1) {
+            let path = dir.join(format!("band-{band}.u64"));
+            files.push((path.clone(), BufWriter::with_capacity(1 << 16, File::create(&path)?)));
+        }
+        Ok(Self::with_store(cfg, BandStore::Files(files)))
+    }
+
+    fn with_store(cfg: &MinHashConfig, store: BandStore) -> Self {
+        Self { cfg: cfg.clone(), perms: Permutations::new(cfg), store, sketches: Vec::new(), has_keys: Vec::new() }
+    }
+
+    /// Texts added so far.
+    pub fn len(&self) -> usize {
+        self.sketches.len()
+    }
+
+    /// Whether no text was added.
+    pub fn is_empty(&self) -> bool {
+        self.sketches.is_empty()
+    }
+
+    /// Add the next texts (their indices continue from [`Self::len`]).
+    pub fn add(&mut self, texts: &[&str]) -> io::Result<()> {
+        let keys: Vec<(Vec<u64>, [u8; SKETCH])> = texts.par_iter().map(|t| band_keys(t, &self.cfg, &self.perms)).collect();
+        let bands = self.cfg.bands.max(1);
+        for (text_keys, sketch) in keys {
+            self.has_keys.push(!text_keys.is_empty());
+            self.sketches.push(sketch);
+            for band in 0..bands {
+                let key = text_keys.get(band).copied().unwrap_or(0);
+                match &mut self.store {
+                    BandStore::Memory(v) => v[band].push(key),
+                    BandStore::Files(f) => f[band].1.write_all(&key.to_le_bytes())?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn band(&mut self, band: usize) -> io::Result<Vec<u64>> {
+        match &mut self.store {
+            BandStore::Memory(v) => Ok(std::mem::take(&mut v[band])),
+            BandStore::Files(f) => {
+                let (path, w) = &mut f[band];
+                w.flush()?;
+                let bytes = std::fs::read(&*path)?;
+                std::fs::remove_file(&*path)?;
+                Ok(bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect())
+            }
         }
     }
 
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
+    /// Decide every text. `order` is the visit order (text indices; texts
+    /// not in it are never duplicates and never kept representatives);
+    /// `confirm(i, j)` says whether text `i` is a near duplicate of the
+    /// earlier kept text `j` (use [`confirmed`] on their texts, plus any
+    /// condition of your own; it is called from several threads, and for
+    /// some pairs the visit order would not need). Entry `i` of the result
+    /// is `Some(j)` for a duplicate, `None` otherwise.
+    pub fn resolve(mut self, order: &[u32], confirm: impl Fn(usize, usize) -> bool + Sync) -> io::Result<Vec<Option<usize>>> {
+        let n = self.len();
+        let mut pos = vec![u32::MAX; n];
+        for (p, &i) in order.iter().enumerate() {
+            if let Some(slot) = pos.get_mut(i as usize)
+                && self.has_keys[i as usize]
+            {
+                *slot = p as u32;
+            }
+        }
+        let threshold = self.cfg.threshold;
+        // Candidate pairs (later, earlier) in visit positions, from every band.
+        let mut pairs: Vec<(u32, u32)> = Vec::new();
+        for band in 0..self.cfg.bands.max(1) {
+            let keys = self.band(band)?;
+            let mut by_key: Vec<(u64, u32)> = keys.iter().zip(&pos).filter(|(_, p)| **p != u32::MAX).map(|(k, p)| (*k, *p)).collect();
+            drop(keys);
+            by_key.par_sort_unstable();
+            let sketches = &self.sketches;
+            let found: Vec<(u32, u32)> = by_key
+                .par_chunk_by(|a, b| a.0 == b.0)
+                .filter(|run| run.len() > 1)
+                .flat_map_iter(|run| {
+                    (1..run.len()).flat_map(move |x| {
+                        (0..x).filter_map(move |y| {
+                            let (later, earlier) = (run[x].1, run[y].1);
+                            let sk = |p: u32| &sketches[order[p as usize] as usize];
+                            may_reach(sk(later), sk(earlier), threshold).then_some((later, earlier))
+                        })
+                    })
+                })
+                .collect();
+            drop(by_key);
+            if !found.is_empty() {
+                pairs.extend(found);
+                pairs.par_sort_unstable();
+                pairs.dedup();
+            }
+        }
+        let mut kept = vec![true; order.len()];
+        let mut result = vec![None; n];
+        // Replay the visit order. Confirmations run in parallel, a block of
+        // texts at a time, for every candidate still kept when the block
+        // starts (kept-ness only ever turns off, so none that the replay
+        // asks for is missing); the replay then takes, for each text, the
+        // first candidate that is still kept and confirmed.
+        let groups: Vec<&[(u32, u32)]> = pairs.chunk_by(|a, b| a.0 == b.0).collect();
+        for block in groups.chunks(2048) {
+            let confirmed: Vec<Vec<bool>> = block
+                .par_iter()
+                .map(|g| {
+                    g.iter()
+                        .map(|&(later, earlier)| kept[earlier as usize] && confirm(order[later as usize] as usize, order[earlier as usize] as usize))
+                        .collect()
+                })
+                .collect();
+            for (g, ok) in block.iter().zip(confirmed) {
+                let later = g[0].0 as usize;
+                if let Some(&(_, earlier)) = g.iter().zip(ok).find(|(p, ok)| *ok && kept[p.1 as usize]).map(|(p, _)| p) {
+                    kept[later] = false;
+                    result[order[later] as usize] = Some(order[earlier as usize] as usize);
+                }
+            }
+        }
+        Ok(result)
     }
 }
 
@@ -300,63 +459,101 @@ pub fn near_duplicates(texts: &[&str], cfg: &MinHashConfig) -> Vec<Option<usize>
 /// j)` for text `i` and the earlier kept text `j` (the clean stage asks
 /// that the two answers be alike too, so that one question with different
 /// answers is never a duplicate).
-pub fn near_duplicates_where(texts: &[&str], cfg: &MinHashConfig, also: impl Fn(usize, usize) -> bool) -> Vec<Option<usize>> {
-    let perms = Permutations::new(cfg);
-    let keys: Vec<(Vec<u64>, [u8; SKETCH])> = texts.par_iter().map(|t| band_keys(t, cfg, &perms)).collect();
-    // Per band: key → the newest kept text with that key, chained through
-    // `links` (text, next) to the older ones. Keys are already hashes.
-    let mut buckets: Vec<HashMap<u64, usize, BuildHasherDefault<KeyHasher>>> = (0..cfg.bands.max(1)).map(|_| HashMap::default()).collect();
-    let mut links: Vec<(usize, usize)> = Vec::new();
-    let mut result = vec![None; texts.len()];
-    let mut candidates: Vec<usize> = Vec::new();
-    for (i, (text, (text_keys, sketch))) in texts.iter().zip(&keys).enumerate() {
-        if text_keys.is_empty() {
-            continue;
-        }
-        candidates.clear();
-        for (bucket, key) in buckets.iter().zip(text_keys) {
-            let mut at = bucket.get(key).copied().unwrap_or(END);
-            while let Some(&(j, next)) = links.get(at) {
-                candidates.push(j);
-                at = next;
-            }
-        }
-        candidates.sort_unstable();
-        candidates.dedup();
-        let mut own: Option<Vec<u64>> = None;
-        let mut found = None;
-        for &j in &candidates {
-            let Some(other) = texts.get(j) else { continue };
-            if !keys.get(j).is_some_and(|(_, theirs)| may_reach(sketch, theirs, cfg.threshold)) {
-                continue;
-            }
-            let mine = own.get_or_insert_with(|| shingles(text, cfg));
-            if jaccard_sets(mine, &shingles(other, cfg)) >= cfg.threshold && (!cfg.same_numbers || numbers(text) == numbers(other)) && also(i, j) {
-                found = Some(j);
-                break;
-            }
-        }
-        match found {
-            Some(j) => {
-                if let Some(slot) = result.get_mut(i) {
-                    *slot = Some(j);
-                }
-            }
-            None => {
-                for (bucket, key) in buckets.iter_mut().zip(text_keys) {
-                    let next = bucket.insert(*key, links.len()).unwrap_or(END);
-                    links.push((i, next));
-                }
-            }
-        }
+pub fn near_duplicates_where(texts: &[&str], cfg: &MinHashConfig, also: impl Fn(usize, usize) -> bool + Sync) -> Vec<Option<usize>> {
+    let mut search = NearDupSearch::in_memory(cfg);
+    let order: Vec<u32> = (0..texts.len() as u32).collect();
+    // In memory, neither call touches a file.
+    if search.add(texts).is_err() {
+        return vec![None; texts.len()];
     }
-    result
+    search.resolve(&order, |i, j| confirmed(texts[i], texts[j], cfg) && also(i, j)).unwrap_or_else(|_| vec![None; texts.len()])
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::hash::SplitMix64;
     use super::*;
+    use std::collections::HashMap;
+    use std::hash::{BuildHasherDefault, Hasher};
+
+    /// End of a bucket chain.
+    const END: usize = usize::MAX;
+
+    /// Hasher for keys that are hashes already: passes the `u64` through.
+    #[derive(Default)]
+    struct KeyHasher(u64);
+
+    impl Hasher for KeyHasher {
+        fn write(&mut self, bytes: &[u8]) {
+            for b in bytes {
+                self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+            }
+        }
+
+        fn write_u64(&mut self, v: u64) {
+            self.0 = v;
+        }
+
+        fn finish(&self) -> u64 {
+            self.0
+        }
+    }
+
+    /// The first implementation, kept as the oracle: texts visited in order,
+    /// each checked against an LSH index (buckets chained per band) of the
+    /// texts kept so far. [`NearDupSearch`] must give the same answers.
+    fn sequential_reference(texts: &[&str], cfg: &MinHashConfig, also: impl Fn(usize, usize) -> bool) -> Vec<Option<usize>> {
+        let perms = Permutations::new(cfg);
+        let keys: Vec<(Vec<u64>, [u8; SKETCH])> = texts.par_iter().map(|t| band_keys(t, cfg, &perms)).collect();
+        // Per band: key → the newest kept text with that key, chained through
+        // `links` (text, next) to the older ones. Keys are already hashes.
+        let mut buckets: Vec<HashMap<u64, usize, BuildHasherDefault<KeyHasher>>> = (0..cfg.bands.max(1)).map(|_| HashMap::default()).collect();
+        let mut links: Vec<(usize, usize)> = Vec::new();
+        let mut result = vec![None; texts.len()];
+        let mut candidates: Vec<usize> = Vec::new();
+        for (i, (text, (text_keys, sketch))) in texts.iter().zip(&keys).enumerate() {
+            if text_keys.is_empty() {
+                continue;
+            }
+            candidates.clear();
+            for (bucket, key) in buckets.iter().zip(text_keys) {
+                let mut at = bucket.get(key).copied().unwrap_or(END);
+                while let Some(&(j, next)) = links.get(at) {
+                    candidates.push(j);
+                    at = next;
+                }
+            }
+            candidates.sort_unstable();
+            candidates.dedup();
+            let mut own: Option<Vec<u64>> = None;
+            let mut found = None;
+            for &j in &candidates {
+                let Some(other) = texts.get(j) else { continue };
+                if !keys.get(j).is_some_and(|(_, theirs)| may_reach(sketch, theirs, cfg.threshold)) {
+                    continue;
+                }
+                let mine = own.get_or_insert_with(|| shingles(text, cfg));
+                if jaccard_sets(mine, &shingles(other, cfg)) >= cfg.threshold && (!cfg.same_numbers || numbers(text) == numbers(other)) && also(i, j) {
+                    found = Some(j);
+                    break;
+                }
+            }
+            match found {
+                Some(j) => {
+                    if let Some(slot) = result.get_mut(i) {
+                        *slot = Some(j);
+                    }
+                }
+                None => {
+                    for (bucket, key) in buckets.iter_mut().zip(text_keys) {
+                        let next = bucket.insert(*key, links.len()).unwrap_or(END);
+                        links.push((i, next));
+                    }
+                }
+            }
+        }
+        result
+    }
 
     const EN_WORDS: &[&str] = &[
         "the",
@@ -578,5 +775,47 @@ mod tests {
                     後から来た文章を重複として報告できるかどうかを確認します。長さは百文字程度あれば十分でしょう。";
         let texts = [base, "全く関係のない別の話題について書かれた文章がここにあります。", base, &base.replace("です", "でした")];
         assert_eq!(near_duplicates(&texts, &cfg), vec![None, None, Some(0), Some(0)]);
+    }
+    #[test]
+    fn search_equals_the_sequential_index() {
+        let cfg = MinHashConfig::default();
+        let mut rng = SplitMix64::new(99);
+        let (mut texts, n) = corpus(5, 150);
+        // Clusters: copies of copies, so kept-ness decides who represents whom.
+        for i in 0..40 {
+            let base = texts[i].clone();
+            let mut t = base;
+            for _ in 0..4 {
+                t = mutate(&mut rng, &t);
+                texts.push(t.clone());
+            }
+        }
+        texts.extend(["", "...", "abc", "ABC", "はい", "はい。"].map(String::from));
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let also = |i: usize, j: usize| (i + j) % 7 != 0;
+        let want = sequential_reference(&refs, &cfg, also);
+        assert!(want.iter().filter(|d| d.is_some()).count() > n / 2, "the corpus must have duplicates");
+        assert_eq!(near_duplicates_where(&refs, &cfg, also), want);
+        // Spilled to files and added in uneven batches: the same answers.
+        let dir = std::env::temp_dir().join(format!("tailor-neardup-{}", std::process::id()));
+        let mut search = NearDupSearch::spilled(&cfg, &dir).unwrap();
+        for batch in refs.chunks(37) {
+            search.add(batch).unwrap();
+        }
+        let order: Vec<u32> = (0..refs.len() as u32).collect();
+        let got = search.resolve(&order, |i, j| confirmed(refs[i], refs[j], &cfg) && also(i, j)).unwrap();
+        assert_eq!(got, want);
+        assert!(std::fs::read_dir(&dir).unwrap().next().is_none(), "band files are removed");
+        std::fs::remove_dir_all(&dir).unwrap();
+        // Another visit order (reversed): the reference on reversed texts.
+        let rev: Vec<&str> = refs.iter().rev().copied().collect();
+        let want_rev = sequential_reference(&rev, &cfg, |_, _| true);
+        let mut search = NearDupSearch::in_memory(&cfg);
+        search.add(&refs).unwrap();
+        let order: Vec<u32> = (0..refs.len() as u32).rev().collect();
+        let got = search.resolve(&order, |i, j| confirmed(refs[i], refs[j], &cfg)).unwrap();
+        let last = refs.len() - 1;
+        let mapped: Vec<Option<usize>> = (0..refs.len()).map(|k| got[last - k].map(|j| last - j)).collect();
+        assert_eq!(mapped, want_rev);
     }
 }

@@ -2,11 +2,19 @@
 //! change records (normalize, redact) or remove them (filter, dedup, pii
 //! drop, style, check). Every removal becomes a reject `{id, step, reason,
 //! record}`, and every step's counts go to `stats.json` and `tailor show`.
-//! Steps run record-parallel with rayon; results are collected in input
-//! order, so the output is identical for any thread count.
+//!
+//! The records stream through the steps a chunk at a time (`crate::stream`), so
+//! memory does not grow with the dataset. A step that must see the whole
+//! dataset first (dedup, the majority register, spelling variants) ends a
+//! pass: the records as they reach it are written to a scratch file, the
+//! step takes its census of that file, and the next pass reads it. Steps run
+//! record-parallel with rayon and every result keeps input order, so the
+//! output is identical for any thread count and any chunk size.
 
 mod select;
 mod step;
+
+use crate::stream;
 
 pub use select::{StepEntry, Where};
 
@@ -18,7 +26,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tailor_engine::{ConfigIssue, FileDecl, InputDecl, IoContext, OutputDecl, Stage, StageContext, StageError, StageOutcome, StageSpec};
 
-use tailor_text::record::{Record, Reject, read_jsonl, write_jsonl};
 use tailor_text::{MinHashConfig, NormalizeOptions, PiiKind};
 
 /// Configuration of a `clean` stage.
@@ -405,48 +412,71 @@ impl Stage for Clean {
 
     fn run(config: &CleanConfig, ctx: &mut StageContext<'_>) -> Result<StageOutcome, StageError> {
         let input = ctx.input("input")?.dir.join("records.jsonl");
-        let mut records: Vec<Record> = read_jsonl(&input).ctx(|| format!("reading {}", input.display()))?;
-        let before = records.len();
-        let mut rejects: Vec<Reject> = Vec::new();
-        let mut stats = Vec::new();
-        ctx.progress().set_length(config.steps.len() as u64);
+        let scratch = ctx.state_dir()?.join("clean");
+        let _ = std::fs::remove_dir_all(&scratch);
+        std::fs::create_dir_all(&scratch).ctx(|| format!("creating {}", scratch.display()))?;
+        let mut steps: Vec<step::Ready<'_>> = Vec::with_capacity(config.steps.len());
         for (i, e) in config.steps.iter().enumerate() {
-            let name = step::name(&e.step);
-            ctx.progress().set_message(name);
-            let failed = |e: String| StageError::msg(format!("step {} ({name}): {e}", i + 1));
-            let st = match &e.selector {
-                None => step::apply(&e.step, &mut records, &mut rejects, ctx.root).map_err(failed)?,
-                Some(w) => {
-                    let sel = w.compile().map_err(failed)?;
-                    let mut st = StepStats::default();
-                    let total = records.len();
-                    let picked = select::on_subset(&mut records, &sel, |sub| {
-                        st = step::apply(&e.step, sub, &mut rejects, ctx.root)?;
-                        Ok(())
-                    })
-                    .map_err(failed)?;
-                    st.scope = Some(w.describe());
-                    st.skipped = total - picked;
-                    st
-                }
-            };
-            tracing::info!(step = name, removed = st.removed, changed = st.changed, "clean step");
-            stats.push(st);
-            ctx.progress().inc(1);
+            steps.push(step::Ready::new(e, ctx.root).map_err(|why| StageError::msg(format!("step {} ({}): {why}", i + 1, step::name(&e.step))))?);
         }
+        let mut rejects: Vec<_> = (0..steps.len())
+            .map(|i| stream::create(&scratch.join(format!("rejects-{i}.jsonl"))))
+            .collect::<Result<_, _>>()
+            .ctx(|| "creating scratch files".into())?;
         let out = ctx.output_dir("records")?;
-        write_jsonl(&out.join("records.jsonl"), &records).ctx(|| "writing records.jsonl".into())?;
-        let summary = json!({"input": before, "kept": records.len(), "rejected": rejects.len(), "steps": stats});
-        crate::files::write_json(&out.join("stats.json"), &summary)?;
+        // Passes: run the steps up to the next one that needs a census,
+        // writing what reaches it to a scratch file; take its census there.
+        let (mut source, mut start, mut before) = (input.clone(), 0, None);
+        let passes = 1 + steps.iter().filter(|s| s.needs_census()).count();
+        for g in 0..steps.len() {
+            if !steps[g].needs_census() {
+                continue;
+            }
+            if g > start {
+                let spill = scratch.join(format!("before-step-{}.jsonl", g + 1));
+                let (read, _) = pass(&source, &spill, &mut steps[start..g], &mut rejects[start..g], ctx, start, passes)?;
+                before.get_or_insert(read);
+                if source != input {
+                    let _ = std::fs::remove_file(&source);
+                }
+                (source, start) = (spill, g);
+            }
+            ctx.progress().set_message(format!("census for step {} ({})", g + 1, step::name(&config.steps[g].step)));
+            let read =
+                steps[g].census(&source, &scratch).map_err(|why| StageError::msg(format!("step {} ({}): {why}", g + 1, step::name(&config.steps[g].step))))?;
+            before.get_or_insert(read);
+        }
+        let (read, kept) = pass(&source, &out.join("records.jsonl"), &mut steps[start..], &mut rejects[start..], ctx, start, passes)?;
+        let before = before.unwrap_or(read);
+        if source != input {
+            let _ = std::fs::remove_file(&source);
+        }
+        // Rejects in step order, each step's in input order.
         let rej = ctx.output_dir("rejects")?;
-        write_jsonl(&rej.join("rejects.jsonl"), &rejects).ctx(|| "writing rejects.jsonl".into())?;
+        let mut all = stream::create(&rej.join("rejects.jsonl")).ctx(|| "writing rejects.jsonl".into())?;
+        let mut rejected = 0;
+        for (i, w) in rejects.into_iter().enumerate() {
+            drop(w.into_inner().map_err(|e| StageError::msg(format!("writing rejects: {e}")))?);
+            let path = scratch.join(format!("rejects-{i}.jsonl"));
+            let mut f = std::fs::File::open(&path).ctx(|| format!("reading {}", path.display()))?;
+            std::io::copy(&mut f, &mut all).ctx(|| "writing rejects.jsonl".into())?;
+        }
+        std::io::Write::flush(&mut all).ctx(|| "writing rejects.jsonl".into())?;
+        let _ = std::fs::remove_dir_all(&scratch);
+        let stats: Vec<StepStats> = steps.into_iter().map(|s| s.stats).collect();
+        for st in &stats {
+            rejected += st.removed;
+            tracing::info!(step = st.step, removed = st.removed, changed = st.changed, "clean step");
+        }
+        let summary = json!({"input": before, "kept": kept, "rejected": rejected, "steps": stats});
+        crate::files::write_json(&out.join("stats.json"), &summary)?;
         let mut metrics = BTreeMap::new();
         metrics.insert("input".into(), json!(before));
-        metrics.insert("kept".into(), json!(records.len()));
-        metrics.insert("rejected".into(), json!(rejects.len()));
+        metrics.insert("kept".into(), json!(kept));
+        metrics.insert("rejected".into(), json!(rejected));
         let mut warnings = Vec::new();
-        if records.len() < 50 {
-            warnings.push(format!("only {} records left after cleaning; fine-tuning needs dozens at least, and thousands give stable effects", records.len()));
+        if kept < 50 {
+            warnings.push(format!("only {kept} records left after cleaning; fine-tuning needs dozens at least, and thousands give stable effects"));
         }
         Ok(StageOutcome { metrics, warnings, check: None })
     }
@@ -481,4 +511,40 @@ impl Stage for Clean {
         }
         crate::show::records_or_rejects(output, dir, w, limit)
     }
+}
+
+/// Read `source` a chunk at a time, run `steps` on each chunk (step `first
+/// + k` is `steps[k]`), append each step's removals to its rejects file and
+/// write the survivors to `dest`. Returns (records read, records written).
+fn pass(
+    source: &Path,
+    dest: &Path,
+    steps: &mut [step::Ready<'_>],
+    rejects: &mut [std::io::BufWriter<std::fs::File>],
+    ctx: &StageContext<'_>,
+    first: usize,
+    passes: usize,
+) -> Result<(usize, usize), StageError> {
+    let bar = ctx.progress();
+    bar.set_length(std::fs::metadata(source).map(|m| m.len()).unwrap_or(0));
+    bar.set_position(0);
+    let names: Vec<&str> = steps.iter().map(|s| s.stats.step.as_str()).collect();
+    bar.set_message(format!("steps {}–{} of {passes} passes ({})", first + 1, first + steps.len(), names.join(", ")));
+    let mut out = stream::create(dest).ctx(|| format!("writing {}", dest.display()))?;
+    let mut written = 0;
+    let read = stream::for_each_chunk(source, |mut records, locs| {
+        let bytes: u64 = locs.iter().map(|l| u64::from(l.len) + 1).sum();
+        for (k, (s, w)) in steps.iter_mut().zip(rejects.iter_mut()).enumerate() {
+            let mut removed = Vec::new();
+            s.run(&mut records, &mut removed).map_err(|why| format!("step {} ({}): {why}", first + k + 1, s.stats.step))?;
+            stream::write_lines(w, &removed).map_err(|e| format!("writing rejects: {e}"))?;
+        }
+        stream::write_lines(&mut out, &records).map_err(|e| format!("writing {}: {e}", dest.display()))?;
+        written += records.len();
+        bar.inc(bytes);
+        Ok(())
+    })
+    .map_err(StageError::msg)?;
+    std::io::Write::flush(&mut out).ctx(|| format!("writing {}", dest.display()))?;
+    Ok((read, written))
 }

@@ -1,18 +1,24 @@
-//! The clean steps. Each takes the records in order, keeps or changes them,
-//! and appends removals to the rejects, returning its counts.
+//! The clean steps. A step is made [`Ready`] once (selector, tokenizer,
+//! schema compiled); steps that look at the whole dataset — deduplication,
+//! the majority register, spelling variants — first take a census of their
+//! input; then every step runs on the records a chunk at a time, keeping or
+//! changing them and appending removals to the rejects, in input order.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use rayon::prelude::*;
 use serde_json::{Value, json};
 
+use super::select::{self, Selector};
 use super::{
-    CheckStep, DedupStep, Field, FilterStep, Keep, PiiAction, PiiStep, Politeness, Prefer, RuleAction, Step, StepStats, StyleStep, VariantField, VariantRule,
-    VariantsStep,
+    CheckStep, DedupStep, Field, FilterStep, Keep, PiiAction, PiiStep, Politeness, Prefer, RuleAction, Step, StepEntry, StepStats, StyleStep, VariantField,
+    VariantRule, VariantsStep,
 };
+use crate::stream::{self, Loc, RecordFile};
 use tailor_text::record::{Body, Record, Reject};
-use tailor_text::{self, NormalizeOptions, Register, normalize, quality};
+use tailor_text::variants::{Census, Family, Finder, Spelling, rewrite};
+use tailor_text::{self, MinHashConfig, NearDupSearch, NormalizeOptions, Register, normalize, quality};
 
 /// The step's name as written in the config.
 pub fn name(s: &Step) -> &'static str {
@@ -27,26 +33,207 @@ pub fn name(s: &Step) -> &'static str {
     }
 }
 
-/// Run one step.
-pub fn apply(s: &Step, records: &mut Vec<Record>, rejects: &mut Vec<Reject>, root: &Path) -> Result<StepStats, String> {
-    let mut st = StepStats { step: name(s).to_string(), input: records.len(), ..Default::default() };
-    match s {
-        Step::Normalize(o) => st.changed = normalize_all(records, o),
-        Step::Filter(f) => {
-            let tok = match &f.tokenizer {
-                Some(t) => Some(tailor_model::tokenizer::load(&root.join(t))?),
-                None => None,
-            };
-            let verdicts: Vec<Option<String>> = records.par_iter().map(|r| filter_reason(r, f, tok.as_ref())).collect();
-            remove(records, rejects, &mut st, verdicts);
-        }
-        Step::Dedup(d) => dedup(records, rejects, &mut st, d),
-        Step::Pii(p) => pii(records, rejects, &mut st, p),
-        Step::Style(sty) => style(records, rejects, &mut st, sty),
-        Step::Check(c) => check(records, rejects, &mut st, c, root)?,
-        Step::Variants(v) => variants(records, &mut st, v),
+/// A step with its settings compiled and, after [`Ready::census`], what it
+/// learned from its whole input.
+pub struct Ready<'a> {
+    step: &'a Step,
+    sel: Option<Selector>,
+    /// The step's counts so far.
+    pub stats: StepStats,
+    tok: Option<tailor_model::tokenizer::TokenizerFiles>,
+    rules: Option<CheckRules>,
+    /// The style step's target register (fixed, or the census's majority).
+    target: Option<Register>,
+    variants: Option<VariantsState>,
+    dedup: Option<DedupState>,
+}
+
+struct CheckRules {
+    schema: Option<jsonschema::Validator>,
+    re: Option<regex::Regex>,
+}
+
+struct VariantsState {
+    finder: Finder,
+    keys: HashSet<String>,
+    preferred: BTreeMap<(Family, String), String>,
+}
+
+/// Why a record is a duplicate, and of which record (index among the
+/// step's input records).
+#[derive(Clone, Copy)]
+enum Dup {
+    Exact(u32),
+    Superseded(u32),
+    Near(u32),
+}
+
+struct DedupState {
+    verdicts: Vec<Option<Dup>>,
+    /// Ids of the records duplicates point at.
+    ids: HashMap<u32, String>,
+    /// Records of the step's input handed to `run` so far.
+    seen: usize,
+}
+
+impl<'a> Ready<'a> {
+    /// Compile the step's settings (tokenizer, schema, regex, selector).
+    pub fn new(entry: &'a StepEntry, root: &Path) -> Result<Self, String> {
+        let step = &entry.step;
+        let sel = entry.selector.as_ref().map(|w| w.compile()).transpose()?;
+        let stats = StepStats { step: name(step).to_string(), scope: entry.selector.as_ref().map(|w| w.describe()), ..Default::default() };
+        let tok = match step {
+            Step::Filter(FilterStep { tokenizer: Some(t), .. }) => Some(tailor_model::tokenizer::load(&root.join(t))?),
+            _ => None,
+        };
+        let rules = match step {
+            Step::Check(c) => Some(CheckRules::new(c, root)?),
+            _ => None,
+        };
+        let target = match step {
+            Step::Style(StyleStep { politeness: Politeness::DesuMasu, .. }) => Some(Register::Polite),
+            Step::Style(StyleStep { politeness: Politeness::DaDearu, .. }) => Some(Register::Plain),
+            _ => None,
+        };
+        Ok(Self { step, sel, stats, tok, rules, target, variants: None, dedup: None })
     }
-    Ok(st)
+
+    /// Whether the step must see its whole input before it runs.
+    pub fn needs_census(&self) -> bool {
+        matches!(self.step, Step::Dedup(_) | Step::Variants(_) | Step::Style(StyleStep { politeness: Politeness::Majority, .. }))
+    }
+
+    /// Read the step's input (`input`, the records as they reach the
+    /// step) once or twice and keep what the step needs to decide each
+    /// record. Returns the number of records in `input`.
+    pub fn census(&mut self, input: &Path, scratch: &Path) -> Result<usize, String> {
+        let sel = self.sel.as_ref();
+        let picked = |records: Vec<Record>, locs: Vec<Loc>| -> (Vec<Record>, Vec<Loc>) {
+            match sel {
+                None => (records, locs),
+                Some(s) => {
+                    let keep: Vec<bool> = records.par_iter().map(|r| s.picks(r)).collect();
+                    records.into_iter().zip(locs).zip(keep).filter(|(_, k)| *k).map(|(rl, _)| rl).unzip()
+                }
+            }
+        };
+        match self.step {
+            Step::Style(_) => {
+                let (mut polite, mut plain) = (0usize, 0usize);
+                let n = stream::for_each_chunk(input, |records, locs| {
+                    let (records, _) = picked(records, locs);
+                    let dominant: Vec<Option<Register>> = records.par_iter().map(|r| tailor_text::analyze(r.body.target()).dominant).collect();
+                    polite += dominant.iter().filter(|d| **d == Some(Register::Polite)).count();
+                    plain += dominant.iter().filter(|d| **d == Some(Register::Plain)).count();
+                    Ok(())
+                })?;
+                self.target = match (polite, plain) {
+                    (0, 0) => None,
+                    (p, q) if p >= q => Some(Register::Polite),
+                    _ => Some(Register::Plain),
+                };
+                Ok(n)
+            }
+            Step::Variants(v) => {
+                let finder = Finder::new(&v.dictionary);
+                // Pass 1: the okurigana keys the dataset's mixed spellings produce.
+                let mut keys: HashSet<String> = HashSet::new();
+                let n = if wanted(v, Family::Okurigana) {
+                    stream::for_each_chunk(input, |records, locs| {
+                        let (mut records, _) = picked(records, locs);
+                        let found: Vec<HashSet<String>> = records
+                            .par_iter_mut()
+                            .map(|r| variant_texts(r, v.field).into_iter().flat_map(|t| finder.okurigana_keys(t)).collect::<HashSet<_>>())
+                            .collect();
+                        keys.extend(found.into_iter().flatten());
+                        Ok(())
+                    })?
+                } else {
+                    0
+                };
+                // Pass 2: every spelling, then the dataset's counts.
+                let mut census = Census::default();
+                let m = stream::for_each_chunk(input, |records, locs| {
+                    let (mut records, _) = picked(records, locs);
+                    let found = find_variants(&mut records, v, &finder, &keys);
+                    for (r, per_text) in records.iter_mut().zip(&found) {
+                        for (t, f) in variant_texts(r, v.field).into_iter().zip(per_text) {
+                            census.add(t, f);
+                        }
+                    }
+                    Ok(())
+                })?;
+                let groups = census.groups();
+                let preferred = groups
+                    .iter()
+                    .filter(|g| v.normalize != Some(Prefer::Dictionary) || g.family == Family::Dictionary)
+                    .map(|g| ((g.family, g.key.clone()), g.preferred.clone()))
+                    .collect();
+                self.stats.details = Some(json!({"groups": groups.iter().take(200).collect::<Vec<_>>(), "total_groups": groups.len()}));
+                self.variants = Some(VariantsState { finder, keys, preferred });
+                Ok(n.max(m))
+            }
+            Step::Dedup(d) => {
+                let (state, n) = dedup_census(d, input, scratch, &picked)?;
+                self.dedup = Some(state);
+                Ok(n)
+            }
+            _ => Ok(0),
+        }
+    }
+
+    /// Run the step on the next chunk of records (in input order).
+    pub fn run(&mut self, records: &mut Vec<Record>, rejects: &mut Vec<Reject>) -> Result<(), String> {
+        match self.sel.take() {
+            None => self.run_all(records, rejects),
+            Some(sel) => {
+                let total = records.len();
+                let picked = select::on_subset(records, &sel, |sub| self.run_all(sub, rejects));
+                self.sel = Some(sel);
+                self.stats.skipped += total - picked?;
+                Ok(())
+            }
+        }
+    }
+
+    fn run_all(&mut self, records: &mut Vec<Record>, rejects: &mut Vec<Reject>) -> Result<(), String> {
+        let st = &mut self.stats;
+        st.input += records.len();
+        match self.step {
+            Step::Normalize(o) => st.changed += normalize_all(records, o),
+            Step::Filter(f) => {
+                let tok = self.tok.as_ref();
+                let verdicts: Vec<Option<String>> = records.par_iter().map(|r| filter_reason(r, f, tok)).collect();
+                remove(records, rejects, st, verdicts);
+            }
+            Step::Dedup(d) => {
+                let state = self.dedup.as_mut().ok_or("the dedup step ran without its census")?;
+                let verdicts = (state.seen..state.seen + records.len())
+                    .map(|k| {
+                        let id = |j: &u32| state.ids.get(j).map_or("?", String::as_str);
+                        state.verdicts.get(k).copied().flatten().map(|dup| match dup {
+                            Dup::Superseded(j) => format!("superseded by a later record with the same text ({})", id(&j)),
+                            Dup::Exact(j) => format!("exact duplicate (of {})", id(&j)),
+                            Dup::Near(j) => format!("near duplicate (of {}, Jaccard ≥ {})", id(&j), d.near.as_ref().map_or(0.0, |c| c.threshold)),
+                        })
+                    })
+                    .collect();
+                state.seen += records.len();
+                remove(records, rejects, st, verdicts);
+            }
+            Step::Pii(p) => pii(records, rejects, st, p),
+            Step::Style(s) => style(records, rejects, st, s, self.target),
+            Step::Check(c) => {
+                let rules = self.rules.as_ref().ok_or("the check step has no rules")?;
+                check(records, rejects, st, c, rules);
+            }
+            Step::Variants(v) => {
+                let state = self.variants.as_ref().ok_or("the variants step ran without its census")?;
+                variants(records, st, v, state);
+            }
+        }
+        Ok(())
+    }
 }
 
 pub(super) fn text_of(r: &Record, f: Field) -> String {
@@ -187,47 +374,106 @@ fn exact_key(s: &str) -> u128 {
     u128::from_le_bytes(b)
 }
 
-fn dedup(records: &mut Vec<Record>, rejects: &mut Vec<Reject>, st: &mut StepStats, d: &DedupStep) {
-    let texts: Vec<String> = records.par_iter().map(|r| text_of(r, d.field)).collect();
+/// The dedup step's census: keys of every input record, then who
+/// duplicates whom. Near-duplicate band keys wait in `scratch`; candidate
+/// pairs are confirmed by reading the two records again from `input`.
+fn dedup_census(
+    d: &DedupStep,
+    input: &Path,
+    scratch: &Path,
+    picked: &dyn Fn(Vec<Record>, Vec<Loc>) -> (Vec<Record>, Vec<Loc>),
+) -> Result<(DedupState, usize), String> {
+    let mut exact: Vec<u128> = Vec::new();
+    let mut lengths: Vec<u32> = Vec::new();
+    let mut locs: Vec<Loc> = Vec::new();
+    let spill = scratch.join("near-dup");
+    let mut search = match &d.near {
+        Some(cfg) => Some(NearDupSearch::spilled(cfg, &spill).map_err(|e| format!("{}: {e}", spill.display()))?),
+        None => None,
+    };
+    let n = stream::for_each_chunk(input, |records, chunk_locs| {
+        let (records, chunk_locs) = picked(records, chunk_locs);
+        let texts: Vec<String> = records.par_iter().map(|r| text_of(r, d.field)).collect();
+        if d.exact {
+            exact.par_extend(texts.par_iter().map(|t| exact_key(t)));
+        }
+        if d.keep == Keep::Longest {
+            lengths.par_extend(texts.par_iter().map(|t| t.chars().count() as u32));
+        }
+        if let Some(s) = &mut search {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            s.add(&refs).map_err(|e| format!("{}: {e}", spill.display()))?;
+        }
+        locs.extend(chunk_locs);
+        Ok(())
+    })?;
+    let count = locs.len();
     // Visit order decides who survives: input order, or longest first.
-    let mut order: Vec<usize> = (0..records.len()).collect();
+    let mut order: Vec<u32> = (0..count as u32).collect();
     match d.keep {
-        Keep::Longest => order.sort_by_key(|&i| std::cmp::Reverse(texts[i].chars().count())),
+        Keep::Longest => order.sort_by_key(|&i| std::cmp::Reverse(lengths[i as usize])),
         Keep::Last => order.reverse(),
         Keep::First => {}
     }
-    let mut verdicts: Vec<Option<String>> = vec![None; records.len()];
+    drop(lengths);
+    let mut verdicts: Vec<Option<Dup>> = vec![None; count];
     if d.exact {
-        let keys: Vec<u128> = texts.par_iter().map(|t| exact_key(t)).collect();
-        let mut first: HashMap<u128, usize> = HashMap::with_capacity(keys.len());
+        let mut first: HashMap<u128, u32> = HashMap::with_capacity(count);
         for &i in &order {
-            match first.get(&keys[i]) {
-                Some(&j) if d.keep == Keep::Last => verdicts[i] = Some(format!("superseded by a later record with the same text ({})", records[j].id)),
-                Some(&j) => verdicts[i] = Some(format!("exact duplicate (of {})", records[j].id)),
+            match first.get(&exact[i as usize]) {
+                Some(&j) if d.keep == Keep::Last => verdicts[i as usize] = Some(Dup::Superseded(j)),
+                Some(&j) => verdicts[i as usize] = Some(Dup::Exact(j)),
                 None => {
-                    first.insert(keys[i], i);
+                    first.insert(exact[i as usize], i);
                 }
             }
         }
     }
-    if let Some(cfg) = &d.near {
-        let alive: Vec<usize> = order.iter().copied().filter(|&i| verdicts[i].is_none()).collect();
-        let refs: Vec<&str> = alive.iter().map(|&i| texts[i].as_str()).collect();
-        // Over whole records, the answers must be alike too: one question
-        // with different answers is two records, not a duplicate.
-        let answers_alike = |a: usize, b: usize| {
-            d.field != Field::All || matches!(records[alive[a]].body, Body::Text { .. }) || {
-                let (x, y) = (records[alive[a]].body.target(), records[alive[b]].body.target());
-                x == y || tailor_text::jaccard(x, y, cfg) >= cfg.threshold
-            }
-        };
-        for (k, dup) in tailor_text::near_duplicates_where(&refs, cfg, answers_alike).into_iter().enumerate() {
+    drop(exact);
+    let file = RecordFile::open(input)?;
+    if let (Some(cfg), Some(search)) = (&d.near, search) {
+        let alive: Vec<u32> = order.iter().copied().filter(|&i| verdicts[i as usize].is_none()).collect();
+        drop(order);
+        let failed = std::sync::Mutex::new(None);
+        let found = search
+            .resolve(&alive, |i, j| match (file.read(locs[i]), file.read(locs[j])) {
+                (Ok(a), Ok(b)) => near_pair(&a, &b, d.field, cfg),
+                (Err(e), _) | (_, Err(e)) => {
+                    failed.lock().map(|mut f| f.get_or_insert(e).clone()).ok();
+                    false
+                }
+            })
+            .map_err(|e| format!("{}: {e}", spill.display()))?;
+        if let Some(e) = failed.into_inner().ok().flatten() {
+            return Err(e);
+        }
+        let _ = std::fs::remove_dir(&spill);
+        for (i, dup) in found.into_iter().enumerate() {
             if let Some(j) = dup {
-                verdicts[alive[k]] = Some(format!("near duplicate (of {}, Jaccard ≥ {})", records[alive[j]].id, cfg.threshold));
+                verdicts[i] = Some(Dup::Near(j as u32));
             }
         }
     }
-    remove(records, rejects, st, verdicts);
+    // The ids the reasons name, read back from the input.
+    let mut ids = HashMap::new();
+    for v in verdicts.iter().flatten() {
+        let (Dup::Exact(j) | Dup::Superseded(j) | Dup::Near(j)) = *v;
+        if let std::collections::hash_map::Entry::Vacant(slot) = ids.entry(j) {
+            slot.insert(file.read(locs[j as usize])?.id);
+        }
+    }
+    Ok((DedupState { verdicts, ids, seen: 0 }, n))
+}
+
+/// Whether record `a` is a near duplicate of record `b`: their texts are
+/// alike, and — over whole records — so are their answers (one question
+/// with different answers is two records, not a duplicate).
+fn near_pair(a: &Record, b: &Record, field: Field, cfg: &MinHashConfig) -> bool {
+    tailor_text::confirmed(&text_of(a, field), &text_of(b, field), cfg)
+        && (field != Field::All || matches!(a.body, Body::Text { .. }) || {
+            let (x, y) = (a.body.target(), b.body.target());
+            x == y || tailor_text::jaccard(x, y, cfg) >= cfg.threshold
+        })
 }
 
 fn pii(records: &mut Vec<Record>, rejects: &mut Vec<Reject>, st: &mut StepStats, p: &PiiStep) {
@@ -268,24 +514,10 @@ fn pii(records: &mut Vec<Record>, rejects: &mut Vec<Reject>, st: &mut StepStats,
     }
 }
 
-fn style(records: &mut Vec<Record>, rejects: &mut Vec<Reject>, st: &mut StepStats, s: &StyleStep) {
+fn style(records: &mut Vec<Record>, rejects: &mut Vec<Reject>, st: &mut StepStats, s: &StyleStep, target: Option<Register>) {
     let reports: Vec<tailor_text::RegisterReport> = records.par_iter().map(|r| tailor_text::analyze(r.body.target())).collect();
-    let target = match s.politeness {
-        Politeness::Mixed => None,
-        Politeness::DesuMasu => Some(Register::Polite),
-        Politeness::DaDearu => Some(Register::Plain),
-        Politeness::Majority => {
-            let polite = reports.iter().filter(|r| r.dominant == Some(Register::Polite)).count();
-            let plain = reports.iter().filter(|r| r.dominant == Some(Register::Plain)).count();
-            if polite + plain == 0 {
-                None
-            } else if polite >= plain {
-                Some(Register::Polite)
-            } else {
-                Some(Register::Plain)
-            }
-        }
-    };
+    // `mixed` has no target; `majority` got its target from the census.
+    let target = if s.politeness == Politeness::Mixed { None } else { target };
     let label = |r: Register| if r == Register::Polite { "です/ます" } else { "だ/である" };
     let verdicts = reports
         .iter()
@@ -303,19 +535,26 @@ fn style(records: &mut Vec<Record>, rejects: &mut Vec<Reject>, st: &mut StepStat
     enforce(records, rejects, st, verdicts, s.action);
 }
 
-fn check(records: &mut Vec<Record>, rejects: &mut Vec<Reject>, st: &mut StepStats, c: &CheckStep, root: &Path) -> Result<(), String> {
-    let schema = match &c.schema {
-        Some(p) => {
-            let text = std::fs::read_to_string(root.join(p)).map_err(|e| format!("{}: {e}", p.display()))?;
-            let v: Value = serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", p.display()))?;
-            Some(jsonschema::validator_for(&v).map_err(|e| format!("{} is not a valid JSON Schema: {e}", p.display()))?)
-        }
-        None => None,
-    };
-    let re = match &c.regex {
-        Some(r) => Some(regex::Regex::new(r).map_err(|e| e.to_string())?),
-        None => None,
-    };
+impl CheckRules {
+    fn new(c: &CheckStep, root: &Path) -> Result<Self, String> {
+        let schema = match &c.schema {
+            Some(p) => {
+                let text = std::fs::read_to_string(root.join(p)).map_err(|e| format!("{}: {e}", p.display()))?;
+                let v: Value = serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", p.display()))?;
+                Some(jsonschema::validator_for(&v).map_err(|e| format!("{} is not a valid JSON Schema: {e}", p.display()))?)
+            }
+            None => None,
+        };
+        let re = match &c.regex {
+            Some(r) => Some(regex::Regex::new(r).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        Ok(Self { schema, re })
+    }
+}
+
+fn check(records: &mut Vec<Record>, rejects: &mut Vec<Reject>, st: &mut StepStats, c: &CheckStep, rules: &CheckRules) {
+    let (schema, re) = (&rules.schema, &rules.re);
     let verdicts = records
         .par_iter()
         .map(|r| {
@@ -346,7 +585,6 @@ fn check(records: &mut Vec<Record>, rejects: &mut Vec<Reject>, st: &mut StepStat
         })
         .collect();
     enforce(records, rejects, st, verdicts, c.action);
-    Ok(())
 }
 
 /// The texts the variants step reads, mutable.
@@ -357,52 +595,33 @@ fn variant_texts(r: &mut Record, f: VariantField) -> Vec<&mut String> {
     }
 }
 
-fn variants(records: &mut [Record], st: &mut StepStats, v: &VariantsStep) {
-    use std::collections::HashSet;
-    use tailor_text::variants::{Census, Family, Finder, Spelling, rewrite};
-    let finder = Finder::new(&v.dictionary);
-    let wanted = |f: Family| match f {
+fn wanted(v: &VariantsStep, f: Family) -> bool {
+    match f {
         Family::Dictionary => true,
         Family::LongVowel => v.rules.contains(&VariantRule::LongVowel),
         Family::Okurigana => v.rules.contains(&VariantRule::Okurigana),
         Family::KanjiKana => v.rules.contains(&VariantRule::KanjiKana),
-    };
-    // Pass 1: the okurigana keys the dataset's mixed spellings produce.
-    let keys: HashSet<String> = if wanted(Family::Okurigana) {
-        records.par_iter_mut().map(|r| variant_texts(r, v.field).into_iter().flat_map(|t| finder.okurigana_keys(t)).collect::<HashSet<_>>()).reduce(
-            HashSet::new,
-            |mut a, b| {
-                a.extend(b);
-                a
-            },
-        )
-    } else {
-        HashSet::new()
-    };
-    // Pass 2: every spelling, then the dataset's counts.
-    let found: Vec<Vec<Vec<Spelling>>> = records
-        .par_iter_mut()
-        .map(|r| variant_texts(r, v.field).into_iter().map(|t| finder.find(t, &keys).into_iter().filter(|s| wanted(s.family)).collect()).collect())
-        .collect();
-    let mut census = Census::default();
-    for (r, per_text) in records.iter_mut().zip(&found) {
-        for (t, f) in variant_texts(r, v.field).into_iter().zip(per_text) {
-            census.add(t, f);
-        }
     }
-    let groups = census.groups();
-    let preferred: BTreeMap<(Family, String), String> = groups
-        .iter()
-        .filter(|g| v.normalize != Some(Prefer::Dictionary) || g.family == Family::Dictionary)
-        .map(|g| ((g.family, g.key.clone()), g.preferred.clone()))
-        .collect();
+}
+
+/// The spellings of each record's texts that the step's rules look for.
+fn find_variants(records: &mut [Record], v: &VariantsStep, finder: &Finder, keys: &HashSet<String>) -> Vec<Vec<Vec<Spelling>>> {
+    records
+        .par_iter_mut()
+        .map(|r| variant_texts(r, v.field).into_iter().map(|t| finder.find(t, keys).into_iter().filter(|s| wanted(v, s.family)).collect()).collect())
+        .collect()
+}
+
+fn variants(records: &mut [Record], st: &mut StepStats, v: &VariantsStep, state: &VariantsState) {
+    let found = find_variants(records, v, &state.finder, &state.keys);
+    let preferred = &state.preferred;
     let per_record: Vec<Vec<(String, String)>> = records
         .par_iter_mut()
         .zip(&found)
         .map(|(r, per_text)| {
             let mut changes = Vec::new();
             for (t, f) in variant_texts(r, v.field).into_iter().zip(per_text) {
-                let (new, made) = rewrite(t, f, &preferred);
+                let (new, made) = rewrite(t, f, preferred);
                 if v.normalize.is_some() && !made.is_empty() {
                     *t = new;
                 }
@@ -431,5 +650,4 @@ fn variants(records: &mut [Record], st: &mut StepStats, v: &VariantsStep) {
             }
         }
     }
-    st.details = Some(json!({"groups": groups.iter().take(200).collect::<Vec<_>>(), "total_groups": groups.len()}));
 }

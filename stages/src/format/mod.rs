@@ -11,6 +11,7 @@
 //! `pack_samples` when packed), `manifest.json` and `samples.jsonl`.
 
 pub mod pack;
+mod split;
 pub mod template;
 
 use std::collections::BTreeMap;
@@ -18,14 +19,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
-use safetensors::tensor::{Dtype, TensorView};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 use tailor_engine::{ConfigIssue, InputDecl, IoContext, OutputDecl, Stage, StageContext, StageError, StageOutcome, StageSpec};
 
+use crate::stream;
 use tailor_model::tokenizer::{self, TokenizerFiles};
-use tailor_text::record::{Record, read_jsonl};
 use template::{Jinja, Rendered, Template};
 
 /// Configuration of a `format` stage.
@@ -94,7 +94,7 @@ pub struct Split {
 pub struct Format;
 
 /// One tokenized sample.
-struct Sample {
+pub(crate) struct Sample {
     id: String,
     ids: Vec<u32>,
     mask: Vec<u8>,
@@ -130,73 +130,6 @@ fn encode(tok: &TokenizerFiles, r: &Rendered, bos: Option<u32>, eos: Option<u32>
         mask.push(1);
     }
     Ok((ids, mask))
-}
-
-fn le32(v: &[u32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn le64(v: &[u64]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn write_split(
-    dir: &Path,
-    samples: &[&Sample],
-    cfg: &FormatConfig,
-    tok: &TokenizerFiles,
-    manifest: serde_json::Value,
-) -> Result<serde_json::Value, StageError> {
-    // The tokenizer travels with the tokens (stored once, by content), so
-    // the artifact can be decoded and checked against a model on its own.
-    std::fs::write(dir.join("tokenizer.json"), &tok.bytes).ctx(|| "writing tokenizer.json".into())?;
-    let mut ids: Vec<u32> = Vec::new();
-    let mut mask: Vec<u8> = Vec::new();
-    let mut offsets: Vec<u64> = vec![0];
-    for s in samples {
-        ids.extend_from_slice(&s.ids);
-        mask.extend_from_slice(&s.mask);
-        offsets.push(ids.len() as u64);
-    }
-    let (ids_b, off_b) = (le32(&ids), le64(&offsets));
-    let mut tensors: Vec<(String, TensorView<'_>)> = vec![
-        ("input_ids".into(), TensorView::new(Dtype::U32, vec![ids.len()], &ids_b).map_err(|e| StageError::msg(e.to_string()))?),
-        ("loss_mask".into(), TensorView::new(Dtype::U8, vec![mask.len()], &mask).map_err(|e| StageError::msg(e.to_string()))?),
-        ("offsets".into(), TensorView::new(Dtype::U64, vec![offsets.len()], &off_b).map_err(|e| StageError::msg(e.to_string()))?),
-    ];
-    let mut packs = 0;
-    let (po_b, ps_b);
-    if cfg.packing {
-        let lengths: Vec<usize> = samples.iter().map(|s| s.ids.len()).collect();
-        let bins = pack::best_fit_decreasing(&lengths, cfg.max_tokens);
-        packs = bins.len();
-        let mut pack_offsets = vec![0u64];
-        let mut pack_samples: Vec<u32> = Vec::new();
-        for b in &bins {
-            pack_samples.extend_from_slice(b);
-            pack_offsets.push(pack_samples.len() as u64);
-        }
-        po_b = le64(&pack_offsets);
-        ps_b = le32(&pack_samples);
-        tensors.push(("pack_offsets".into(), TensorView::new(Dtype::U64, vec![pack_offsets.len()], &po_b).map_err(|e| StageError::msg(e.to_string()))?));
-        tensors.push(("pack_samples".into(), TensorView::new(Dtype::U32, vec![pack_samples.len()], &ps_b).map_err(|e| StageError::msg(e.to_string()))?));
-    }
-    safetensors::serialize_to_file(tensors, None, &dir.join("tokens.safetensors")).map_err(|e| StageError::msg(format!("writing tokens.safetensors: {e}")))?;
-    let target: usize = mask.iter().map(|&m| m as usize).sum();
-    let mut m = manifest;
-    m["samples"] = json!(samples.len());
-    m["tokens"] = json!(ids.len());
-    m["target_tokens"] = json!(target);
-    m["truncated"] = json!(samples.iter().filter(|s| s.truncated).count());
-    m["packs"] = json!(packs);
-    crate::files::write_json(&dir.join("manifest.json"), &m)?;
-    let mut w = std::io::BufWriter::new(std::fs::File::create(dir.join("samples.jsonl")).ctx(|| "samples.jsonl".into())?);
-    for s in samples {
-        let t: usize = s.mask.iter().map(|&m| m as usize).sum();
-        writeln!(w, "{}", json!({"id": s.id, "tokens": s.ids.len(), "target_tokens": t, "truncated": s.truncated, "prompt": s.asked, "reference": s.answer, "fix_of": s.fix_of})).ctx(|| "samples.jsonl".into())?;
-    }
-    w.flush().ctx(|| "samples.jsonl".into())?;
-    Ok(m)
 }
 
 impl Stage for Format {
@@ -245,7 +178,6 @@ impl Stage for Format {
     fn run(config: &FormatConfig, ctx: &mut StageContext<'_>) -> Result<StageOutcome, StageError> {
         let tok = tokenizer::load(&ctx.resolve(&config.tokenizer)).map_err(StageError::msg)?;
         let input = ctx.input("input")?.dir.join("records.jsonl");
-        let records: Vec<Record> = read_jsonl(&input).ctx(|| format!("reading {}", input.display()))?;
         let jinja = match (&config.chat_template, config.template) {
             (Some(src), _) => Some(Jinja::new(src, tok.config.bos_token.as_deref(), tok.config.eos_token.as_deref()).map_err(StageError::msg)?),
             (None, Template::Tokenizer | Template::Auto) => match &tok.config.chat_template {
@@ -262,54 +194,74 @@ impl Stage for Format {
                 "the tokenizer has no EOS token (set `eos_token` in tokenizer_config.json); without it the model never learns to stop",
             ));
         }
-        ctx.progress().set_length(records.len() as u64);
-        ctx.progress().set_message("tokenizing");
-        let bar = ctx.progress().clone();
-        let max = config.max_tokens;
-        let results: Vec<Result<Option<Sample>, String>> = records
-            .par_iter()
-            .map(|r| {
-                let rendered = match &jinja {
-                    Some(j) => j.render(&r.body, config.system.as_deref()).map_err(|e| format!("record {}: {e}", r.id))?,
-                    None => template::render(config.template, &r.body, config.system.as_deref()),
-                };
-                let (mut ids, mut mask) = encode(&tok, &rendered, bos, eos).map_err(|e| format!("record {}: {e}", r.id))?;
-                bar.inc(1);
-                let truncated = ids.len() > max;
-                if truncated {
-                    if config.truncation == Truncation::Drop {
-                        return Ok(None);
-                    }
-                    ids.truncate(max);
-                    mask.truncate(max);
-                }
-                if !mask.contains(&1) {
-                    return Ok(None);
-                }
-                let (asked, answer) = r.body.exchange();
-                let fix_of = r.meta.get("fix_of").and_then(|v| v.as_str()).map(str::to_string);
-                Ok(Some(Sample { id: r.id.clone(), ids, mask, truncated, asked, answer, fix_of }))
-            })
-            .collect();
-        let mut samples = Vec::with_capacity(results.len());
-        let mut dropped = 0;
-        for r in results {
-            match r.map_err(StageError::msg)? {
-                Some(s) => samples.push(s),
-                None => dropped += 1,
-            }
-        }
-        let (val, train): (Vec<&Sample>, Vec<&Sample>) =
-            samples.iter().partition(|s| config.split.validation > 0.0 && pack::unit(&s.id, config.split.seed) < config.split.validation);
         let manifest = json!({
             "tokenizer": {"digest": tok.digest, "vocab_size": tok.tokenizer.get_vocab_size(true), "bos_id": bos, "eos_id": eos},
             "template": config.chat_template.as_ref().map_or_else(|| json!(config.template), |_| json!("custom")),
-            "max_tokens": max,
+            "max_tokens": config.max_tokens,
             "packing": config.packing,
-            "dropped": dropped,
         });
-        let t = write_split(&ctx.output_dir("train")?, &train, config, &tok, manifest.clone())?;
-        let v = write_split(&ctx.output_dir("validation")?, &val, config, &tok, manifest)?;
+        let scratch = ctx.state_dir()?.join("format");
+        std::fs::create_dir_all(&scratch).ctx(|| format!("creating {}", scratch.display()))?;
+        let mut train = split::SplitWriter::new(&ctx.output_dir("train")?, &scratch)?;
+        let mut val = split::SplitWriter::new(&ctx.output_dir("validation")?, &scratch)?;
+        ctx.progress().set_length(std::fs::metadata(&input).map(|m| m.len()).unwrap_or(0));
+        ctx.progress().set_message("tokenizing");
+        let bar = ctx.progress().clone();
+        let max = config.max_tokens;
+        let mut dropped = 0;
+        // Records stream through a chunk at a time; samples are written as
+        // they come, in input order, each to its split.
+        let mut failed: Option<StageError> = None;
+        stream::for_each_chunk(&input, |records, locs| {
+            let results: Vec<Result<Option<Sample>, String>> = records
+                .par_iter()
+                .map(|r| {
+                    let rendered = match &jinja {
+                        Some(j) => j.render(&r.body, config.system.as_deref()).map_err(|e| format!("record {}: {e}", r.id))?,
+                        None => template::render(config.template, &r.body, config.system.as_deref()),
+                    };
+                    let (mut ids, mut mask) = encode(&tok, &rendered, bos, eos).map_err(|e| format!("record {}: {e}", r.id))?;
+                    let truncated = ids.len() > max;
+                    if truncated {
+                        if config.truncation == Truncation::Drop {
+                            return Ok(None);
+                        }
+                        ids.truncate(max);
+                        mask.truncate(max);
+                    }
+                    if !mask.contains(&1) {
+                        return Ok(None);
+                    }
+                    let (asked, answer) = r.body.exchange();
+                    let fix_of = r.meta.get("fix_of").and_then(|v| v.as_str()).map(str::to_string);
+                    Ok(Some(Sample { id: r.id.clone(), ids, mask, truncated, asked, answer, fix_of }))
+                })
+                .collect();
+            for r in results {
+                match r? {
+                    Some(s) => {
+                        let held_out = config.split.validation > 0.0 && pack::unit(&s.id, config.split.seed) < config.split.validation;
+                        let w = if held_out { &mut val } else { &mut train };
+                        if let Err(e) = w.push(&s) {
+                            failed = Some(e);
+                            return Err(String::new());
+                        }
+                    }
+                    None => dropped += 1,
+                }
+            }
+            bar.inc(locs.iter().map(|l| u64::from(l.len) + 1).sum());
+            Ok(())
+        })
+        .map_err(|e| failed.take().unwrap_or_else(|| StageError::msg(e)))?;
+        let (train_n, manifest) = (train.len(), {
+            let mut m = manifest;
+            m["dropped"] = json!(dropped);
+            m
+        });
+        let t = train.finish(config, &tok, manifest.clone())?;
+        let v = val.finish(config, &tok, manifest)?;
+        let _ = std::fs::remove_dir_all(&scratch);
         let mut metrics = BTreeMap::new();
         metrics.insert("train_samples".into(), t["samples"].clone());
         metrics.insert("validation_samples".into(), v["samples"].clone());
@@ -317,8 +269,8 @@ impl Stage for Format {
         metrics.insert("truncated".into(), json!(t["truncated"].as_u64().unwrap_or(0) + v["truncated"].as_u64().unwrap_or(0)));
         metrics.insert("dropped".into(), json!(dropped));
         let mut warnings = Vec::new();
-        if train.len() < 50 {
-            warnings.push(format!("only {} training samples: dozens are a minimum and thousands give stable effects", train.len()));
+        if train_n < 50 {
+            warnings.push(format!("only {train_n} training samples: dozens are a minimum and thousands give stable effects"));
         }
         if dropped > 0 {
             warnings.push(format!("{dropped} records dropped (over max_tokens with `truncation: drop`, or nothing left to learn after truncation)"));
