@@ -792,7 +792,7 @@ mod tests {
         }
         texts.extend(["", "...", "abc", "ABC", "はい", "はい。"].map(String::from));
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let also = |i: usize, j: usize| (i + j) % 7 != 0;
+        let also = |i: usize, j: usize| !(i + j).is_multiple_of(7);
         let want = sequential_reference(&refs, &cfg, also);
         assert!(want.iter().filter(|d| d.is_some()).count() > n / 2, "the corpus must have duplicates");
         assert_eq!(near_duplicates_where(&refs, &cfg, also), want);
