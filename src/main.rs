@@ -11,6 +11,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
+/// The data stages allocate and free millions of small strings and maps on
+/// every core; mimalloc's thread-local free lists make that cheaper than
+/// glibc's arenas (`bench/README.md`, first run of the no-op benchmark).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit codes (also in README).
 pub mod exit {
     /// Success.

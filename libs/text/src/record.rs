@@ -185,11 +185,14 @@ pub fn write_jsonl<T: Serialize>(path: &Path, items: &[T]) -> io::Result<()> {
 
 /// The id of a body: 16 hex digits of BLAKE3 over its canonical JSON.
 pub fn body_id(body: &Body) -> String {
-    let mut hasher = blake3::Hasher::new();
-    // Writing into a hasher cannot fail, and a body always serializes
-    // (strings and lists of strings only).
-    let _ = serde_json::to_writer(&mut hasher, body);
-    hasher.finalize().to_hex()[..16].to_string()
+    // A body always serializes (strings and lists of strings only).
+    body_json_id(&serde_json::to_vec(body).unwrap_or_default())
+}
+
+/// [`body_id`] from the body's canonical JSON (`serde_json::to_vec(body)`),
+/// for a caller that needs those bytes anyway.
+pub fn body_json_id(json: &[u8]) -> String {
+    blake3::hash(json).to_hex()[..16].to_string()
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use serde_json::{Map, Value, json};
 use tailor_engine::{ConfigIssue, FileDecl, IoContext, OutputDecl, Stage, StageContext, StageError, StageOutcome, StageSpec};
 
 use crate::show;
-use tailor_text::record::{Body, Message, Provenance, Record, Reject, body_id};
+use tailor_text::record::{Body, Message, Provenance, Record, Reject, body_id, body_json_id};
 
 mod decode;
 mod parquet;
@@ -213,60 +213,58 @@ impl Stage for Collect {
         let bar = ctx.progress().clone();
         let records_path = ctx.output_dir("records")?.join("records.jsonl");
         let rejects_path = ctx.output_dir("rejects")?.join("rejects.jsonl");
-        let mut em = Emitter::new(config, &records_path, &rejects_path)?;
+        let em = Emitter::new(config, &records_path, &rejects_path)?;
         // Files stream through in order: small ones in parallel windows
         // (each read whole), a big one alone, line by line, straight to the
-        // output — so memory stays bounded whatever the input size.
+        // output — so memory stays bounded whatever the input size. A writer
+        // thread puts each window in order (sampling, limits, repeats) and
+        // writes it while the next window is read.
         let sizes: Vec<u64> = jobs.iter().map(|(_, rel)| std::fs::metadata(root.join(rel)).map_or(0, |m| m.len())).collect();
         let big: Vec<bool> = jobs.iter().zip(&sizes).map(|((_, rel), &size)| is_big(rel, size)).collect();
-        let mut i = 0;
-        while i < jobs.len() {
-            let (si, rel) = &jobs[i];
-            if big[i] {
-                em.start_file(*si, rel);
-                read_into(&root, rel, &config.sources[*si], config.on_error, &mut em)?;
-                em.end_file();
-                bar.inc(1);
-                i += 1;
-                continue;
-            }
-            let mut j = i;
-            let mut bytes = 0u64;
-            while j < jobs.len() && !big[j] && j - i < WINDOW_FILES && bytes < WINDOW_BYTES {
-                bytes += sizes[j];
-                j += 1;
-            }
-            // Reading, ids and the JSON of each record happen in parallel;
-            // only what depends on order (sampling, limits, repeats) does not.
-            // (Overlapping that with the next window's reading gained nothing
-            // measurable on 2 cores: both are already busy.)
-            let reads: Vec<Result<(Vec<Ready>, Vec<Reject>), StageError>> = jobs[i..j]
-                .par_iter()
-                .map(|(si, rel)| {
-                    let src = &config.sources[*si];
-                    let r = read_file(&root, rel, src, config.on_error).map(|fr| {
-                        let shown = rel.display().to_string();
-                        let ready = fr.records.into_iter().map(|(line, own, body)| Ready::new(src, &shown, line, own, body, true)).collect();
-                        (ready, fr.rejects)
-                    });
+        let (send, receive) = std::sync::mpsc::sync_channel::<Batch>(1);
+        std::thread::scope(|scope| {
+            let writer = scope.spawn(|| write_batches(em, receive, config, &root, &jobs));
+            let mut i = 0;
+            while i < jobs.len() {
+                if big[i] {
+                    if send.send(Batch::Big(i)).is_err() {
+                        break;
+                    }
                     bar.inc(1);
-                    r
-                })
-                .collect();
-            for ((si, rel), r) in jobs[i..j].iter().zip(reads) {
-                let (ready, rejects) = r?;
-                em.start_file(*si, rel);
-                for rej in rejects {
-                    em.reject(rej)?;
+                    i += 1;
+                    continue;
                 }
-                for r in ready {
-                    em.emit(r)?;
+                let mut j = i;
+                let mut bytes = 0u64;
+                while j < jobs.len() && !big[j] && j - i < WINDOW_FILES && bytes < WINDOW_BYTES {
+                    bytes += sizes[j];
+                    j += 1;
                 }
-                em.end_file();
+                // Reading, ids and the JSON of each record happen in parallel;
+                // only what depends on order (sampling, limits, repeats) does not.
+                let reads: Vec<(usize, Result<(Vec<Ready>, Vec<Reject>), StageError>)> = (i..j)
+                    .into_par_iter()
+                    .map(|k| {
+                        let (si, rel) = &jobs[k];
+                        let src = &config.sources[*si];
+                        let r = read_file(&root, rel, src, config.on_error).map(|fr| {
+                            let shown = rel.display().to_string();
+                            let ready = fr.records.into_iter().map(|(line, own, body)| Ready::new(src, &shown, line, own, body, true)).collect();
+                            (ready, fr.rejects)
+                        });
+                        bar.inc(1);
+                        (k, r)
+                    })
+                    .collect();
+                if send.send(Batch::Window(reads)).is_err() {
+                    break;
+                }
+                i = j;
             }
-            i = j;
-        }
-        em.finish(jobs.len())
+            drop(send);
+            let em = writer.join().map_err(|_| StageError::msg("the collect writer thread panicked"))??;
+            em.finish(jobs.len())
+        })
     }
 
     fn report(output: &OutputDecl, dir: &Path) -> Option<String> {
@@ -276,6 +274,49 @@ impl Stage for Collect {
     fn show(output: &OutputDecl, dir: &Path, w: &mut dyn std::io::Write, limit: usize) -> std::io::Result<bool> {
         show::records_or_rejects(output, dir, w, limit)
     }
+}
+
+/// Work for the collect writer thread, in file order.
+enum Batch {
+    /// A window of small files read in parallel: (job index, what it held).
+    Window(Vec<(usize, Result<(Vec<Ready>, Vec<Reject>), StageError>)>),
+    /// A big file (job index), read line by line by the writer itself.
+    Big(usize),
+}
+
+/// Put the batches in order into the emitter; returns it for `finish`.
+fn write_batches<'a>(
+    mut em: Emitter<'a>,
+    batches: std::sync::mpsc::Receiver<Batch>,
+    config: &'a CollectConfig,
+    root: &Path,
+    jobs: &[(usize, PathBuf)],
+) -> Result<Emitter<'a>, StageError> {
+    for batch in batches {
+        match batch {
+            Batch::Big(k) => {
+                let (si, rel) = &jobs[k];
+                em.start_file(*si, rel);
+                read_into(root, rel, &config.sources[*si], config.on_error, &mut em)?;
+                em.end_file();
+            }
+            Batch::Window(reads) => {
+                for (k, r) in reads {
+                    let (ready, rejects) = r?;
+                    let (si, rel) = &jobs[k];
+                    em.start_file(*si, rel);
+                    for rej in rejects {
+                        em.reject(rej)?;
+                    }
+                    for r in ready {
+                        em.emit(r)?;
+                    }
+                    em.end_file();
+                }
+            }
+        }
+    }
+    Ok(em)
 }
 
 /// A deterministic number in [0, 1) from an id and a seed.
@@ -423,10 +464,13 @@ struct Ready {
 
 impl Ready {
     fn new(src: &Source, path: &str, line: u64, own: Map<String, Value>, body: Body, serialize: bool) -> Self {
-        let base = body_id(&body);
         // The record's own metadata, then the source's constants over it.
         let mut meta = own;
         meta.extend(src.meta.clone());
+        if serialize && let Some((base, line)) = spliced(&body, path, line, &meta) {
+            return Self { base, rec: Ok(line) };
+        }
+        let base = body_id(&body);
         let rec = Record { id: base.clone(), body, source: Provenance { path: path.to_string(), line }, meta };
         let rec = match serialize.then(|| serde_json::to_vec(&rec)) {
             Some(Ok(mut v)) => {
@@ -437,6 +481,33 @@ impl Ready {
         };
         Self { base, rec }
     }
+}
+
+/// A record's JSON line, built around the body's canonical JSON (which its
+/// id is the digest of), so that the body is serialized once: the same
+/// bytes as serializing the [`Record`] (`id`, the body's fields flattened,
+/// `source`, then `meta` unless empty). Returns the id and the line.
+fn spliced(body: &Body, path: &str, line: u64, meta: &Map<String, Value>) -> Option<(String, Vec<u8>)> {
+    let json = serde_json::to_vec(body).ok()?;
+    let base = body_json_id(&json);
+    let fields = json.strip_prefix(b"{")?.strip_suffix(b"}")?;
+    let mut out = Vec::with_capacity(json.len() + path.len() + 64);
+    out.extend_from_slice(b"{\"id\":\"");
+    out.extend_from_slice(base.as_bytes());
+    out.push(b'"');
+    if !fields.is_empty() {
+        out.push(b',');
+        out.extend_from_slice(fields);
+    }
+    out.extend_from_slice(b",\"source\":{\"path\":");
+    serde_json::to_writer(&mut out, path).ok()?;
+    out.extend_from_slice(format!(",\"line\":{line}}}").as_bytes());
+    if !meta.is_empty() {
+        out.extend_from_slice(b",\"meta\":");
+        serde_json::to_writer(&mut out, meta).ok()?;
+    }
+    out.extend_from_slice(b"}\n");
+    Some((base, out))
 }
 
 /// The JSON line of a repeat: `"id":"BASE"` (the first field) becomes
@@ -595,11 +666,14 @@ fn read_into(root: &Path, rel: &Path, src: &Source, on_error: OnError, out: &mut
                     bad(out, line, None, format!("line is {} bytes, over the {} MiB limit for one record", buf.len(), MAX_LINE >> 20), Value::Null)?;
                     continue;
                 }
-                let text = match std::str::from_utf8(&buf) {
+                // SIMD validation (the common, valid case); the standard
+                // library's only to find where a bad line goes wrong.
+                let text = match simdutf8::basic::from_utf8(&buf) {
                     Ok(t) => t.trim_end_matches(['\n', '\r']),
-                    Err(e) => {
+                    Err(_) => {
+                        let at = std::str::from_utf8(&buf).err().map_or(0, |e| e.valid_up_to());
                         let raw = Value::String(String::from_utf8_lossy(&buf).into_owned());
-                        bad(out, line, Some(e.valid_up_to() + 1), format!("invalid UTF-8; {}", decode::not_utf8_hint(&buf)), raw)?;
+                        bad(out, line, Some(at + 1), format!("invalid UTF-8; {}", decode::not_utf8_hint(&buf)), raw)?;
                         continue;
                     }
                 };
@@ -938,6 +1012,10 @@ mod tests {
             match i % 7 {
                 0 => text.push_str("{broken\n"),
                 1 => text.push_str("{\"prompt\": \"same\", \"completion\": \"again\"}\n"),
+                // Every body shape, with text that needs escaping.
+                2 => text.push_str(&format!("{{\"messages\": [{{\"role\": \"user\", \"content\": \"q{i} \\\"quoted\\\"\\n\"}}, {{\"role\": \"assistant\", \"content\": \"答え{i}\"}}]}}\n")),
+                3 => text.push_str(&format!("{{\"instruction\": \"do {i}\", \"input\": \"\\t\", \"output\": \"done\\u0001\"}}\n")),
+                4 => text.push_str(&format!("{{\"text\": \"plain {i} 本文\", \"id\": {i}}}\n")),
                 _ => text.push_str(&format!("{{\"prompt\": \"q{i}\", \"completion\": \"a{i}\", \"task\": \"t{}\"}}\n", i % 3)),
             }
         }
@@ -971,6 +1049,9 @@ mod tests {
         };
         let (whole, streamed) = (run(false), run(true));
         assert_eq!(whole, streamed);
+        for shape in ["\"messages\":[", "\"instruction\":", "\"text\":\"plain", "\"prompt\":\"q"] {
+            assert!(whole.0.contains(shape), "{shape} missing from the output");
+        }
         assert!(whole.0.contains("\"id\":") && whole.0.contains("-2\"") && whole.0.lines().count() > 150 && whole.1.lines().count() == 2 * 43);
     }
 
