@@ -243,6 +243,20 @@ fn collect_decodes_boms_and_legacy_encodings_and_fails_mostly_rejected_sources()
             o => panic!("{name} read as UTF-8 must fail: {o:?}"),
         }
     }
+    // A JSON array (read element by element) in Shift_JIS: the same hint,
+    // and with the encoding said, the records.
+    let array = "[{\"prompt\": \"天気は？\", \"completion\": \"晴れです。\"},\n {\"prompt\": \"名前は？\", \"completion\": \"テイラーです。\"}]\n";
+    let sjis = encoding_rs::SHIFT_JIS.encode(array).0.to_vec();
+    let json_source = |enc: &str| {
+        format!("version: 1\nname: enc\nstages:\n  raw: {{kind: collect, on_error: skip, max_reject_share: 1.0, sources: [{{path: d.json{enc}}}]}}\n")
+    };
+    let dir = scratch_bytes(&[("d.json", sjis.clone())], &json_source(""));
+    let (ws, _) = run(&dir.path().join("tailor.yaml"));
+    let rejects = rejects_of(&ws, "raw");
+    assert!(rejects.len() == 1 && rejects[0]["reason"].as_str().unwrap().contains("encoding: shift_jis"), "{rejects:?}");
+    let dir = scratch_bytes(&[("d.json", sjis)], &json_source(", encoding: shift_jis"));
+    let (ws, _) = run(&dir.path().join("tailor.yaml"));
+    assert_eq!(records_of(&ws, "raw")[1]["completion"], "テイラーです。");
     // The share is configurable: a file with 1 bad line in 4 passes at the
     // default (0.5) and fails at 0.2; 1.0 allows anything.
     let mixed = format!("{JA_LINES}{{broken\n");

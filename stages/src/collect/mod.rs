@@ -25,6 +25,7 @@ use crate::show;
 use tailor_text::record::{Body, Message, Provenance, Record, Reject, body_id, body_json_id};
 
 mod decode;
+mod json_array;
 mod parquet;
 
 pub use decode::Encoding;
@@ -634,16 +635,14 @@ fn read_into(root: &Path, rel: &Path, src: &Source, on_error: OnError, out: &mut
     };
     let format = detect(rel, src.format);
     if format == Format::Parquet {
-        match parquet::rows(&root.join(rel)) {
-            Ok(rows) => {
-                for (i, v) in rows.into_iter().enumerate() {
-                    match to_body(&v, &src.map) {
-                        Ok(b) => out.record(i as u64 + 1, meta_of(&v, &src.map, &b), b)?,
-                        Err(why) => bad(out, i as u64 + 1, None, why, v)?,
-                    }
-                }
+        let mut each = |i: u64, v: Value| -> Result<(), StageError> {
+            match to_body(&v, &src.map) {
+                Ok(b) => out.record(i, meta_of(&v, &src.map, &b), b),
+                Err(why) => bad(out, i, None, why, v),
             }
-            Err(e) => bad(out, 0, None, e, Value::Null)?,
+        };
+        if let Err(e) = parquet::each_row(&root.join(rel), &mut each)? {
+            bad(out, 0, None, e, Value::Null)?;
         }
         return Ok(());
     }
@@ -690,22 +689,39 @@ fn read_into(root: &Path, rel: &Path, src: &Source, on_error: OnError, out: &mut
             }
         }
         Format::Json => {
-            let mut text = String::new();
-            if let Err(e) = read_text(&mut reader, &mut text) {
-                bad(out, 1, None, e, Value::Null)?;
-                return Ok(());
-            }
-            match serde_json::from_str::<Value>(text.trim_start_matches('\u{feff}')) {
-                Ok(Value::Array(items)) => {
-                    for (i, v) in items.into_iter().enumerate() {
-                        match to_body(&v, &src.map) {
-                            Ok(b) => out.record(i as u64 + 1, meta_of(&v, &src.map, &b), b)?,
-                            Err(why) => bad(out, i as u64 + 1, None, why, v)?,
-                        }
-                    }
+            // One array element at a time: a JSON array of any size is read
+            // in the memory of its largest element.
+            let mut failed = None;
+            let mut each = |i: u64, v: Value| -> Result<(), StageError> {
+                match to_body(&v, &src.map) {
+                    Ok(b) => out.record(i, meta_of(&v, &src.map, &b), b),
+                    Err(why) => bad(out, i, None, why, v),
                 }
-                Ok(_) => bad(out, 1, Some(1), "expected a JSON array of objects; for one object per line use `format: jsonl`".into(), Value::Null)?,
-                Err(e) => bad(out, e.line() as u64, Some(e.column()), json_reason(&e), Value::Null)?,
+            };
+            // A UTF-8 byte-order mark is skipped; the first bytes are kept
+            // for the hint should the file turn out not to be UTF-8.
+            let head = {
+                let buf = reader.fill_buf().ctx(|| format!("reading {shown}"))?;
+                let bom = usize::from(buf.starts_with(&[0xEF, 0xBB, 0xBF])) * 3;
+                let head = buf[bom..].iter().take(4096).copied().collect::<Vec<u8>>();
+                reader.consume(bom);
+                head
+            };
+            let parsed = json_array::each_element(&mut reader, &mut each, &mut failed);
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            match parsed {
+                Ok(()) => {}
+                Err(json_array::Problem::NotAnArray) => {
+                    bad(out, 1, Some(1), "expected a JSON array of objects; for one object per line use `format: jsonl`".into(), Value::Null)?
+                }
+                Err(json_array::Problem::Json(e)) if e.is_io() => bad(out, 1, None, format!("cannot read: {e}"), Value::Null)?,
+                // serde_json says "invalid unicode code point" for bytes that are not UTF-8.
+                Err(json_array::Problem::Json(e)) if e.to_string().contains("unicode") => {
+                    bad(out, e.line() as u64, Some(e.column()), format!("invalid UTF-8; {}", decode::not_utf8_hint(&head)), Value::Null)?
+                }
+                Err(json_array::Problem::Json(e)) => bad(out, e.line() as u64, Some(e.column()), json_reason(&e), Value::Null)?,
             }
         }
         fmt @ (Format::Csv | Format::Tsv) => {
