@@ -6,7 +6,7 @@ use std::path::Path;
 
 use tailor_engine::OutputDecl;
 
-use tailor_text::record::{Body, Record, Reject, read_jsonl};
+use tailor_text::record::{Body, Record, Reject};
 
 fn clip(s: &str, n: usize) -> String {
     let one = s.replace('\n', "⏎");
@@ -17,16 +17,23 @@ fn clip(s: &str, n: usize) -> String {
 pub fn records_or_rejects(output: &OutputDecl, dir: &Path, w: &mut dyn Write, limit: usize) -> io::Result<bool> {
     match output.kind {
         "records" => {
-            let recs: Vec<Record> = read_jsonl(&dir.join("records.jsonl"))?;
-            writeln!(w, "{} records", recs.len())?;
+            // One pass: counts over every record, the first ones kept for
+            // the profile and the listing (a records file may hold millions).
+            let mut recs: Vec<Record> = Vec::new();
+            let mut total = 0usize;
+            let mut keys: BTreeMap<String, usize> = BTreeMap::new();
+            each_line(&dir.join("records.jsonl"), |r: Record| {
+                total += 1;
+                for k in r.meta.keys() {
+                    *keys.entry(k.clone()).or_insert(0) += 1;
+                }
+                if recs.len() < PROFILED.max(limit) {
+                    recs.push(r);
+                }
+            })?;
+            writeln!(w, "{total} records")?;
             for line in profile_lines(&recs) {
                 writeln!(w, "  {line}")?;
-            }
-            let mut keys: BTreeMap<&str, usize> = BTreeMap::new();
-            for r in &recs {
-                for k in r.meta.keys() {
-                    *keys.entry(k.as_str()).or_insert(0) += 1;
-                }
             }
             if !keys.is_empty() {
                 let list: Vec<String> = keys.iter().map(|(k, n)| format!("{k} ({n})")).collect();
@@ -60,17 +67,22 @@ pub fn records_or_rejects(output: &OutputDecl, dir: &Path, w: &mut dyn Write, li
             Ok(true)
         }
         "rejects" => {
-            let rejs: Vec<Reject> = read_jsonl(&dir.join("rejects.jsonl"))?;
+            let mut rejs: Vec<Reject> = Vec::new();
+            let mut total = 0usize;
             let mut by: BTreeMap<(String, String), usize> = BTreeMap::new();
-            for r in &rejs {
+            each_line(&dir.join("rejects.jsonl"), |r: Reject| {
+                total += 1;
                 let reason: String = r.reason.split(" (").next().unwrap_or(&r.reason).to_string();
                 *by.entry((r.step.clone(), reason)).or_insert(0) += 1;
-            }
-            writeln!(w, "{} rejected", rejs.len())?;
+                if rejs.len() < limit {
+                    rejs.push(r);
+                }
+            })?;
+            writeln!(w, "{total} rejected")?;
             for ((step, reason), n) in &by {
                 writeln!(w, "  {n:>7}  {step}: {reason}")?;
             }
-            for r in rejs.iter().take(limit) {
+            for r in &rejs {
                 writeln!(w, "\n[{}] {}: {}", r.id, r.step, clip(&r.reason, 160))?;
                 writeln!(w, "  {}", clip(&r.record.to_string(), 160))?;
             }
@@ -96,13 +108,20 @@ pub fn tokenized(dir: &Path, w: &mut dyn Write, limit: usize) -> io::Result<bool
         if manifest["packing"] == true { format!(", packed into {} sequences", manifest["packs"]) } else { String::new() }
     )?;
     let tok = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).map_err(io::Error::other)?;
-    let bytes = std::fs::read(dir.join("tokens.safetensors"))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(io::Error::other)?;
-    let get = |name: &str| st.tensor(name).map(|t| t.data().to_vec()).map_err(io::Error::other);
-    let ids: Vec<u32> = get("input_ids")?.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-    let mask = get("loss_mask")?;
-    let offsets: Vec<usize> = get("offsets")?.chunks_exact(8).map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as usize).collect();
-    let samples: Vec<serde_json::Value> = read_jsonl(&dir.join("samples.jsonl"))?;
+    // Only the header and the shown samples' bytes are read: the file may
+    // hold a billion tokens.
+    let st = TensorFile::open(&dir.join("tokens.safetensors"))?;
+    let offsets: Vec<usize> =
+        st.read("offsets", 0, 8 * (limit + 1))?.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as usize).collect();
+    let last = offsets.iter().copied().max().unwrap_or(0);
+    let ids: Vec<u32> = st.read("input_ids", 0, 4 * last)?.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap_or([0; 4]))).collect();
+    let mask = st.read("loss_mask", 0, last)?;
+    let mut samples: Vec<serde_json::Value> = Vec::new();
+    each_line(&dir.join("samples.jsonl"), |v: serde_json::Value| {
+        if samples.len() < limit {
+            samples.push(v);
+        }
+    })?;
     for (i, win) in offsets.windows(2).take(limit).enumerate() {
         let (a, b) = (win[0], win[1]);
         let id = samples.get(i).and_then(|s| s["id"].as_str()).unwrap_or("?");
@@ -127,6 +146,58 @@ pub fn tokenized(dir: &Path, w: &mut dyn Write, limit: usize) -> io::Result<bool
         writeln!(w, "  {}", out.replace('\n', "\n  "))?;
     }
     Ok(true)
+}
+
+/// Hand every JSON line of `path` to `f`, in order; a bad line is an error
+/// naming `path:line`.
+fn each_line<T: serde::de::DeserializeOwned>(path: &Path, mut f: impl FnMut(T)) -> io::Result<()> {
+    use std::io::BufRead;
+    for (i, line) in io::BufReader::new(std::fs::File::open(path)?).lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        f(serde_json::from_str(&line).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}:{}: {e}", path.display(), i + 1)))?);
+    }
+    Ok(())
+}
+
+/// A safetensors file read a tensor range at a time.
+struct TensorFile {
+    file: std::fs::File,
+    header: serde_json::Value,
+    base: u64,
+}
+
+impl TensorFile {
+    fn open(path: &Path) -> io::Result<Self> {
+        use std::io::Read;
+        let mut file = std::fs::File::open(path)?;
+        let mut n = [0u8; 8];
+        file.read_exact(&mut n)?;
+        let n = u64::from_le_bytes(n);
+        if n > 100 << 20 {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{}: header of {n} bytes", path.display())));
+        }
+        let mut header = vec![0u8; n as usize];
+        file.read_exact(&mut header)?;
+        let header = serde_json::from_slice(&header).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
+        Ok(Self { file, header, base: 8 + n })
+    }
+
+    /// Up to `len` bytes of tensor `name` from byte `from` of its data.
+    fn read(&self, name: &str, from: usize, len: usize) -> io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let range = &self.header[name]["data_offsets"];
+        let (start, end) = (range[0].as_u64(), range[1].as_u64());
+        let (Some(start), Some(end)) = (start, end) else {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("no tensor `{name}` in tokens.safetensors")));
+        };
+        let at = (start + from as u64).min(end);
+        let mut buf = vec![0u8; (len as u64).min(end - at) as usize];
+        self.file.read_exact_at(&mut buf, self.base + at)?;
+        Ok(buf)
+    }
 }
 
 fn json_file(p: &Path) -> serde_json::Value {

@@ -15,8 +15,12 @@ fn json_file(p: &Path) -> Value {
     std::fs::read(p).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
 }
 
+/// The first `max` JSON lines of a file (read only that far: a records
+/// file may hold millions).
 fn lines(p: &Path, max: usize) -> Vec<Value> {
-    std::fs::read_to_string(p).map(|t| t.lines().take(max).filter_map(|l| serde_json::from_str(l).ok()).collect()).unwrap_or_default()
+    use std::io::BufRead;
+    let Ok(f) = std::fs::File::open(p) else { return Vec::new() };
+    std::io::BufReader::new(f).lines().map_while(Result::ok).take(max).filter_map(|l| serde_json::from_str(&l).ok()).collect()
 }
 
 fn table(rows: &[(String, String)]) -> String {

@@ -7,10 +7,6 @@
 //! and free `meta`. Rejected records go to `rejects.jsonl` as
 //! `{id, step, reason, record}` so that nothing disappears without a trace.
 
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -156,31 +152,6 @@ pub struct Reject {
     pub reason: String,
     /// The record or raw input.
     pub record: Value,
-}
-
-/// Read a JSONL file of `T`; a bad line is an error naming `path:line`.
-pub fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> io::Result<Vec<T>> {
-    let f = BufReader::new(File::open(path)?);
-    let mut out = Vec::new();
-    for (i, line) in f.lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v = serde_json::from_str(&line).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}:{}: {e}", path.display(), i + 1)))?;
-        out.push(v);
-    }
-    Ok(out)
-}
-
-/// Write `items` as JSONL.
-pub fn write_jsonl<T: Serialize>(path: &Path, items: &[T]) -> io::Result<()> {
-    let mut w = BufWriter::new(File::create(path)?);
-    for it in items {
-        serde_json::to_writer(&mut w, it).map_err(io::Error::other)?;
-        w.write_all(b"\n")?;
-    }
-    w.flush()
 }
 
 /// The id of a body: 16 hex digits of BLAKE3 over its canonical JSON.
