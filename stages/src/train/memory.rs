@@ -75,7 +75,28 @@ pub fn plan_note(base: &Path, m: &MethodSettings, h: &Hyper, data: Option<&Path>
             format!(" — does NOT fit in the {:.1} GiB available: lower batch_size or max_tokens, or use qlora", gib(avail))
         });
     }
-    vec![line]
+    let mut lines = vec![line];
+    if h.device != Device::Cuda && e.bytes == 4.0 && cpu_has_native_bf16() {
+        lines.push(
+            "this CPU computes bfloat16 natively (avx512_bf16): `dtype: bfloat16` trained SmolLM2 LoRA 1.5× faster in 0.7× the memory of float32 \
+             (bench/train.sh); float32 stays the CPU default so that results do not depend on the CPU model"
+                .into(),
+        );
+    }
+    lines
+}
+
+/// Whether this CPU has bfloat16 dot-product instructions (AVX-512 BF16;
+/// CPUs with AMX have them too), which libtorch's bf16 matmuls use.
+fn cpu_has_native_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// Before any weight loads: refuse a CPU run whose estimate exceeds the
@@ -110,6 +131,12 @@ mod tests {
         let (m, h) = settings(16);
         let note = plan_note(&base, &m, &h, None);
         assert!(note[0].starts_with("memory ≈ ") && note[0].contains("0.13M trainable") && note[0].contains("assumed until the data exists"), "{note:?}");
+        // The bf16 hint: only for a float32 CPU run on a CPU that has the
+        // instructions, never once bfloat16 is chosen.
+        assert_eq!(note.iter().any(|l| l.contains("`dtype: bfloat16`")), cpu_has_native_bf16(), "{note:?}");
+        let bf16: Hyper = serde_json::from_value(serde_json::json!({"batch_size": 16, "dtype": "bfloat16"})).unwrap();
+        let note = plan_note(&base, &m, &bf16, None);
+        assert!(note.len() == 1 && note[0].contains("16-bit"), "{note:?}");
         let data = tempfile::tempdir().unwrap();
         std::fs::write(data.path().join("manifest.json"), r#"{"max_tokens": 64}"#).unwrap();
         assert!(preflight(&base, &m, &h, data.path()).is_ok());
