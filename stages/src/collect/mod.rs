@@ -27,6 +27,7 @@ use tailor_text::record::{Body, Message, Provenance, Record, Reject, body_id, bo
 mod decode;
 mod json_array;
 mod parquet;
+mod seen;
 
 pub use decode::Encoding;
 
@@ -309,8 +310,15 @@ fn write_batches<'a>(
                     for rej in rejects {
                         em.reject(rej)?;
                     }
-                    for r in ready {
-                        em.emit(r)?;
+                    // A few hundred ids' slots at a time into the cache
+                    // (see `seen`), then emitted in order.
+                    let mut ready = ready.into_iter().peekable();
+                    while ready.peek().is_some() {
+                        let group: Vec<Ready> = ready.by_ref().take(256).collect();
+                        std::hint::black_box(em.seen.warm(group.iter().map(|r| seen_key(&r.base))));
+                        for r in group {
+                            em.emit(r)?;
+                        }
                     }
                     em.end_file();
                 }
@@ -372,7 +380,7 @@ struct Emitter<'a> {
     records: std::io::BufWriter<std::fs::File>,
     rejects: std::io::BufWriter<std::fs::File>,
     /// Records seen per body digest (for the `-N` of repeats).
-    seen: std::collections::HashMap<u64, u32>,
+    seen: seen::Seen,
     taken: Vec<usize>,
     /// (records read, rejected) per source, before sampling and limits.
     counts: Vec<(usize, usize)>,
@@ -388,7 +396,7 @@ struct Emitter<'a> {
 
 impl<'a> Emitter<'a> {
     fn new(config: &'a CollectConfig, records: &Path, rejects: &Path) -> Result<Self, StageError> {
-        let create = |p: &Path| std::fs::File::create(p).map(std::io::BufWriter::new).ctx(|| format!("creating {}", p.display()));
+        let create = |p: &Path| std::fs::File::create(p).map(|f| std::io::BufWriter::with_capacity(64 << 10, f)).ctx(|| format!("creating {}", p.display()));
         Ok(Self {
             config,
             records: create(records)?,
@@ -489,7 +497,7 @@ impl Ready {
 /// bytes as serializing the [`Record`] (`id`, the body's fields flattened,
 /// `source`, then `meta` unless empty). Returns the id and the line.
 fn spliced(body: &Body, path: &str, line: u64, meta: &Map<String, Value>) -> Option<(String, Vec<u8>)> {
-    let json = serde_json::to_vec(body).ok()?;
+    let json = tailor_text::record::body_json(body);
     let base = body_json_id(&json);
     let fields = json.strip_prefix(b"{")?.strip_suffix(b"}")?;
     let mut out = Vec::with_capacity(json.len() + path.len() + 64);
@@ -501,7 +509,7 @@ fn spliced(body: &Body, path: &str, line: u64, meta: &Map<String, Value>) -> Opt
         out.extend_from_slice(fields);
     }
     out.extend_from_slice(b",\"source\":{\"path\":");
-    serde_json::to_writer(&mut out, path).ok()?;
+    tailor_text::record::json_str(path, &mut out);
     out.extend_from_slice(format!(",\"line\":{line}}}").as_bytes());
     if !meta.is_empty() {
         out.extend_from_slice(b",\"meta\":");
@@ -522,6 +530,11 @@ fn renumber(line: &[u8], base: &str, n: u32) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The `seen` key of a base id (16 hex digits of a digest).
+fn seen_key(base: &str) -> u64 {
+    u64::from_str_radix(base, 16).unwrap_or_else(|_| tailor_text::hash::hash_bytes(base.as_bytes(), 0))
+}
+
 impl Emitter<'_> {
     /// Sample, limit and number one record, then write it.
     fn emit(&mut self, r: Ready) -> Result<(), StageError> {
@@ -538,10 +551,7 @@ impl Emitter<'_> {
             return Ok(());
         }
         self.taken[si] += 1;
-        let key = u64::from_str_radix(&r.base, 16).unwrap_or_else(|_| tailor_text::hash::hash_bytes(r.base.as_bytes(), 0));
-        let n = self.seen.entry(key).or_insert(0);
-        *n += 1;
-        let n = *n;
+        let n = self.seen.add(seen_key(&r.base));
         match r.rec {
             Ok(line) if n == 1 => self.records.write_all(&line).ctx(|| "writing the output".into())?,
             Ok(line) => match renumber(&line, &r.base, n) {
