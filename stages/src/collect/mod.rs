@@ -25,6 +25,7 @@ use crate::show;
 use tailor_text::record::{Body, Message, Provenance, Record, Reject, body_id, body_json_id};
 
 mod decode;
+mod fast;
 mod json_array;
 mod parquet;
 mod seen;
@@ -365,7 +366,7 @@ impl Sink for FileRead {
 const BIG: u64 = 32 << 20;
 /// At most this many small files, or bytes, are read at once.
 const WINDOW_FILES: usize = 256;
-const WINDOW_BYTES: u64 = 64 << 20;
+const WINDOW_BYTES: u64 = 8 << 20;
 
 fn is_big(path: &Path, size: u64) -> bool {
     let name = path.to_string_lossy();
@@ -687,6 +688,12 @@ fn read_into(root: &Path, rel: &Path, src: &Source, on_error: OnError, out: &mut
                     }
                 };
                 if text.trim().is_empty() {
+                    continue;
+                }
+                if src.map.is_empty()
+                    && let Some((body, meta)) = fast::flat_record(text)
+                {
+                    out.record(line, meta, body)?;
                     continue;
                 }
                 match serde_json::from_str::<Value>(text) {
