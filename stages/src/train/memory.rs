@@ -78,7 +78,7 @@ pub fn plan_note(base: &Path, m: &MethodSettings, h: &Hyper, data: Option<&Path>
     let mut lines = vec![line];
     if h.device != Device::Cuda && e.bytes == 4.0 && cpu_has_native_bf16() {
         lines.push(
-            "this CPU computes bfloat16 natively (avx512_bf16): `dtype: bfloat16` trained SmolLM2 LoRA 1.5× faster in 0.7× the memory of float32 \
+            "this CPU computes bfloat16 natively (AVX-512 BF16), and `dtype: bfloat16` trained SmolLM2 LoRA 1.5× faster in 0.7× the memory of float32 \
              (bench/train.sh); float32 stays the CPU default so that results do not depend on the CPU model"
                 .into(),
         );
