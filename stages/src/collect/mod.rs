@@ -662,6 +662,11 @@ fn read_into(root: &Path, rel: &Path, src: &Source, on_error: OnError, out: &mut
         Format::Jsonl | Format::Auto | Format::Parquet => {
             let mut buf = Vec::new();
             let mut line = 0u64;
+            // The one-pass reader for flat records, while it keeps
+            // answering: a file of chat records (or with a `map:`) would
+            // pay for two parses of every line.
+            let mut flat = src.map.is_empty();
+            let (mut hits, mut misses) = (0u64, 0u64);
             loop {
                 buf.clear();
                 let n = reader.read_until(b'\n', &mut buf).ctx(|| format!("reading {shown}"))?;
@@ -690,11 +695,14 @@ fn read_into(root: &Path, rel: &Path, src: &Source, on_error: OnError, out: &mut
                 if text.trim().is_empty() {
                     continue;
                 }
-                if src.map.is_empty()
-                    && let Some((body, meta)) = fast::flat_record(text)
-                {
-                    out.record(line, meta, body)?;
-                    continue;
+                if flat {
+                    if let Some((body, meta)) = fast::flat_record(text) {
+                        hits += 1;
+                        out.record(line, meta, body)?;
+                        continue;
+                    }
+                    misses += 1;
+                    flat = misses <= hits + 16;
                 }
                 match serde_json::from_str::<Value>(text) {
                     Ok(v) => match to_body(&v, &src.map) {
