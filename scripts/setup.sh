@@ -2,6 +2,24 @@
 # only from the package registries, and only when it is missing. Idempotent.
 command -v cargo >/dev/null || { echo "error: cargo not found; install Rust with rustup first" >&2; exit 1; }
 
+# Debian packages, as root or through sudo; the package lists are refreshed
+# only when an install fails without them.
+apt_install() {
+  if [ "$(id -u)" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null; }
+  else
+    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null
+  fi
+}
+
+# Gloo's headers (Debian's libgloo-dev, headers only: the code is in
+# libtorch_cpu) for data-parallel workers: c10d's ProcessGroupGloo.hpp
+# includes them and the torch wheel does not ship them (train/build.rs).
+if [ ! -f /usr/include/gloo/context.h ] && [ -z "${GLOO_INCLUDE:-}" ]; then
+  echo "setup: installing Debian's libgloo-dev (Gloo's headers, for workers:)…" >&2
+  apt_install libgloo-dev
+fi
+
 # libtorch for tch, from the PyPI torch wheel (see ../shared/LIBTORCH.md):
 # unpacked into .libtorch/ without Python's import machinery. ~540 MB once.
 # On a machine with an NVIDIA GPU (nvidia-smi lists one), or with TAILOR_CUDA=1,
@@ -47,11 +65,7 @@ fi
 if [ ! -f pipelines/smollm2/benchmarks/general-ja.jsonl ]; then
   if ! ls /usr/share/debian-reference/ch01.en.html /usr/share/debian-reference/ch01.ja.html >/dev/null 2>&1; then
     echo "setup: installing Debian's debian-reference-en and -ja for the SmolLM2 benchmark…" >&2
-    if [ "$(id -u)" = 0 ]; then
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -q debian-reference-en debian-reference-ja >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q debian-reference-en debian-reference-ja >/dev/null; }
-    else
-      sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q debian-reference-en debian-reference-ja >/dev/null
-    fi
+    apt_install debian-reference-en debian-reference-ja
   fi
   python3 pipelines/smollm2/make_benchmark.py pipelines/smollm2/benchmarks >/dev/null
 fi
@@ -59,11 +73,7 @@ fi
 # Headless Chromium for the report and review-page tests (Debian's package).
 if ! command -v chromium >/dev/null; then
   echo "setup: installing Debian's chromium for the browser tests…" >&2
-  if [ "$(id -u)" = 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }
-  else
-    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
-  fi
+  apt_install chromium
 fi
 
 # An S3-compatible server for the remote-cache tests: moto's standalone

@@ -79,6 +79,33 @@ fn lora_training_lowers_the_loss_and_writes_a_peft_adapter() {
     assert!(text(&run_in(dir.path(), &["run"]).stderr).contains("Nothing to do"));
 }
 
+fn losses_of(dir: &Path, stage: &str) -> Vec<f64> {
+    let model = text(&run_in(dir, &["show", stage, "--path"]).stdout).trim().to_string();
+    std::fs::read_to_string(Path::new(&model).join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn two_workers_train_like_one_process_with_twice_the_accumulation() {
+    let two = project_with("[q_proj, v_proj]", "max_steps: 6\n    workers: 2");
+    let plan = text(&run_in(two.path(), &["plan"]).stdout);
+    assert!(plan.contains("per worker; 2 workers ≈"), "{plan}");
+    let out = run_in(two.path(), &["run"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let one = project_with("[q_proj, v_proj]", "max_steps: 6\n    grad_accum: 2");
+    let out = run_in(one.path(), &["run"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (a, b) = (losses_of(two.path(), "tuned"), losses_of(one.path(), "tuned"));
+    assert_eq!(a.len(), 6);
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-5, "2 workers {a:?} against grad_accum 2 {b:?}");
+    }
+}
+
 #[test]
 fn unknown_lora_target_is_caught_before_anything_loads() {
     let dir = project("[q_proj, qkv_proj]");

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-changed=csrc/ops.cpp");
+    println!("cargo:rerun-if-changed=csrc/dist.cpp");
+    println!("cargo:rerun-if-env-changed=GLOO_INCLUDE");
     println!("cargo:rustc-check-cfg=cfg(tailor_cuda)");
+    println!("cargo:rustc-check-cfg=cfg(tailor_gloo)");
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         return;
     };
@@ -23,6 +26,33 @@ fn main() {
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .file("csrc/ops.cpp")
         .compile("tailor_ops");
+    // Data-parallel workers: c10d's Gloo process group is in libtorch_cpu,
+    // but its header includes Gloo's, which the wheel lacks; Debian's
+    // libgloo-dev has them (`GLOO_INCLUDE` names another directory). Without
+    // them dist.cpp builds as a stub that says what to install.
+    let gloo = std::env::var("GLOO_INCLUDE").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("/usr/include"));
+    println!("cargo:rerun-if-changed={}", gloo.join("gloo/context.h").display());
+    let mut dist = cc::Build::new();
+    dist.cpp(true)
+        .pic(true)
+        .warnings(false)
+        .include(root.join("include"))
+        .include(root.join("include/torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+        .flag("-DGLOG_USE_GLOG_EXPORT")
+        .file("csrc/dist.cpp");
+    if gloo.join("gloo/context.h").exists() {
+        // (/usr/include is searched anyway; naming it with -I would reorder the system directories.)
+        if gloo != std::path::Path::new("/usr/include") {
+            dist.include(&gloo);
+        }
+        dist.define("USE_C10D_GLOO", None).define("TAILOR_GLOO", None);
+        println!("cargo:rustc-cfg=tailor_gloo");
+    } else {
+        println!("cargo:warning=Gloo's headers are not in {}: `workers:` above 1 will not run (install libgloo-dev)", gloo.display());
+    }
+    dist.compile("tailor_dist");
     // A CUDA libtorch (`TAILOR_CUDA=1 scripts/setup.sh`) also has libtorch_cuda: link it without
     // --as-needed too, or its CUDA backend never registers and no device is ever seen.
     let cuda = PathBuf::from(&lib).join("libtorch_cuda.so").exists();

@@ -97,6 +97,11 @@ pub struct TrainJob {
     /// backward pass (`None`: on for CUDA, off on the CPU).
     #[serde(default)]
     pub gradient_checkpointing: Option<bool>,
+    /// Data-parallel ranks (processes), each computing its share of every
+    /// optimizer step's micro-batches; the step's window is
+    /// `batch_size × grad_accum × workers` rows.
+    #[serde(default = "one_worker")]
+    pub workers: usize,
 }
 
 impl Job for TrainJob {
@@ -138,13 +143,18 @@ impl TrainJob {
             save_optimizer: false,
             group_by_length: false,
             gradient_checkpointing: None,
+            workers: 1,
         }
     }
 
     /// Optimizer steps per pass over `rows` rows.
     pub fn steps_per_epoch(&self, rows: usize) -> usize {
-        rows.div_ceil(self.batch_size.max(1) * self.grad_accum.max(1)).max(1)
+        rows.div_ceil(self.batch_size.max(1) * self.grad_accum.max(1) * self.workers.max(1)).max(1)
     }
+}
+
+fn one_worker() -> usize {
+    1
 }
 
 /// One model to evaluate.

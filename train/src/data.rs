@@ -191,6 +191,17 @@ impl Dataset {
         order
     }
 
+    /// Trained targets in a row (what [`Dataset::batch`] counts for it).
+    pub fn row_targets(&self, r: usize) -> i64 {
+        self.rows[r]
+            .iter()
+            .map(|&s| {
+                let (start, end) = (self.offsets[s], self.offsets[s + 1]);
+                self.mask[start..end].iter().skip(1).filter(|&&m| m == 1).count() as i64
+            })
+            .sum()
+    }
+
     /// Build a batch from row indices. The loss mask is shifted by one: the
     /// value at position t says whether token t+1 is a trained target.
     pub fn batch(&self, rows: &[usize], device: Device) -> Batch {

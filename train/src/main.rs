@@ -130,7 +130,7 @@ fn read_job<T: serde::de::DeserializeOwned>(path: &PathBuf) -> Result<T, String>
 
 fn dispatch(cmd: Cmd) -> Result<(), String> {
     match cmd {
-        Cmd::Run { job } => tailor_train::trainer::train(&read_job(&job)?).map(|_| ()),
+        Cmd::Run { job: file } => tailor_train::launch::run(&read_job(&file)?, &file),
         Cmd::Info => {
             let info = serde_json::json!({
                 "cuda_built": tailor_train::CUDA_BUILT,

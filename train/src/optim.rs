@@ -117,6 +117,22 @@ impl AdamW {
         Ok(())
     }
 
+    /// The gradient of every parameter, in order, for summing across
+    /// ranks; a parameter that got none (a rank with no rows this step)
+    /// gets zeros first, so every rank passes the same tensors.
+    pub fn grads(&self) -> Vec<Tensor> {
+        let missing: Vec<Tensor> = self.params.iter().filter(|p| !p.tensor.grad().defined()).map(|p| p.tensor.sum(Kind::Float) * 0.0).collect();
+        if !missing.is_empty() {
+            Tensor::stack(&missing, 0).sum(Kind::Float).backward();
+        }
+        self.params.iter().map(|p| p.tensor.grad()).collect()
+    }
+
+    /// A position-weighted sum of the trainable weights (to compare ranks).
+    pub fn checksum(&self) -> f64 {
+        self.params.iter().enumerate().map(|(i, p)| (i + 1) as f64 * p.tensor.to_kind(Kind::Double).sum(Kind::Double).double_value(&[])).sum()
+    }
+
     /// Clear gradients.
     pub fn zero_grad(&mut self) {
         for p in &mut self.params {

@@ -6,6 +6,14 @@
 //! clear error on NaN/inf; atomic checkpoints that resume bit-exactly.
 //! Progress goes to stdout as JSON lines.
 //!
+//! With data-parallel ranks ([`crate::dist::Group`]) every rank holds the
+//! whole model and walks the same data order; an optimizer step's window is
+//! `batch_size × grad_accum × ranks` rows, its micro-batches dealt to the
+//! ranks in turn, the gradients summed across ranks before clipping, and the
+//! same update applied everywhere — so N ranks compute what one process with
+//! `grad_accum × N` computes. Rank 0 alone writes the log, checkpoints and
+//! results, and reports.
+//!
 //! Random streams are separate and derived, never carried: adapter
 //! initialisation from (seed, "init"), dropout from (seed, step), data order
 //! from (seed, epoch). That is what makes a resumed run equal an
@@ -19,6 +27,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, LoopState};
 use crate::data::{Dataset, masked_loss};
+use crate::dist::Group;
 use crate::load::LoadOptions;
 use crate::model::{Attend, Llama};
 use crate::optim::{AdamW, AdamWConfig};
@@ -64,6 +73,9 @@ fn fnv(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
+/// Ranks other than 0 stay silent (rank 0 reports for all).
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// A seed for one random stream.
 fn stream(seed: u64, name: &str, index: u64) -> i64 {
     let mut r = crate::data::Rng::new(seed ^ fnv(name.as_bytes()) ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -87,6 +99,9 @@ fn lr_at(job: &TrainJob, step: usize, total: usize) -> f64 {
 /// them). When that stage is gone (the pipe is closed), there is no one to
 /// report to: stop, leaving the last checkpoint to resume from.
 pub fn emit(e: &Event) {
+    if QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
     let mut out = std::io::stdout().lock();
     if writeln!(out, "{}", e.to_line()).and_then(|()| out.flush()).is_err() {
         std::process::exit(3);
@@ -124,10 +139,16 @@ pub fn row_losses(model: &Llama, data: &Dataset, batch_size: usize, device: Devi
 
 /// Mean validation loss per target token.
 pub fn evaluate(model: &Llama, data: &Dataset, batch_size: usize, device: Device) -> Result<f64, String> {
+    evaluate_in(model, data, batch_size, device, None)
+}
+
+/// [`evaluate`], each rank of `group` scoring its share of the batches.
+fn evaluate_in(model: &Llama, data: &Dataset, batch_size: usize, device: Device, group: Option<&Group>) -> Result<f64, String> {
+    let (rank, world) = group.map_or((0, 1), |g| (g.rank, g.world));
     tch::no_grad(|| {
         let (mut sum, mut n) = (0.0, 0i64);
         let order = data.order(0, 0, false);
-        for rows in order.chunks(batch_size.max(1)) {
+        for rows in order.chunks(batch_size.max(1)).skip(rank).step_by(world) {
             let b = data.batch(rows, device);
             if b.targets == 0 {
                 continue;
@@ -136,6 +157,10 @@ pub fn evaluate(model: &Llama, data: &Dataset, batch_size: usize, device: Device
             let logits = model.forward(&b.ids, Some(&b.positions), attend, false)?;
             sum += masked_loss(&logits, &b, 1.0).double_value(&[]);
             n += b.targets;
+        }
+        if let Some(g) = group {
+            let total = g.sum_f64(&[sum, n as f64])?;
+            (sum, n) = (total[0], total[1] as i64);
         }
         Ok(if n == 0 { f64::NAN } else { sum / n as f64 })
     })
@@ -196,12 +221,26 @@ pub fn build(job: &TrainJob, device: Device) -> Result<Built, String> {
     Ok(Built { model, params })
 }
 
-/// Run a job to completion (resuming from its newest checkpoint, if any);
-/// returns the final metrics.
+/// Run a job to completion in this process (resuming from its newest
+/// checkpoint, if any); returns the final metrics.
 pub fn train(job: &TrainJob) -> Result<TrainMetrics, String> {
-    if let Some(n) = job.threads {
-        tch::set_num_threads(n as i32);
+    if job.workers > 1 {
+        return Err(format!("`workers: {}` runs through the tailor-train binary, which starts the ranks", job.workers));
     }
+    train_in(job, None)
+}
+
+/// Run a job as one rank of `group` (or alone); returns the final metrics.
+pub fn train_in(job: &TrainJob, group: Option<&Group>) -> Result<TrainMetrics, String> {
+    let (rank, world) = group.map_or((0, 1), |g| (g.rank, g.world));
+    let lead = rank == 0;
+    QUIET.store(!lead, std::sync::atomic::Ordering::Relaxed);
+    // The ranks share the machine's cores (a started rank is told the
+    // whole machine's count, like rank 0).
+    if let Some(n) = job.threads {
+        tch::set_num_threads((n / world).max(1) as i32);
+    }
+    let fault = fault_step(rank);
     let device = device(job.device)?;
     let mut train = Dataset::open(&job.train)?;
     if train.is_empty() {
@@ -238,7 +277,17 @@ pub fn train(job: &TrainJob) -> Result<TrainMetrics, String> {
             emit(&Event::Resume { step: st.step as u64, from: ck.dir });
         }
     }
-    let per_step = job.batch_size.max(1) * job.grad_accum.max(1);
+    if let Some(g) = group {
+        let steps = g.sum_f64(&[st.step as f64])?;
+        if steps[0] != (st.step * world) as f64 {
+            return Err(format!(
+                "the ranks resumed from different checkpoints (rank {rank} at step {}); remove {} and rerun",
+                st.step,
+                job.checkpoint_dir.as_deref().map(|d| d.display().to_string()).unwrap_or_default()
+            ));
+        }
+    }
+    let per_step = job.batch_size.max(1) * job.grad_accum.max(1) * world;
     let steps_per_epoch = job.steps_per_epoch(train.len());
     let total = job.max_steps.unwrap_or(steps_per_epoch * job.epochs.max(1));
     let weight_bytes = model.weight_bytes();
@@ -251,9 +300,11 @@ pub fn train(job: &TrainJob) -> Result<TrainMetrics, String> {
         device: Some(format!("{device:?}")),
         dtype: Some(format!("{:?}", model.compute)),
     }));
-    let mut log = std::fs::File::create(job.out.join("log.jsonl")).map_err(|e| e.to_string())?;
+    let mut log = if lead { Some(std::fs::File::create(job.out.join("log.jsonl")).map_err(|e| e.to_string())?) } else { None };
     for line in &st.log {
-        writeln!(log, "{line}").map_err(|e| e.to_string())?;
+        if let Some(log) = &mut log {
+            writeln!(log, "{line}").map_err(|e| e.to_string())?;
+        }
     }
     let start = Instant::now();
     let mut tokens_now = 0i64;
@@ -274,11 +325,18 @@ pub fn train(job: &TrainJob) -> Result<TrainMetrics, String> {
         }
         let window = &order[(w * per_step).min(order.len())..((w + 1) * per_step).min(order.len())];
         let t0 = Instant::now();
-        tch::manual_seed(stream(job.seed, "dropout", st.step as u64));
-        let micro: Vec<_> = window.chunks(job.batch_size.max(1)).map(|rows| train.batch(rows, device)).collect();
-        let denom: i64 = micro.iter().map(|b| b.targets).sum();
+        if fault == Some(st.step + 1) {
+            kill_self(rank, st.step + 1);
+        }
+        // The loss of every micro-batch is divided by the targets of the
+        // whole window, which every rank counts from the same order.
+        let denom: i64 = window.iter().map(|&r| train.row_targets(r)).sum();
         let (mut loss_sum, mut tokens) = (0.0, 0);
-        for b in &micro {
+        for (k, rows) in window.chunks(job.batch_size.max(1)).enumerate().skip(rank).step_by(world) {
+            // Dropout is drawn per micro-batch, so a micro-batch draws the
+            // same masks whichever rank computes it.
+            tch::manual_seed(stream(job.seed, "dropout", ((st.step as u64) << 20) | k as u64));
+            let b = &train.batch(rows, device);
             let attend = if b.simple { Attend::Causal } else { Attend::Segments(&b.segments) };
             if checkpointing {
                 loss_sum += model.backward_checkpointed(&b.ids, Some(&b.positions), attend, true, |logits| masked_loss(logits, b, denom as f64))?;
@@ -289,6 +347,11 @@ pub fn train(job: &TrainJob) -> Result<TrainMetrics, String> {
                 loss_sum += loss.double_value(&[]);
             }
             tokens += b.tokens;
+        }
+        if let Some(g) = group {
+            g.sum(&opt.grads())?;
+            let total = g.sum_f64(&[loss_sum, tokens as f64])?;
+            (loss_sum, tokens) = (total[0], total[1] as i64);
         }
         if !loss_sum.is_finite() {
             return Err(format!("the loss became {loss_sum} at step {}; lower the learning rate (now {}) or check the data", st.step + 1, job.lr));
@@ -320,16 +383,19 @@ pub fn train(job: &TrainJob) -> Result<TrainMetrics, String> {
         if let (Some(v), Some(every)) = (&val, job.eval_every)
             && (st.step % every == 0 || st.step == total)
         {
-            let l = evaluate(&model, v, job.batch_size, device)?;
+            let l = evaluate_in(&model, v, job.batch_size, device, group)?;
             rec.val_loss = Some(l);
             st.last_val = Some(l);
         }
         let line = Event::Step(rec.clone()).to_line();
-        writeln!(log, "{line}").map_err(|e| e.to_string())?;
+        if let Some(log) = &mut log {
+            writeln!(log, "{line}").map_err(|e| e.to_string())?;
+        }
         st.log.push(line);
         rec.tokens_per_s = Some(tps);
         emit(&Event::Step(rec));
         if let (Some(dir), Some(every)) = (&job.checkpoint_dir, job.checkpoint_every)
+            && lead
             && every > 0
             && st.step % every == 0
             && st.step < total
@@ -339,10 +405,12 @@ pub fn train(job: &TrainJob) -> Result<TrainMetrics, String> {
         }
     }
     if let (Some(v), None) = (&val, st.last_val) {
-        st.last_val = Some(evaluate(&model, v, job.batch_size, device)?);
+        st.last_val = Some(evaluate_in(&model, v, job.batch_size, device, group)?);
     }
     let secs = start.elapsed().as_secs_f64();
-    write_results(job, &mut model, &opt)?;
+    if let Some(g) = group {
+        same_weights(g, &opt)?;
+    }
     let metrics = TrainMetrics {
         steps: st.step as u64,
         train_loss: st.last_loss,
@@ -351,6 +419,10 @@ pub fn train(job: &TrainJob) -> Result<TrainMetrics, String> {
         trainable_parameters: opt.numel() as u64,
         weight_bytes: weight_bytes as u64,
     };
+    if !lead {
+        return Ok(metrics);
+    }
+    write_results(job, &mut model, &opt)?;
     let text = serde_json::to_string_pretty(&metrics).map_err(|e| format!("serialising metrics: {e}"))?;
     std::fs::write(job.out.join("metrics.json"), text).map_err(|e| format!("{}: {e}", job.out.join("metrics.json").display()))?;
     emit(&Event::Done(Done {
@@ -360,6 +432,36 @@ pub fn train(job: &TrainJob) -> Result<TrainMetrics, String> {
         peak_rss_mib: peak_rss_mib(),
     }));
     Ok(metrics)
+}
+
+/// Every rank applies the same update to the same weights, so they must end
+/// equal; a checksum of the trainable weights compared across ranks proves
+/// it (bit-exact: the sums are of equal numbers).
+fn same_weights(g: &Group, opt: &AdamW) -> Result<(), String> {
+    let mine = tch::no_grad(|| opt.checksum());
+    let total = g.sum_f64(&[mine, mine * mine])?;
+    let n = g.world as f64;
+    // Equal values: the sum is n·x and the sum of squares n·x².
+    if (total[0] - n * mine).abs() > 1e-9 * mine.abs().max(1.0) || (total[1] - n * mine * mine).abs() > 1e-9 * (mine * mine).max(1.0) {
+        return Err(format!("the ranks ended with different weights (rank {} checksum {mine}); this is a bug, please report it", g.rank));
+    }
+    Ok(())
+}
+
+/// `TAILOR_FAULT_KILL_RANK=R@S` (for fault tests): rank R kills itself with
+/// SIGKILL as it starts step S.
+fn fault_step(rank: usize) -> Option<usize> {
+    let v = std::env::var("TAILOR_FAULT_KILL_RANK").ok()?;
+    let (r, s) = v.split_once('@')?;
+    (r.parse::<usize>().ok()? == rank).then(|| s.parse().ok()).flatten()
+}
+
+fn kill_self(rank: usize, step: usize) {
+    eprintln!("TAILOR_FAULT_KILL_RANK: rank {rank} kills itself at step {step}");
+    // SAFETY: sends a signal to this process; nothing to uphold.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
 }
 
 fn write_results(job: &TrainJob, model: &mut Llama, opt: &AdamW) -> Result<(), String> {

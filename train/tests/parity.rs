@@ -5,6 +5,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+mod common;
+
+use common::{toy_split, write_split};
 use tailor_train::data::Dataset;
 use tailor_train::model::{Attend, Llama};
 use tailor_train::peft::{self, LoraSpec};
@@ -78,35 +81,6 @@ fn segments_isolate_packed_samples() {
     let together = tch::no_grad(|| model.forward(&packed, Some(&pos), Attend::Segments(&seg), false).unwrap());
     let d = max_diff(&together.narrow(1, 5, 7), &alone);
     assert!(d < 1e-5, "a packed sample saw its neighbour: {d}");
-}
-
-/// A tokens.safetensors as the format stage writes it, from (ids, loss
-/// mask) per sample.
-fn write_split(dir: &Path, samples: &[(Vec<u32>, Vec<u8>)]) {
-    std::fs::create_dir_all(dir).unwrap();
-    let (mut ids, mut mask, mut off) = (Vec::<u32>::new(), Vec::<u8>::new(), vec![0u64]);
-    for (i, m) in samples {
-        ids.extend(i);
-        mask.extend(m);
-        off.push(ids.len() as u64);
-    }
-    // Raw little-endian arrays with the safetensors crate's layout.
-    let ib: Vec<u8> = ids.iter().flat_map(|x| x.to_le_bytes()).collect();
-    let ob: Vec<u8> = off.iter().flat_map(|x| x.to_le_bytes()).collect();
-    let views = vec![
-        ("input_ids", safetensors::tensor::TensorView::new(safetensors::Dtype::U32, vec![ids.len()], &ib).unwrap()),
-        ("loss_mask", safetensors::tensor::TensorView::new(safetensors::Dtype::U8, vec![mask.len()], &mask).unwrap()),
-        ("offsets", safetensors::tensor::TensorView::new(safetensors::Dtype::U64, vec![off.len()], &ob).unwrap()),
-    ];
-    safetensors::serialize_to_file(views, None, &dir.join("tokens.safetensors")).unwrap();
-    std::fs::write(dir.join("manifest.json"), "{}").unwrap();
-}
-
-/// A repeated pattern whose second half is trained.
-fn toy_split(dir: &Path, samples: usize, vocab: u32) {
-    let rows: Vec<(Vec<u32>, Vec<u8>)> =
-        (0..samples as u32).map(|s| ((0..16u32).map(|k| (s * 3 + k * 7) % vocab).collect(), (0..16u32).map(|k| u8::from(k >= 8)).collect())).collect();
-    write_split(dir, &rows);
 }
 
 fn job(tmp: &Path, method: Method, steps: usize, seed: u64) -> Job {

@@ -66,10 +66,15 @@ pub fn plan_note(base: &Path, m: &MethodSettings, h: &Hyper, data: Option<&Path>
         e.bytes * 8.0,
         if h.checkpointing() { "on" } else { "off" }
     );
+    // Every data-parallel worker holds the whole model and its own batch.
+    let machine = mm.total() * h.workers.max(1) as f64;
+    if h.workers > 1 {
+        line.push_str(&format!(" per worker; {} workers ≈ {:.2} GiB", h.workers, gib(machine)));
+    }
     if h.device != Device::Cuda
         && let Some(avail) = available_memory()
     {
-        line.push_str(&if mm.total() < avail * 0.9 {
+        line.push_str(&if machine < avail * 0.9 {
             format!(" — fits in the {:.1} GiB available", gib(avail))
         } else {
             format!(" — does NOT fit in the {:.1} GiB available: lower batch_size or max_tokens, or use qlora", gib(avail))
@@ -104,14 +109,17 @@ fn cpu_has_native_bf16() -> bool {
 /// run that would fit).
 pub fn preflight(base: &Path, m: &MethodSettings, h: &Hyper, data: &Path) -> Result<(), String> {
     let (Some(e), Some(avail)) = (estimate(base, m, h, Some(data)), available_memory()) else { return Ok(()) };
-    if h.device != Device::Cuda && e.memory.total() > avail {
+    let workers = h.workers.max(1);
+    if h.device != Device::Cuda && e.memory.total() * workers as f64 > avail {
         return Err(format!(
-            "this run needs about {:.1} GiB ({} × {} tokens, {:?}), more than the {:.1} GiB available; lower `batch_size` or the format stage's `max_tokens`, or use `method: qlora`",
-            e.memory.total() / GIB,
+            "this run needs about {:.1} GiB ({} × {} tokens, {:?}{}), more than the {:.1} GiB available; lower `batch_size`{} or the format stage's `max_tokens`, or use `method: qlora`",
+            e.memory.total() * workers as f64 / GIB,
             h.batch_size,
             e.seq,
             m.method,
-            avail / GIB
+            if workers > 1 { format!(", {workers} workers each holding the model") } else { String::new() },
+            avail / GIB,
+            if workers > 1 { " or `workers`" } else { "" }
         ));
     }
     Ok(())
@@ -144,5 +152,12 @@ mod tests {
         let (m, h) = settings(10_000_000);
         let err = preflight(&base, &m, &h, data.path()).unwrap_err();
         assert!(err.contains("more than the") && err.contains("lower `batch_size`"), "{err}");
+        // Each data-parallel worker holds the model: the machine needs N times one.
+        let (m, one) = settings(4);
+        let three: Hyper = serde_json::from_value(serde_json::json!({"batch_size": 4, "workers": 3})).unwrap();
+        let total = |l: &str| l.split_whitespace().nth(2).unwrap().parse::<f64>().unwrap();
+        let (a, b) = (plan_note(&base, &m, &one, None), plan_note(&base, &m, &three, None));
+        assert_eq!(total(&a[0]), total(&b[0]), "the per-worker figure changed: {b:?}");
+        assert!(b[0].contains(" per worker; 3 workers ≈ "), "{b:?}");
     }
 }

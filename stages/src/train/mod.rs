@@ -114,6 +114,7 @@ pub fn job(m: &MethodSettings, h: &Hyper, base: &Path, ctx: &StageContext<'_>, o
         save_optimizer: m.method.is_adapter(),
         group_by_length: h.group_by_length,
         gradient_checkpointing: h.gradient_checkpointing,
+        workers: h.workers,
     })
 }
 

@@ -107,6 +107,15 @@ pub struct Hyper {
     /// compute. Default: on for `device: cuda`, off on the CPU (and for
     /// `auto`, decided by the device found).
     pub gradient_checkpointing: Option<bool>,
+    /// Data-parallel workers: this many training processes, each holding
+    /// the whole model and computing its share of every step's
+    /// micro-batches, with the gradients summed across them (libtorch's
+    /// c10d over Gloo). An optimizer step then covers
+    /// `batch_size × grad_accum × workers` rows — the same result as one
+    /// process with `grad_accum × workers`. The processes share `threads`.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 64))]
+    pub workers: usize,
 }
 
 impl Hyper {

@@ -1,0 +1,143 @@
+// Data-parallel training's one collective, over libtorch's own distributed
+// backend (c10d): a TCPStore for the rendezvous and a Gloo process group for
+// the sums. Called from Rust (train/src/dist.rs).
+//
+// The PyPI torch wheel has c10d's code (ProcessGroupGloo is in
+// libtorch_cpu) and c10d's headers, but not Gloo's headers, which
+// ProcessGroupGloo.hpp includes; Debian's libgloo-dev provides them
+// (scripts/setup.sh installs it). Without them (`TAILOR_GLOO` undefined) this
+// file builds a stub whose every call fails with a message saying so.
+//
+// Handles are plain pointers owned by the Rust side; C++ exceptions never
+// cross: a failing call returns null (or non-zero) and leaves its message for
+// `tailor_dist_last_error`.
+
+#include <ATen/ATen.h>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#ifdef TAILOR_GLOO
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#endif
+
+namespace {
+
+thread_local std::string last_error;
+
+#ifdef TAILOR_GLOO
+struct Group {
+  c10::intrusive_ptr<c10d::TCPStore> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  std::string host;
+};
+#else
+struct Group {};
+#endif
+
+template <typename F>
+int guarded(F f) {
+  try {
+    f();
+    return 0;
+  } catch (const std::exception& e) {
+    last_error = e.what();
+    return 1;
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+const char* tailor_dist_last_error() { return last_error.c_str(); }
+
+int tailor_dist_available() {
+#ifdef TAILOR_GLOO
+  return 1;
+#else
+  return 0;
+#endif
+}
+
+// The rendezvous store: rank 0 serves it (`server` non-zero; port 0 picks a
+// free port, see tailor_dist_port), the other ranks connect to host:port.
+void* tailor_dist_store(const char* host, int port, int server, int world, int timeout_ms) {
+#ifdef TAILOR_GLOO
+  Group* g = nullptr;
+  int rc = guarded([&] {
+    c10d::TCPStoreOptions o;
+    o.port = static_cast<std::uint16_t>(port);
+    o.isServer = server != 0;
+    o.numWorkers = world;
+    o.waitWorkers = false;
+    o.timeout = std::chrono::milliseconds(timeout_ms);
+    auto store = c10::make_intrusive<c10d::TCPStore>(std::string(host), o);
+    g = new Group{store, {}, std::string(host)};
+  });
+  return rc == 0 ? g : nullptr;
+#else
+  last_error = "this tailor-train was built without Gloo's headers, so `workers:` above 1 cannot run; install libgloo-dev (scripts/setup.sh does) and rebuild";
+  return nullptr;
+#endif
+}
+
+int tailor_dist_port(void* handle) {
+#ifdef TAILOR_GLOO
+  return static_cast<Group*>(handle)->store->getPort();
+#else
+  return -1;
+#endif
+}
+
+// Join the process group as `rank` of `world` (blocks until every rank has
+// joined, or the timeout). Collectives time out after `timeout_ms` too, so a
+// rank that stops answering fails the others instead of hanging them.
+int tailor_dist_join(void* handle, const char* own_host, int rank, int world, int timeout_ms) {
+#ifdef TAILOR_GLOO
+  auto* g = static_cast<Group*>(handle);
+  return guarded([&] {
+    auto opts = c10d::ProcessGroupGloo::Options::create(std::chrono::milliseconds(timeout_ms));
+    opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(std::string(own_host)));
+    opts->threads = 1;
+    g->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(g->store, rank, world, opts);
+  });
+#else
+  last_error = "no Gloo in this build";
+  return 1;
+#endif
+}
+
+// Sum n tensors (same dtype and device) across ranks, in place, as one
+// coalesced collective; returns when the sums are there.
+int tailor_dist_allreduce(void* handle, at::Tensor** ts, int n) {
+#ifdef TAILOR_GLOO
+  auto* g = static_cast<Group*>(handle);
+  return guarded([&] {
+    TORCH_CHECK(g->pg, "the process group was not joined");
+    std::vector<at::Tensor> v;
+    v.reserve(n);
+    for (int i = 0; i < n; ++i) v.push_back(*ts[i]);
+    c10d::AllreduceCoalescedOptions o;
+    o.reduceOp = c10d::ReduceOp::SUM;
+    auto work = g->pg->allreduce_coalesced(v, o);
+    work->wait();
+  });
+#else
+  last_error = "no Gloo in this build";
+  return 1;
+#endif
+}
+
+void tailor_dist_free(void* handle) {
+#ifdef TAILOR_GLOO
+  try {
+    delete static_cast<Group*>(handle);
+  } catch (...) {
+  }
+#endif
+}
+
+}  // extern "C"
