@@ -556,6 +556,18 @@ fn estimate(a: &crate::EstimateArgs, json_out: bool) -> u8 {
         }
     }
     println!("time and cost: {:.0e} tokens × {} epochs at {:.0}% MFU; override with --tokens, --epochs, --mfu, --price", a.tokens, a.epochs, a.mfu * 100.0);
+    // The gpus column assumes FSDP-style sharding (what axolotl or torchtune
+    // would run); Tailor's own workers replicate the model on every GPU.
+    let fits: Vec<&str> = rows.iter().filter(|(g, e)| e.replica_gib <= g.memory_gib * 0.9 - 1.0).map(|(g, _)| g.name).collect();
+    println!(
+        "gpus assumes weights, gradients and optimizer sharded across GPUs (FSDP-style); Tailor's `workers:` replicate the model, so each GPU needs {:.1} GiB: {}",
+        e0.replica_gib,
+        if fits.is_empty() {
+            "no GPU listed holds that, so Tailor cannot train this yet (it does not shard)".to_string()
+        } else {
+            format!("fits {}", fits.join(", "))
+        }
+    );
     exit::OK
 }
 

@@ -115,6 +115,10 @@ pub struct Estimate {
     pub activations_gib: f64,
     /// Total GiB.
     pub total_gib: f64,
+    /// GiB one GPU needs when every GPU holds the whole model (replicated
+    /// data parallelism, what Tailor's `workers:` do): weights, gradients,
+    /// optimizer and activations.
+    pub replica_gib: f64,
     /// GPUs needed (weights, gradients and optimizer sharded, FSDP-style);
     /// 0 when one GPU cannot even hold the activations of a micro-batch.
     pub gpus: u32,
@@ -172,6 +176,7 @@ pub fn estimate(r: &Request) -> Estimate {
         optimizer_gib: optimizer / GIB,
         activations_gib: activations / GIB,
         total_gib: (sharded + activations * gpus as f64) / GIB,
+        replica_gib: (sharded + activations) / GIB,
         gpus,
         hours,
         cost: if gpus == 0 { f64::INFINITY } else { hours * gpus as f64 * r.gpu.price },
@@ -299,6 +304,17 @@ mod tests {
             let e = estimate(&req(params, method, gpu));
             assert!((lo..=hi).contains(&e.gpus), "{params:e} {method:?} on {gpu}: {} GPUs ({:.0} GiB)", e.gpus, e.total_gib);
         }
+    }
+
+    #[test]
+    fn a_replica_needs_what_one_gpu_would_hold() {
+        // One GPU: replicating is the same as not sharding.
+        let one = estimate(&req(7e9, Method::Qlora, "a100-40gb"));
+        assert_eq!(one.gpus, 1);
+        assert!((one.replica_gib - one.total_gib).abs() < 1e-9, "{one:?}");
+        // 70B LoRA needs several GPUs only because it shards: a replica holds the whole 130 GiB of weights.
+        let big = estimate(&req(70e9, Method::Lora, "a100-80gb"));
+        assert!(big.gpus >= 2 && big.replica_gib > 80.0 && big.replica_gib > big.total_gib / big.gpus as f64, "{big:?}");
     }
 
     #[test]
