@@ -95,6 +95,31 @@ fn the_loop_on_slurm_ends_with_the_same_lock_as_a_local_run() {
     assert!(std::fs::read_to_string(logs.iter().find(|p| p.ends_with("tuned.log")).unwrap()).unwrap().contains("tuned"));
 }
 
+#[test]
+fn two_workers_on_slurm_are_one_job_of_two_tasks_with_a_local_runs_result() {
+    if !slurm() {
+        return;
+    }
+    let local = example("loop");
+    let cluster = example("loop");
+    for d in [&local, &cluster] {
+        let yaml = std::fs::read_to_string(d.path().join("tailor.yaml")).unwrap();
+        assert_eq!(yaml.matches("    seed: 0\n").count(), 1, "the loop's train stage changed");
+        std::fs::write(d.path().join("tailor.yaml"), yaml.replace("    seed: 0\n", "    seed: 0\n    workers: 2\n")).unwrap();
+    }
+    ok(local.path(), &["run", "tuned"]);
+    let out = tailor().current_dir(cluster.path()).env("TAILOR_SLURM_POLL_MS", "200").args(["-v", "run", "--executor", "slurm", "tuned"]).output().unwrap();
+    let log = text(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("[2 tasks, 1 cpu, 2 gpu]"), "one job, a task and a GPU per worker:\n{log}");
+    let a = std::fs::read_to_string(local.path().join("tailor.lock")).unwrap();
+    let b = std::fs::read_to_string(cluster.path().join("tailor.lock")).unwrap();
+    assert_eq!(a, b, "two workers on Slurm trained another model than two workers here");
+    let logs = walk(&cluster.path().join(".tailor/jobs"), "log");
+    let job = std::fs::read_to_string(logs.iter().find(|p| p.ends_with("tuned.log")).unwrap()).unwrap();
+    assert!(job.contains("the others in an srun step of Slurm job"), "rank 1 was not started by srun:\n{job}");
+}
+
 fn walk(dir: &Path, ext: &str) -> Vec<std::path::PathBuf> {
     let mut out = vec![];
     for e in std::fs::read_dir(dir).unwrap().flatten() {

@@ -380,7 +380,7 @@ pub fn run(p: &Pipeline, ws: &Workspace, opts: &RunOptions, rep: &Reporter) -> R
     // two libtorch processes spinning on the same cores slow each other
     // down many times over.
     let cpus_here = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let cpus_of = |s: &crate::pipeline::StageNode| (s.resources.cpus.unwrap_or(1) as usize).clamp(1, cpus_here);
+    let cpus_of = |s: &crate::pipeline::StageNode| ((s.resources.cpus.unwrap_or(1) * s.resources.tasks.unwrap_or(1).max(1)) as usize).clamp(1, cpus_here);
     let mut cpus_used = 0usize;
     let mut remote = opts.remote.clone();
 

@@ -13,7 +13,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Resources {
-    /// CPUs for the stage's one task (`--cpus-per-task`).
+    /// Tasks (processes) the job runs (`--ntasks`); a stage that runs
+    /// several, such as training with `workers`, sets it itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 4096))]
+    pub tasks: Option<u32>,
+    /// CPUs for each of the stage's tasks (`--cpus-per-task`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 4096))]
     pub cpus: Option<u32>,
@@ -51,6 +56,7 @@ impl Resources {
     /// `sbatch` options are appended.
     pub fn overridden_by(&self, over: &Resources) -> Resources {
         Resources {
+            tasks: over.tasks.or(self.tasks),
             cpus: over.cpus.or(self.cpus),
             mem: over.mem.clone().or_else(|| self.mem.clone()),
             gpus: over.gpus.or(self.gpus),
@@ -64,6 +70,9 @@ impl Resources {
     /// The `sbatch` options these resources make.
     pub fn sbatch_args(&self) -> Vec<String> {
         let mut a = Vec::new();
+        if let Some(n) = self.tasks.filter(|n| *n > 1) {
+            a.push(format!("--ntasks={n}"));
+        }
         if let Some(c) = self.cpus {
             a.push(format!("--cpus-per-task={c}"));
         }
@@ -89,6 +98,9 @@ impl Resources {
     /// One line for `plan`: what a cluster job of this stage asks for.
     pub fn summary(&self) -> String {
         let mut parts = Vec::new();
+        if let Some(n) = self.tasks.filter(|n| *n > 1) {
+            parts.push(format!("{n} tasks"));
+        }
         parts.push(format!("{} cpu", self.cpus.unwrap_or(1)));
         if let Some(m) = &self.mem {
             parts.push(format!("mem {m}"));
@@ -118,5 +130,14 @@ mod tests {
         assert_eq!(r.cpus, Some(2));
         assert_eq!(r.gpus, Some(0));
         assert_eq!(r.sbatch_args(), ["--cpus-per-task=2", "--time=1:00:00", "--qos=a", "--constraint=x"]);
+    }
+
+    #[test]
+    fn tasks_ask_for_one_process_each() {
+        let r = Resources { tasks: Some(4), cpus: Some(2), gpus: Some(4), ..Default::default() };
+        assert_eq!(r.sbatch_args(), ["--ntasks=4", "--cpus-per-task=2", "--gres=gpu:4"]);
+        assert_eq!(r.summary(), "4 tasks, 2 cpu, 4 gpu");
+        // One task is Slurm's default and is not spelled out.
+        assert_eq!(Resources { tasks: Some(1), ..Default::default() }.sbatch_args(), Vec::<String>::new());
     }
 }

@@ -142,7 +142,7 @@ pub fn inference(device: Device, dtype: Dtype, threads: Option<usize>) -> (BTree
     env.insert("device".into(), format!("{device:?}").to_lowercase());
     env.insert("dtype".into(), format!("{dtype:?}").to_lowercase());
     env.extend(crate::numerics::env(threads));
-    (env, crate::train::resources(device, threads))
+    (env, crate::train::resources(device, threads, 1))
 }
 
 /// A metric for the lock file: counts as integers, rates to 6 decimals.

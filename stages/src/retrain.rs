@@ -129,7 +129,7 @@ impl Stage for Retrain {
             inputs,
             files: vec![],
             env: train::env(&config.hyper),
-            resources: train::resources(config.hyper.device, crate::numerics::threads(config.hyper.threads)),
+            resources: train::resources(config.hyper.device, crate::numerics::threads(config.hyper.threads), config.hyper.workers),
         })
     }
 

@@ -144,8 +144,16 @@ pub struct Llama {
 pub enum Attend<'a> {
     /// Causal over the sequence.
     Causal,
-    /// Causal within packed segments `[B, T]` (padding: any id, e.g. -1).
+    /// Causal within packed segments `[B, T]` (padding: -1). Attention
+    /// runs per segment: the segments' queries, keys and values are gathered
+    /// into a `[segments, longest]` batch for the fused causal kernel and
+    /// the outputs scattered back, so the linear layers see only the packed
+    /// tokens and attention needs no dense mask.
     Segments(&'a Tensor),
+    /// The same as [`Attend::Segments`] through a dense block-diagonal mask
+    /// over each packed row (slower: libtorch's masked kernel; the oracle
+    /// for tests).
+    SegmentsMasked(&'a Tensor),
     /// Causal over a cache of earlier keys plus these; `valid` `[B, past+T]`
     /// marks the key slots that hold real (non-padding) tokens.
     Cached {
@@ -163,6 +171,60 @@ struct Prepared {
     cos: Tensor,
     sin: Tensor,
     mask: Option<Tensor>,
+    unpack: Option<Unpack>,
+}
+
+/// Where each packed segment's tokens sit: `gather` picks, for every slot
+/// of a `[segments, longest]` batch, a token of the flattened `[B·T]` rows
+/// (slots past a segment's end repeat its last token: causal attention
+/// never lets a real query see them, and their outputs are dropped);
+/// `scatter` picks, for every token, its slot (padding tokens take slot 0;
+/// they carry no target).
+struct Unpack {
+    gather: Tensor,
+    scatter: Tensor,
+    segments: i64,
+    longest: i64,
+}
+
+impl Unpack {
+    fn new(segments: &Tensor) -> Self {
+        let (b, t) = (segments.size()[0], segments.size()[1]);
+        let ids: Vec<i64> = Vec::try_from(segments.to_device(Device::Cpu).to_kind(Kind::Int64).reshape([-1])).unwrap_or_default();
+        // (start, length) of every run of one segment id, in flattened positions.
+        let mut runs: Vec<(i64, i64)> = Vec::new();
+        for row in 0..b {
+            for col in 0..t {
+                let at = row * t + col;
+                let id = ids[at as usize];
+                if id < 0 {
+                    continue;
+                }
+                match runs.last_mut() {
+                    Some((start, len)) if col > 0 && ids[(at - 1) as usize] == id && *start + *len == at => *len += 1,
+                    _ => runs.push((at, 1)),
+                }
+            }
+        }
+        let longest = runs.iter().map(|r| r.1).max().unwrap_or(1);
+        let mut gather = Vec::with_capacity(runs.len() * longest as usize);
+        let mut scatter = vec![0i64; (b * t) as usize];
+        for (si, &(start, len)) in runs.iter().enumerate() {
+            for j in 0..longest {
+                gather.push(start + j.min(len - 1));
+                if j < len {
+                    scatter[(start + j) as usize] = si as i64 * longest + j;
+                }
+            }
+        }
+        let device = segments.device();
+        Unpack {
+            gather: Tensor::from_slice(&gather).to_device(device),
+            scatter: Tensor::from_slice(&scatter).to_device(device),
+            segments: runs.len().max(1) as i64,
+            longest,
+        }
+    }
 }
 
 /// Keys and values of earlier positions, per layer (`[B, kv_heads, S, D]`).
@@ -328,8 +390,8 @@ impl Llama {
         let (cos, sin) = (emb.cos().unsqueeze(1).to_kind(kind), emb.sin().unsqueeze(1).to_kind(kind));
         // Boolean mask [B, 1, T, S] (true = may attend), or None for plain causal.
         let mask = match attend {
-            Attend::Causal => None,
-            Attend::Segments(s) => {
+            Attend::Causal | Attend::Segments(_) => None,
+            Attend::SegmentsMasked(s) => {
                 let causal = Tensor::ones([t, t], (Kind::Bool, device)).tril(0);
                 Some(causal.unsqueeze(0).logical_and(&s.unsqueeze(2).eq_tensor(&s.unsqueeze(1))).unsqueeze(1))
             }
@@ -343,7 +405,11 @@ impl Llama {
                 Some(m.unsqueeze(1))
             }
         };
-        Prepared { b, t, cos, sin, mask }
+        let unpack = match attend {
+            Attend::Segments(s) => Some(Unpack::new(s)),
+            _ => None,
+        };
+        Prepared { b, t, cos, sin, mask, unpack }
     }
 
     /// One decoder layer.
@@ -371,8 +437,21 @@ impl Llama {
             }
             cache.layers[li] = Some((k.shallow_clone(), v.shallow_clone()));
         }
-        let attn = Tensor::f_scaled_dot_product_attention(&q, &k, &v, p.mask.as_ref(), 0.0, p.mask.is_none(), None, nq != nkv).map_err(|e| e.to_string())?;
-        let attn = attn.transpose(1, 2).reshape([b, t, nq * d]);
+        let attn = match &p.unpack {
+            Some(u) => {
+                // [B, heads, T, D] → the segments' [segments, heads, longest, D].
+                let pick = |x: &Tensor, heads: i64| {
+                    x.transpose(1, 2).reshape([b * t, heads, d]).index_select(0, &u.gather).view([u.segments, u.longest, heads, d]).transpose(1, 2)
+                };
+                let o = Tensor::f_scaled_dot_product_attention(&pick(&q, nq), &pick(&k, nkv), &pick(&v, nkv), None::<&Tensor>, 0.0, true, None, nq != nkv)
+                    .map_err(|e| e.to_string())?;
+                o.transpose(1, 2).reshape([u.segments * u.longest, nq * d]).index_select(0, &u.scatter).view([b, t, nq * d])
+            }
+            None => Tensor::f_scaled_dot_product_attention(&q, &k, &v, p.mask.as_ref(), 0.0, p.mask.is_none(), None, nq != nkv)
+                .map_err(|e| e.to_string())?
+                .transpose(1, 2)
+                .reshape([b, t, nq * d]),
+        };
         let x = x + a.o.forward(&attn, train)?;
         let h = rms_norm(&x, &layer.post_norm, eps);
         Ok(&x + layer.mlp.forward(&h, train)?)

@@ -73,6 +73,20 @@ fn fnv(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
+/// How a batch attends: plain causal when every row holds one sample,
+/// else per packed segment (`TAILOR_PACKED_ATTENTION=mask` takes the dense
+/// block-diagonal mask instead, for bench/packing.sh's before/after).
+fn packed_attention(b: &crate::data::Batch) -> Attend<'_> {
+    static MASK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if b.simple {
+        Attend::Causal
+    } else if *MASK.get_or_init(|| std::env::var("TAILOR_PACKED_ATTENTION").is_ok_and(|v| v == "mask")) {
+        Attend::SegmentsMasked(&b.segments)
+    } else {
+        Attend::Segments(&b.segments)
+    }
+}
+
 /// Ranks other than 0 stay silent (rank 0 reports for all).
 static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -128,7 +142,7 @@ pub fn row_losses(model: &Llama, data: &Dataset, batch_size: usize, device: Devi
                     out.push((0.0, 0));
                     continue;
                 }
-                let attend = if b.simple { Attend::Causal } else { Attend::Segments(&b.segments) };
+                let attend = packed_attention(&b);
                 let logits = model.forward(&b.ids, Some(&b.positions), attend, false)?;
                 out.push((masked_loss(&logits, &b, 1.0).double_value(&[]), b.targets));
             }
@@ -153,7 +167,7 @@ fn evaluate_in(model: &Llama, data: &Dataset, batch_size: usize, device: Device,
             if b.targets == 0 {
                 continue;
             }
-            let attend = if b.simple { Attend::Causal } else { Attend::Segments(&b.segments) };
+            let attend = packed_attention(&b);
             let logits = model.forward(&b.ids, Some(&b.positions), attend, false)?;
             sum += masked_loss(&logits, &b, 1.0).double_value(&[]);
             n += b.targets;
@@ -241,7 +255,11 @@ pub fn train_in(job: &TrainJob, group: Option<&Group>) -> Result<TrainMetrics, S
         tch::set_num_threads((n / world).max(1) as i32);
     }
     let fault = fault_step(rank);
-    let device = device(job.device)?;
+    let device = match device(job.device)? {
+        // One GPU per rank: the ranks of one node take its GPUs in turn.
+        Device::Cuda(_) if world > 1 => Device::Cuda(rank % tch::Cuda::device_count().max(1) as usize),
+        d => d,
+    };
     let mut train = Dataset::open(&job.train)?;
     if train.is_empty() {
         return Err("the training split is empty".into());
@@ -337,7 +355,7 @@ pub fn train_in(job: &TrainJob, group: Option<&Group>) -> Result<TrainMetrics, S
             // same masks whichever rank computes it.
             tch::manual_seed(stream(job.seed, "dropout", ((st.step as u64) << 20) | k as u64));
             let b = &train.batch(rows, device);
-            let attend = if b.simple { Attend::Causal } else { Attend::Segments(&b.segments) };
+            let attend = packed_attention(b);
             if checkpointing {
                 loss_sum += model.backward_checkpointed(&b.ids, Some(&b.positions), attend, true, |logits| masked_loss(logits, b, denom as f64))?;
             } else {

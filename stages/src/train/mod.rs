@@ -66,11 +66,15 @@ pub fn env(h: &Hyper) -> BTreeMap<String, String> {
 /// What a model stage asks of a cluster by default: one GPU unless it is
 /// told to use the CPU (`device: auto` may find one on the node), and as
 /// many CPUs as libtorch will use threads (the local executor also runs
-/// such stages side by side only while their CPUs fit the machine).
-pub fn resources(device: tailor_protocol::settings::Device, threads: usize) -> tailor_engine::resources::Resources {
-    let gpus = (device != tailor_protocol::settings::Device::Cpu).then_some(1);
-    let cpus = Some(u32::try_from(threads).unwrap_or(u32::MAX));
-    tailor_engine::resources::Resources { gpus, cpus, ..Default::default() }
+/// such stages side by side only while their CPUs fit the machine). With
+/// data-parallel `workers`, one task per worker, each with its share of
+/// the threads and its own GPU.
+pub fn resources(device: tailor_protocol::settings::Device, threads: usize, workers: usize) -> tailor_engine::resources::Resources {
+    let workers = workers.max(1);
+    let gpus = (device != tailor_protocol::settings::Device::Cpu).then_some(u32::try_from(workers).unwrap_or(u32::MAX));
+    let cpus = Some(u32::try_from((threads / workers).max(1)).unwrap_or(u32::MAX));
+    let tasks = (workers > 1).then(|| u32::try_from(workers).unwrap_or(u32::MAX));
+    tailor_engine::resources::Resources { gpus, cpus, tasks, ..Default::default() }
 }
 
 /// Inputs common to `train` and `retrain`.
@@ -233,7 +237,7 @@ impl Stage for Train {
             inputs: data_inputs(&config.data, config.validation.as_ref()),
             files: vec![FileDecl { path: config.base.clone(), pointer: "/base".into() }],
             env: env(&config.hyper),
-            resources: resources(config.hyper.device, crate::numerics::threads(config.hyper.threads)),
+            resources: resources(config.hyper.device, crate::numerics::threads(config.hyper.threads), config.hyper.workers),
         })
     }
 
