@@ -5,7 +5,8 @@
 #   padded   batch_size 8, rows padded to the longest in the batch
 #   grouped  batch_size 8, group_by_length (what the example uses)
 #   packed   batch_size 4, packing: true (rows of up to 128 tokens, attention per sample)
-#   masked   the same, attention through a dense block-diagonal mask (the path before 2026-12-03)
+#   masked   the same, attention through a dense block-diagonal mask, and padded/grouped rows
+#            computed with their padding (TAILOR_PACKED_ATTENTION=mask: the path before 2026-12-03)
 #   bench    tailor-train bench: 4 × 128-token rows of a token stream, no padding
 # Tokens/s counts real (non-padding) tokens; rounds alternate.
 #   bash bench/packing.sh [ROUNDS]    (STEPS=10 by default)

@@ -120,7 +120,8 @@ pub struct Done {
     /// Training results (absent for inference).
     #[serde(default)]
     pub metrics: Option<TrainMetrics>,
-    /// Tokens per second over this attempt.
+    /// Tokens per second of this attempt's training steps (evaluation and
+    /// checkpoints excluded; for inference, of generation).
     #[serde(default)]
     pub tokens_per_s: Option<f64>,
     /// Seconds this attempt took.

@@ -144,11 +144,13 @@ pub struct Llama {
 pub enum Attend<'a> {
     /// Causal over the sequence.
     Causal,
-    /// Causal within packed segments `[B, T]` (padding: -1). Attention
-    /// runs per segment: the segments' queries, keys and values are gathered
-    /// into a `[segments, longest]` batch for the fused causal kernel and
-    /// the outputs scattered back, so the linear layers see only the packed
-    /// tokens and attention needs no dense mask.
+    /// Causal within segments `[B, T]` (packed samples, or one sample per
+    /// row; padding: -1). The decoder runs on the real tokens alone, as one
+    /// flat sequence (padding never reaches a linear layer); attention runs
+    /// per segment: the segments' queries, keys and values are gathered into
+    /// a `[segments, longest]` batch for the fused causal kernel and the
+    /// outputs scattered back, so no dense mask is built. Logits come back
+    /// as `[B, T, vocab]`, zero at padding.
     Segments(&'a Tensor),
     /// The same as [`Attend::Segments`] through a dense block-diagonal mask
     /// over each packed row (slower: libtorch's masked kernel; the oracle
@@ -172,14 +174,37 @@ struct Prepared {
     sin: Tensor,
     mask: Option<Tensor>,
     unpack: Option<Unpack>,
+    keep: Option<Keep>,
 }
 
-/// Where each packed segment's tokens sit: `gather` picks, for every slot
-/// of a `[segments, longest]` batch, a token of the flattened `[B·T]` rows
-/// (slots past a segment's end repeat its last token: causal attention
-/// never lets a real query see them, and their outputs are dropped);
-/// `scatter` picks, for every token, its slot (padding tokens take slot 0;
-/// they carry no target).
+/// The real tokens' positions in the flattened `[B·T]` batch (the decoder
+/// then runs on `[1, N]`), and the batch's shape to restore.
+struct Keep {
+    index: Tensor,
+    b: i64,
+    t: i64,
+}
+
+impl Keep {
+    /// `[1, N, X]` back to `[B, T, X]`, zeros at padding.
+    fn restore(&self, x: &Tensor) -> Tensor {
+        let n = x.size()[2];
+        Tensor::zeros([self.b * self.t, n], (x.kind(), x.device())).index_copy(0, &self.index, &x.squeeze_dim(0)).view([self.b, self.t, n])
+    }
+}
+
+fn restore(x: Tensor, keep: Option<&Keep>) -> Tensor {
+    match keep {
+        Some(k) => k.restore(&x),
+        None => x,
+    }
+}
+
+/// Where each segment's tokens sit among the `N` real tokens: `gather`
+/// picks, for every slot of a `[segments, longest]` batch, one of the
+/// tokens (slots past a segment's end repeat its last token: causal
+/// attention never lets a real query see them, and their outputs are
+/// dropped); `scatter` picks, for every token, its slot.
 struct Unpack {
     gather: Tensor,
     scatter: Tensor,
@@ -188,10 +213,12 @@ struct Unpack {
 }
 
 impl Unpack {
-    fn new(segments: &Tensor) -> Self {
+    /// The segments of `[B, T]` ids (padding -1), and the real tokens.
+    fn new(segments: &Tensor) -> (Self, Keep) {
         let (b, t) = (segments.size()[0], segments.size()[1]);
         let ids: Vec<i64> = Vec::try_from(segments.to_device(Device::Cpu).to_kind(Kind::Int64).reshape([-1])).unwrap_or_default();
-        // (start, length) of every run of one segment id, in flattened positions.
+        let mut keep: Vec<i64> = Vec::with_capacity(ids.len());
+        // (start, length) of every run of one segment id, among the real tokens.
         let mut runs: Vec<(i64, i64)> = Vec::new();
         for row in 0..b {
             for col in 0..t {
@@ -200,15 +227,22 @@ impl Unpack {
                 if id < 0 {
                     continue;
                 }
+                let k = keep.len() as i64;
+                keep.push(at);
                 match runs.last_mut() {
-                    Some((start, len)) if col > 0 && ids[(at - 1) as usize] == id && *start + *len == at => *len += 1,
-                    _ => runs.push((at, 1)),
+                    Some((start, len)) if col > 0 && ids[(at - 1) as usize] == id && *start + *len == k => *len += 1,
+                    _ => runs.push((k, 1)),
                 }
             }
         }
+        if keep.is_empty() {
+            // Nothing but padding: keep one token so every shape stays valid.
+            keep.push(0);
+            runs.push((0, 1));
+        }
         let longest = runs.iter().map(|r| r.1).max().unwrap_or(1);
         let mut gather = Vec::with_capacity(runs.len() * longest as usize);
-        let mut scatter = vec![0i64; (b * t) as usize];
+        let mut scatter = vec![0i64; keep.len()];
         for (si, &(start, len)) in runs.iter().enumerate() {
             for j in 0..longest {
                 gather.push(start + j.min(len - 1));
@@ -218,12 +252,13 @@ impl Unpack {
             }
         }
         let device = segments.device();
-        Unpack {
+        let unpack = Unpack {
             gather: Tensor::from_slice(&gather).to_device(device),
             scatter: Tensor::from_slice(&scatter).to_device(device),
-            segments: runs.len().max(1) as i64,
+            segments: runs.len() as i64,
             longest,
-        }
+        };
+        (unpack, Keep { index: Tensor::from_slice(&keep).to_device(device), b, t })
     }
 }
 
@@ -338,8 +373,8 @@ impl Llama {
     /// Logits `[B, T, vocab]` (float32) for token ids `[B, T]`. `positions`
     /// default to 0..T (after any cached positions).
     pub fn forward(&self, ids: &Tensor, positions: Option<&Tensor>, attend: Attend<'_>, train: bool) -> Result<Tensor, String> {
-        let x = self.hidden(ids, positions, attend, train)?;
-        self.logits(&x, train)
+        let (x, keep) = self.decode(ids, positions, attend, train)?;
+        Ok(restore(self.logits(&x, train)?, keep.as_ref()))
     }
 
     /// Output logits (float32) from final hidden states.
@@ -353,9 +388,16 @@ impl Llama {
     }
 
     /// Hidden states after the last decoder layer (before the final norm).
-    pub fn hidden(&self, ids: &Tensor, positions: Option<&Tensor>, mut attend: Attend<'_>, train: bool) -> Result<Tensor, String> {
-        let prep = self.prepare(ids, positions, &attend);
-        let mut x = self.embed_tokens(ids);
+    pub fn hidden(&self, ids: &Tensor, positions: Option<&Tensor>, attend: Attend<'_>, train: bool) -> Result<Tensor, String> {
+        let (x, keep) = self.decode(ids, positions, attend, train)?;
+        Ok(restore(x, keep.as_ref()))
+    }
+
+    /// The decoder layers, in the layout of [`Prepared`] (`[1, N]` real
+    /// tokens for [`Attend::Segments`]), and what restores `[B, T]`.
+    fn decode(&self, ids: &Tensor, positions: Option<&Tensor>, mut attend: Attend<'_>, train: bool) -> Result<(Tensor, Option<Keep>), String> {
+        let mut prep = self.prepare(ids, positions, &attend);
+        let mut x = self.embed_in(ids, &prep);
         for li in 0..self.layers.len() {
             let cache = match &mut attend {
                 Attend::Cached { cache, .. } => Some(&mut **cache),
@@ -363,12 +405,20 @@ impl Llama {
             };
             x = self.block(li, &x, &prep, cache, train)?;
         }
-        Ok(x)
+        Ok((x, prep.keep.take()))
     }
 
     /// Token embeddings in the compute kind.
     fn embed_tokens(&self, ids: &Tensor) -> Tensor {
         Tensor::embedding(&self.embed, ids, -1, false, false).to_kind(self.compute)
+    }
+
+    /// Embeddings in the layout the layers run in.
+    fn embed_in(&self, ids: &Tensor, prep: &Prepared) -> Tensor {
+        match &prep.keep {
+            Some(k) => self.embed_tokens(&ids.reshape([-1]).index_select(0, &k.index).unsqueeze(0)),
+            None => self.embed_tokens(ids),
+        }
     }
 
     /// What every decoder layer of one forward pass shares: RoPE tables and the attention mask.
@@ -383,6 +433,18 @@ impl Llama {
         let pos = match positions {
             Some(p) => p.shallow_clone(),
             None => (Tensor::arange(t, (Kind::Int64, device)) + past).unsqueeze(0).expand([b, t], true),
+        };
+        let (unpack, keep) = match attend {
+            Attend::Segments(s) => {
+                let (u, k) = Unpack::new(s);
+                (Some(u), Some(k))
+            }
+            _ => (None, None),
+        };
+        // The real tokens as one row: [1, N].
+        let (b, t, pos) = match &keep {
+            Some(k) => (1, k.index.size()[0], pos.reshape([-1]).index_select(0, &k.index).unsqueeze(0)),
+            None => (b, t, pos),
         };
         // RoPE tables for these positions: [B, 1, T, D].
         let freqs = pos.to_kind(Kind::Float).unsqueeze(-1) * self.inv_freq.view([1, 1, -1]);
@@ -405,11 +467,7 @@ impl Llama {
                 Some(m.unsqueeze(1))
             }
         };
-        let unpack = match attend {
-            Attend::Segments(s) => Some(Unpack::new(s)),
-            _ => None,
-        };
-        Prepared { b, t, cos, sin, mask, unpack }
+        Prepared { b, t, cos, sin, mask, unpack, keep }
     }
 
     /// One decoder layer.
@@ -479,17 +537,18 @@ impl Llama {
             return Err("activation checkpointing is for training, not for cached generation".into());
         }
         let prep = self.prepare(ids, positions, &attend);
+        let keep = prep.keep.as_ref();
         let base = Tensor::randint(1 << 40, [1], (Kind::Int64, Device::Cpu)).int64_value(&[0]);
         let seeded = |li: usize| tch::manual_seed(base + li as i64);
         let mut inputs = Vec::with_capacity(self.layers.len());
-        let mut x = tch::no_grad(|| self.embed_tokens(ids));
+        let mut x = tch::no_grad(|| self.embed_in(ids, &prep));
         for li in 0..self.layers.len() {
             seeded(li);
             let next = tch::no_grad(|| self.block(li, &x, &prep, None, train))?;
             inputs.push(std::mem::replace(&mut x, next));
         }
         let last = x.detach().set_requires_grad(true);
-        let loss = loss_of(&self.logits(&last, train)?);
+        let loss = loss_of(&restore(self.logits(&last, train)?, keep));
         loss.f_backward().map_err(|e| e.to_string())?;
         let value = loss.double_value(&[]);
         let mut g = last.grad();
@@ -503,7 +562,7 @@ impl Llama {
             inputs[li] = Tensor::new();
         }
         if self.embed.requires_grad() {
-            (self.embed_tokens(ids) * &g).sum(Kind::Float).f_backward().map_err(|e| e.to_string())?;
+            (self.embed_in(ids, &prep) * &g).sum(Kind::Float).f_backward().map_err(|e| e.to_string())?;
         }
         Ok(value)
     }

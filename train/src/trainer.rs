@@ -73,14 +73,22 @@ fn fnv(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
-/// How a batch attends: plain causal when every row holds one sample,
-/// else per packed segment (`TAILOR_PACKED_ATTENTION=mask` takes the dense
-/// block-diagonal mask instead, for bench/packing.sh's before/after).
+/// How a batch attends. Rows of one sample with little padding (under a
+/// fifth of the batch, as `group_by_length` makes them): plain causal
+/// attention over the padded batch, the faster path there. Otherwise the
+/// decoder runs on the real tokens alone, attending within each sample
+/// (padded rows and packed rows alike): gathering and scattering costs less
+/// than computing the padding (bench/packing.sh).
+/// `TAILOR_PACKED_ATTENTION=mask` takes the path before 2026-12-03 instead —
+/// padded rows computed with their padding, packed rows through a dense
+/// block-diagonal mask — for bench/packing.sh's before/after.
 fn packed_attention(b: &crate::data::Batch) -> Attend<'_> {
     static MASK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if b.simple {
+    let old = *MASK.get_or_init(|| std::env::var("TAILOR_PACKED_ATTENTION").is_ok_and(|v| v == "mask"));
+    let little_padding = (b.tokens as f64) >= 0.8 * b.ids.numel() as f64;
+    if b.simple && (old || little_padding) {
         Attend::Causal
-    } else if *MASK.get_or_init(|| std::env::var("TAILOR_PACKED_ATTENTION").is_ok_and(|v| v == "mask")) {
+    } else if old {
         Attend::SegmentsMasked(&b.segments)
     } else {
         Attend::Segments(&b.segments)
@@ -325,6 +333,9 @@ pub fn train_in(job: &TrainJob, group: Option<&Group>) -> Result<TrainMetrics, S
         }
     }
     let start = Instant::now();
+    // Time in training steps alone: evaluation and checkpoints are not
+    // training throughput (`seconds` in the done event is the whole attempt).
+    let mut step_secs = 0.0f64;
     let mut tokens_now = 0i64;
     let checkpointing = job.gradient_checkpointing.unwrap_or(device.is_cuda());
     if checkpointing {
@@ -384,7 +395,9 @@ pub fn train_in(job: &TrainJob, group: Option<&Group>) -> Result<TrainMetrics, S
         st.tokens += tokens;
         tokens_now += tokens;
         st.last_loss = Some(loss_sum);
-        let tps = tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+        let step_s = t0.elapsed().as_secs_f64();
+        step_secs += step_s;
+        let tps = tokens as f64 / step_s.max(1e-9);
         // The log is part of the (content-addressed) result, so it holds
         // only what is reproducible; throughput goes to stdout alone.
         let mut rec = Step {
@@ -445,7 +458,7 @@ pub fn train_in(job: &TrainJob, group: Option<&Group>) -> Result<TrainMetrics, S
     std::fs::write(job.out.join("metrics.json"), text).map_err(|e| format!("{}: {e}", job.out.join("metrics.json").display()))?;
     emit(&Event::Done(Done {
         metrics: Some(metrics.clone()),
-        tokens_per_s: Some(tokens_now as f64 / secs.max(1e-9)),
+        tokens_per_s: Some(tokens_now as f64 / step_secs.max(1e-9)),
         seconds: Some(secs),
         peak_rss_mib: peak_rss_mib(),
     }));
