@@ -110,20 +110,39 @@ int tailor_dist_join(void* handle, const char* own_host, int rank, int world, in
 #endif
 }
 
-// Sum n tensors (same dtype and device) across ranks, in place, as one
-// coalesced collective; returns when the sums are there.
-int tailor_dist_allreduce(void* handle, at::Tensor** ts, int n) {
+// Sum n tensors (same dtype and device) across ranks, in place; returns
+// when the sums are there. The tensors are copied into flat buckets of at
+// most `bucket_bytes` (a tensor larger than that has a bucket to itself),
+// one collective each, as DDP's buckets, and copied back: one
+// path for every device, since Gloo's coalesced all-reduce takes CPU tensors
+// only, while its plain all-reduce also takes CUDA tensors (through pinned
+// host memory). The CPU tests thus run the code a CUDA run takes.
+int tailor_dist_allreduce(void* handle, at::Tensor** ts, int n, int64_t bucket_bytes) {
 #ifdef TAILOR_GLOO
   auto* g = static_cast<Group*>(handle);
   return guarded([&] {
     TORCH_CHECK(g->pg, "the process group was not joined");
-    std::vector<at::Tensor> v;
-    v.reserve(n);
-    for (int i = 0; i < n; ++i) v.push_back(*ts[i]);
-    c10d::AllreduceCoalescedOptions o;
-    o.reduceOp = c10d::ReduceOp::SUM;
-    auto work = g->pg->allreduce_coalesced(v, o);
-    work->wait();
+    const int64_t cap = bucket_bytes / static_cast<int64_t>(n > 0 ? ts[0]->element_size() : 4);
+    int first = 0;
+    while (first < n) {
+      int last = first;
+      int64_t numel = 0;
+      while (last < n && (last == first || numel + ts[last]->numel() <= cap)) numel += ts[last++]->numel();
+      std::vector<at::Tensor> parts;
+      parts.reserve(last - first);
+      for (int i = first; i < last; ++i) parts.push_back(ts[i]->reshape({-1}));
+      std::vector<at::Tensor> bucket{at::cat(parts)};
+      c10d::AllreduceOptions o;
+      o.reduceOp = c10d::ReduceOp::SUM;
+      g->pg->allreduce(bucket, o)->wait();
+      int64_t at = 0;
+      for (int i = first; i < last; ++i) {
+        const int64_t k = ts[i]->numel();
+        ts[i]->copy_(bucket[0].narrow(0, at, k).view(ts[i]->sizes()));
+        at += k;
+      }
+      first = last;
+    }
   });
 #else
   last_error = "no Gloo in this build";

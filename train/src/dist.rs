@@ -16,7 +16,7 @@ unsafe extern "C" {
     fn tailor_dist_store(host: *const std::ffi::c_char, port: i32, server: i32, world: i32, timeout_ms: i32) -> *mut c_void;
     fn tailor_dist_port(handle: *mut c_void) -> i32;
     fn tailor_dist_join(handle: *mut c_void, own_host: *const std::ffi::c_char, rank: i32, world: i32, timeout_ms: i32) -> i32;
-    fn tailor_dist_allreduce(handle: *mut c_void, ts: *const *mut C_tensor, n: i32) -> i32;
+    fn tailor_dist_allreduce(handle: *mut c_void, ts: *const *mut C_tensor, n: i32, bucket_bytes: i64) -> i32;
     fn tailor_dist_free(handle: *mut c_void);
 }
 
@@ -37,6 +37,13 @@ pub fn available() -> bool {
 pub fn timeout_ms() -> i32 {
     let secs = std::env::var("TAILOR_DIST_TIMEOUT_S").ok().and_then(|s| s.parse::<f64>().ok()).filter(|s| *s > 0.0).unwrap_or(600.0);
     (secs * 1000.0).min(i32::MAX as f64) as i32
+}
+
+/// How many bytes of gradients one collective sums (a flat bucket; a larger
+/// tensor goes alone): `TAILOR_DIST_BUCKET_BYTES`, default 64 MiB. Buckets
+/// bound the extra memory of summing to one bucket at a time.
+fn bucket_bytes() -> i64 {
+    std::env::var("TAILOR_DIST_BUCKET_BYTES").ok().and_then(|s| s.parse::<i64>().ok()).filter(|b| *b > 0).unwrap_or(64 << 20)
 }
 
 /// A rendezvous store, then (after [`Store::join`]) a process group.
@@ -107,8 +114,8 @@ pub struct Group {
 }
 
 impl Group {
-    /// Sum `tensors` across ranks, in place (one coalesced collective per
-    /// dtype). Every rank must pass tensors of the same shapes, in the same order.
+    /// Sum `tensors` across ranks, in place (per dtype, in flat buckets of
+    /// [`bucket_bytes`], one collective each; on any device Gloo takes). Every rank must pass tensors of the same shapes, in the same order.
     pub fn sum(&self, tensors: &[Tensor]) -> Result<(), String> {
         let mut kinds: Vec<Kind> = tensors.iter().map(Tensor::kind).collect();
         kinds.dedup();
@@ -118,7 +125,7 @@ impl Group {
             let ptrs: Vec<*mut C_tensor> = tensors.iter().filter(|t| t.kind() == kind).map(|t| t.as_ptr() as *mut C_tensor).collect();
             // SAFETY: live tensors for the duration of the call; the C side
             // writes their contents in place, as tch's own in-place ops do.
-            if unsafe { tailor_dist_allreduce(self.store.raw, ptrs.as_ptr(), ptrs.len() as i32) } != 0 {
+            if unsafe { tailor_dist_allreduce(self.store.raw, ptrs.as_ptr(), ptrs.len() as i32, bucket_bytes()) } != 0 {
                 return Err(format!("rank {} of {}: summing across ranks failed: {}", self.rank, self.world, last_error()));
             }
         }
