@@ -23,10 +23,8 @@ rm -rf "$W/pipelines/smollm2/.tailor" "$W/pipelines/smollm2/tailor.lock"
 ln -s "$(realpath .models)" "$W/.models"
 "$T" import .models/SmolLM2-135M-Instruct.Q4_1.gguf --out "$W/hf" >/dev/null
 (cd "$W/pipelines/smollm2" && "$T" run formatted >/dev/null 2>&1) || { echo "formatting failed in $W" >&2; exit 1; }
-example_tps() {
-  (cd "$W/pipelines/smollm2" && "$T" -v run --force tuned 2>&1) > "$W/example.out" || { cat "$W/example.out"; exit 1; }
-  sed 's/\x1b\[[0-9;]*m//g' "$W/example.out" | grep "training finished" | tail -1 | sed -E 's/.*tokens_per_s=([0-9.]+).*/\1/'
-}
+source bench/smollm2_lora.sh
+example_tps() { read -r tps _ < <(train_run "$W/pipelines/smollm2"); echo "$tps"; }
 bench_tps() { # extra flags
   "$TT" bench --model "$W/hf" --method lora --seq 128 --batch 4 --steps 20 --threads 2 "$@" \
     | python3 -c 'import sys, json; print(json.load(sys.stdin)["tokens_per_s"])'

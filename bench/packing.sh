@@ -22,32 +22,14 @@ GGUF=$(realpath .models/SmolLM2-135M-Instruct.Q4_1.gguf)
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
 "$T" import "$GGUF" --out "$W/hf" >/dev/null
+source bench/smollm2_lora.sh
 project() { # NAME FORMAT-EXTRA TRAIN-EXTRA BATCH
-  mkdir -p "$W/$1/data"
-  cp pipelines/smollm2/data/replies.jsonl "$W/$1/data/"
-  cat > "$W/$1/tailor.yaml" <<YAML
-version: 1
-name: packing-$1
-outside_paths: allow
-stages:
-  raw: {kind: collect, sources: [{path: data/replies.jsonl}]}
-  formatted: {kind: format, input: raw, tokenizer: $GGUF, template: tokenizer, max_tokens: 128$2}
-  tuned:
-    kind: train
-    data: formatted
-    base: $GGUF
-    method: lora
-    lora: {r: 16, alpha: 32, targets: [all-linear]}
-    lr: 2.0e-3
-    max_steps: $STEPS
-    batch_size: $4
-    threads: 2$3
-YAML
-  (cd "$W/$1" && "$T" run formatted >/dev/null 2>&1) || { echo "formatting failed in $W/$1" >&2; exit 1; }
+  lora_project "$W/$1" "packing-$1" "$2" "    batch_size: $4
+    threads: 2$3"
 }
 train_tps() { # NAME [ENV=VALUE]
-  (cd "$W/$1" && env ${2:-} "$T" -v run --force tuned 2>&1) > "$W/$1.out" || { cat "$W/$1.out"; exit 1; }
-  sed 's/\x1b\[[0-9;]*m//g' "$W/$1.out" | grep "training finished" | tail -1 | sed -E 's/.*tokens_per_s=([0-9.]+).*/\1/'
+  read -r tps _ < <(train_run "$W/$1" "${2:-}")
+  echo "$tps"
 }
 bench_tps() {
   "$TT" bench --model "$W/hf" --method lora --seq 128 --batch 4 --steps "$STEPS" --threads 2 --r 16 --alpha 32 --targets all-linear \

@@ -19,35 +19,14 @@ T=$(realpath target/release/tailor)
 GGUF=$(realpath .models/SmolLM2-135M-Instruct.Q4_1.gguf)
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
+source bench/smollm2_lora.sh
 project() { # DIR WORKERS GRAD_ACCUM
-  mkdir -p "$1/data"
-  cp pipelines/smollm2/data/replies.jsonl "$1/data/"
-  cat > "$1/tailor.yaml" <<YAML
-version: 1
-name: workers-$2
-outside_paths: allow
-stages:
-  raw: {kind: collect, sources: [{path: data/replies.jsonl}]}
-  formatted: {kind: format, input: raw, tokenizer: $GGUF, template: tokenizer, max_tokens: 128}
-  tuned:
-    kind: train
-    data: formatted
-    base: $GGUF
-    method: lora
-    lora: {r: 16, alpha: 32, targets: [all-linear]}
-    lr: 2.0e-3
-    max_steps: $STEPS
-    batch_size: 4
+  lora_project "$1" "workers-$2" "" "    batch_size: 4
     grad_accum: $3
     workers: $2
-    threads: 2
-YAML
-  (cd "$1" && "$T" run formatted >/dev/null 2>&1) || { echo "formatting failed in $1" >&2; exit 1; }
+    threads: 2"
 }
-one_run() { # DIR -> "tok/s MiB"
-  (cd "$1" && "$T" -v run --force tuned 2>&1) > "$1/.out" || { cat "$1/.out"; exit 1; }
-  sed 's/\x1b\[[0-9;]*m//g' "$1/.out" | grep "training finished" | tail -1 | sed -E 's/.*tokens_per_s=([0-9.]+).*peak_rss_mib=([0-9.]+).*/\1 \2/'
-}
+one_run() { train_run "$1"; }
 losses() { (cd "$1" && cat "$("$T" show tuned --path)/log.jsonl") | python3 -c 'import sys, json; print(" ".join(str(json.loads(l)["loss"]) for l in sys.stdin))'; }
 project "$W/one" 1 2
 project "$W/two" 2 1

@@ -15,33 +15,28 @@ fn main() {
     };
     let root = PathBuf::from(&lib).parent().map(PathBuf::from).unwrap_or_default();
     let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
-    cc::Build::new()
-        .cpp(true)
-        .pic(true)
-        .warnings(false)
-        .include(root.join("include"))
-        .include(root.join("include/torch/csrc/api/include"))
-        .flag("-std=c++17")
-        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
-        .flag("-DGLOG_USE_GLOG_EXPORT")
-        .file("csrc/ops.cpp")
-        .compile("tailor_ops");
+    // A C++ file against libtorch's headers, with its ABI.
+    let torch_cpp = |file: &str| {
+        let mut b = cc::Build::new();
+        b.cpp(true)
+            .pic(true)
+            .warnings(false)
+            .include(root.join("include"))
+            .include(root.join("include/torch/csrc/api/include"))
+            .flag("-std=c++17")
+            .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+            .flag("-DGLOG_USE_GLOG_EXPORT")
+            .file(file);
+        b
+    };
+    torch_cpp("csrc/ops.cpp").compile("tailor_ops");
     // Data-parallel workers: c10d's Gloo process group is in libtorch_cpu,
     // but its header includes Gloo's, which the wheel lacks; Debian's
     // libgloo-dev has them (`GLOO_INCLUDE` names another directory). Without
     // them dist.cpp builds as a stub that says what to install.
     let gloo = std::env::var("GLOO_INCLUDE").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("/usr/include"));
     println!("cargo:rerun-if-changed={}", gloo.join("gloo/context.h").display());
-    let mut dist = cc::Build::new();
-    dist.cpp(true)
-        .pic(true)
-        .warnings(false)
-        .include(root.join("include"))
-        .include(root.join("include/torch/csrc/api/include"))
-        .flag("-std=c++17")
-        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
-        .flag("-DGLOG_USE_GLOG_EXPORT")
-        .file("csrc/dist.cpp");
+    let mut dist = torch_cpp("csrc/dist.cpp");
     if gloo.join("gloo/context.h").exists() {
         // (/usr/include is searched anyway; naming it with -I would reorder the system directories.)
         if gloo != std::path::Path::new("/usr/include") {
