@@ -107,6 +107,20 @@ fn two_workers_train_like_one_process_with_twice_the_accumulation() {
 }
 
 #[test]
+fn a_trainer_knob_in_the_environment_keys_the_result() {
+    let dir = project_with("[q_proj, v_proj]", "max_steps: 2");
+    assert!(run_in(dir.path(), &["run"]).status.success());
+    // The old attention path computes the same model within float noise,
+    // but not bit for bit: its result must not be served for this one.
+    let out = tailor().current_dir(dir.path()).env("TAILOR_PACKED_ATTENTION", "mask").args(["run", "tuned", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tuned = summary["stages"].as_array().unwrap().iter().find(|s| s[0] == "tuned").unwrap();
+    assert_eq!(tuned[1]["status"], "ran", "the knob did not rerun training: {summary}");
+    assert!(text(&run_in(dir.path(), &["run"]).stderr).contains("Nothing to do"), "without the knob the first result is cached");
+}
+
+#[test]
 fn unknown_lora_target_is_caught_before_anything_loads() {
     let dir = project("[q_proj, qkv_proj]");
     let out = run_in(dir.path(), &["validate"]);

@@ -142,6 +142,7 @@ pub fn inference(device: Device, dtype: Dtype, threads: Option<usize>) -> (BTree
     env.insert("device".into(), format!("{device:?}").to_lowercase());
     env.insert("dtype".into(), format!("{dtype:?}").to_lowercase());
     env.extend(crate::numerics::env(threads));
+    env.extend(crate::train::trainer_knobs());
     (env, crate::train::resources(device, threads, 1))
 }
 

@@ -54,14 +54,6 @@ extern "C" {
 
 const char* tailor_dist_last_error() { return last_error.c_str(); }
 
-int tailor_dist_available() {
-#ifdef TAILOR_GLOO
-  return 1;
-#else
-  return 0;
-#endif
-}
-
 // The rendezvous store: rank 0 serves it (`server` non-zero; port 0 picks a
 // free port, see tailor_dist_port), the other ranks connect to host:port.
 void* tailor_dist_store(const char* host, int port, int server, int world, int timeout_ms) {

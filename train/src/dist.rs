@@ -12,7 +12,6 @@ use torch_sys::C_tensor;
 
 unsafe extern "C" {
     fn tailor_dist_last_error() -> *const std::ffi::c_char;
-    fn tailor_dist_available() -> i32;
     fn tailor_dist_store(host: *const std::ffi::c_char, port: i32, server: i32, world: i32, timeout_ms: i32) -> *mut c_void;
     fn tailor_dist_port(handle: *mut c_void) -> i32;
     fn tailor_dist_join(handle: *mut c_void, own_host: *const std::ffi::c_char, rank: i32, world: i32, timeout_ms: i32) -> i32;
@@ -23,12 +22,6 @@ unsafe extern "C" {
 fn last_error() -> String {
     // SAFETY: a pointer to the C side's thread-local, NUL-terminated message.
     unsafe { CStr::from_ptr(tailor_dist_last_error()) }.to_string_lossy().into_owned()
-}
-
-/// Whether this build has the Gloo process group (built with Gloo's headers).
-pub fn available() -> bool {
-    // SAFETY: no arguments, no state.
-    unsafe { tailor_dist_available() == 1 }
 }
 
 /// How long a rendezvous or a collective may wait for the other ranks:

@@ -2,18 +2,15 @@
 //! equal those of the ordinary one (float32, CPU), for full fine-tuning and
 //! LoRA, tied and untied heads, causal and packed (segment) attention.
 
+mod common;
+
 use std::path::PathBuf;
 
+use common::fixture;
 use tailor_train::model::Attend;
 use tailor_train::peft::LoraSpec;
 use tailor_train::trainer::{Method, TrainJob, build};
 use tch::{Device, Kind, Tensor};
-
-fn fixture(name: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
-    assert!(p.join("config.json").exists(), "fixture {} is missing", p.display());
-    p
-}
 
 /// Gradients of every trainable parameter after one backward pass.
 fn grads(model_dir: &str, method: Method, checkpointing: bool, packed: bool) -> Vec<(String, Tensor)> {

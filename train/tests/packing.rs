@@ -5,18 +5,15 @@
 //! (with padding after the last segment, one-token segments, rows of one
 //! segment), plain causal attention over the padded batch for padded rows.
 
+mod common;
+
 use std::path::PathBuf;
 
+use common::fixture;
 use tailor_train::model::Attend;
 use tailor_train::peft::LoraSpec;
 use tailor_train::trainer::{Method, TrainJob, build};
 use tch::{Device, Kind, Tensor};
-
-fn fixture(name: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
-    assert!(p.join("config.json").exists(), "fixture {} is missing", p.display());
-    p
-}
 
 /// Logits on the real (non-padding) positions and every gradient after one
 /// backward pass of their summed log-likelihood.

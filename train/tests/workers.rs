@@ -6,20 +6,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::write_split;
+use common::{fixture, write_split};
+use tailor_train::data::Dataset;
 use tailor_train::peft::LoraSpec;
 use tailor_train::trainer::{Method, Schedule, TrainJob};
 use tch::Tensor;
-
-fn fixture(name: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
-    assert!(p.join("config.json").exists(), "fixture {} is missing", p.display());
-    p
-}
 
 /// 13 samples of 6–19 tokens with the second half trained: uneven lengths
 /// make the per-window target counts matter, and 13 rows leave the last
@@ -103,6 +98,29 @@ fn weights(out: &Path, method: Method) -> Vec<(String, Tensor)> {
     let mut v = Tensor::read_safetensors(out.join(file)).unwrap();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
+}
+
+/// Every rank computes an optimizer step's loss denominator from the
+/// window's rows alone; it must be what batches of those rows train.
+#[test]
+fn row_targets_count_what_a_batch_trains() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Masks with holes, a trained first token (never a target: nothing
+    // predicts it) and an untrained sample, besides the uneven split.
+    let rows: Vec<(Vec<u32>, Vec<u8>)> = (0..9u32).map(|s| ((0..5 + s).collect(), (0..5 + s).map(|k| u8::from(s > 0 && (k + s) % 3 != 0)).collect())).collect();
+    write_split(&tmp.path().join("holes"), &rows);
+    split(&tmp.path().join("uneven"), 0);
+    for name in ["holes", "uneven"] {
+        let data = Dataset::open(&tmp.path().join(name)).unwrap();
+        let all: Vec<usize> = (0..data.len()).collect();
+        let mut trained = 0;
+        for rows in all.chunks(2) {
+            let b = data.batch(rows, tch::Device::Cpu);
+            assert_eq!(b.targets, rows.iter().map(|&r| data.row_targets(r)).sum::<i64>(), "{name}: rows {rows:?}");
+            trained += b.targets;
+        }
+        assert!(trained > 0, "{name}: nothing trained");
+    }
 }
 
 #[test]

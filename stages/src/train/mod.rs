@@ -60,7 +60,18 @@ pub fn env(h: &Hyper) -> BTreeMap<String, String> {
     env.insert("device".into(), format!("{:?}", h.device).to_lowercase());
     env.insert("dtype".into(), format!("{:?}", h.dtype).to_lowercase());
     env.extend(crate::numerics::env(crate::numerics::threads(h.threads)));
+    env.extend(trainer_knobs());
     env
+}
+
+/// The trainer's environment knobs that change its arithmetic — the
+/// attention path (training and scoring), how gradients are bucketed for
+/// summing across more than two ranks — as fingerprint entries, when set.
+pub fn trainer_knobs() -> BTreeMap<String, String> {
+    [("TAILOR_PACKED_ATTENTION", "packed_attention"), ("TAILOR_DIST_BUCKET_BYTES", "dist_bucket_bytes")]
+        .into_iter()
+        .filter_map(|(var, key)| std::env::var(var).ok().map(|v| (key.to_string(), v)))
+        .collect()
 }
 
 /// What a model stage asks of a cluster by default: one GPU unless it is

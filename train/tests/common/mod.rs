@@ -2,7 +2,7 @@
 //! writes.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A tokens.safetensors as the format stage writes it, from (ids, loss
 /// mask) per sample.
@@ -31,4 +31,11 @@ pub fn toy_split(dir: &Path, samples: usize, vocab: u32) {
     let rows: Vec<(Vec<u32>, Vec<u8>)> =
         (0..samples as u32).map(|s| ((0..16u32).map(|k| (s * 3 + k * 7) % vocab).collect(), (0..16u32).map(|k| u8::from(k >= 8)).collect())).collect();
     write_split(dir, &rows);
+}
+
+/// A model fixture of train/tests/fixtures; a missing one fails the test.
+pub fn fixture(name: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    assert!(p.join("config.json").exists(), "fixture {} is missing", p.display());
+    p
 }
